@@ -1,0 +1,223 @@
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitdense.data import (
+    SegmentationFolderDataModule,
+    SyntheticSegmentationDataModule,
+    get_datamodule,
+    list_datamodules,
+    load_image,
+    load_mask,
+)
+from vitdense.data.segmentation import SegmentationFolderDataset
+from vitdense.data.transforms import pad_collate, segmentation_eval_transform, segmentation_train_transform
+
+
+def write_pair(root: Path, split: str, stem: str, size=(40, 30), num_classes: int = 3, ext: str = ".png") -> None:
+    """Write a random RGB image and a class-id mask of ``size`` (w, h) under ``root/split``."""
+    w, h = size
+    rng = np.random.default_rng(zlib.crc32(stem.encode()))
+    (root / split / "images").mkdir(parents=True, exist_ok=True)
+    (root / split / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / split / "images" / f"{stem}{ext}")
+    Image.fromarray(rng.integers(0, num_classes, (h, w), dtype=np.uint8)).save(root / split / "masks" / f"{stem}.png")
+
+
+@pytest.fixture
+def dataset_root(tmp_path: Path) -> Path:
+    for split in ("train", "val"):
+        write_pair(tmp_path, split, "a", (40, 30))
+        write_pair(tmp_path, split, "b", (50, 20), ext=".jpg")
+        write_pair(tmp_path, split, "c", (33, 33))
+    return tmp_path
+
+
+def test_registry_lists_both_datamodules() -> None:
+    names = list_datamodules()
+    assert {"SegmentationFolderDataModule", "SyntheticSegmentationDataModule"} <= set(names)
+    assert names == sorted(names)
+    assert get_datamodule("SyntheticSegmentationDataModule") is SyntheticSegmentationDataModule
+    with pytest.raises(KeyError, match="SegmentationFolderDataModule"):
+        get_datamodule("Nope")
+
+
+def test_folder_items_and_padded_batches(dataset_root: Path) -> None:
+    dm = SegmentationFolderDataModule(str(dataset_root), num_classes=3, crop_size=32, batch_size=3)
+    dm.setup("fit")
+    item = dm.dataset("val")[1]  # b.jpg, 50x20
+    assert item["image"].shape == (3, 20, 50) and item["image"].dtype == torch.float32
+    assert item["image"].min() >= 0.0 and item["image"].max() <= 1.0
+    assert item["mask"].shape == (20, 50) and item["mask"].dtype == torch.int64
+    assert item["path"].endswith("b.jpg") and item["orig_size"] == (20, 50)
+
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (3, 3, 64, 64) and batch["mask"].shape == (3, 64, 64)
+    assert batch["mask"].dtype == torch.int64
+    assert (batch["mask"][1, 20:] == 255).all() and (batch["mask"][1, :, 50:] == 255).all()
+    assert (batch["image"][1, :, 20:] == 0).all()
+    assert batch["mask"][1, :20, :50].max() < 3
+    assert batch["orig_size"] == [(30, 40), (20, 50), (33, 33)]
+
+    train = next(iter(dm.train_dataloader()))
+    assert train["image"].shape == (3, 3, 32, 32) and train["mask"].shape == (3, 32, 32)
+    assert set(train["mask"].unique().tolist()) <= {0, 1, 2, 255}
+
+
+def test_pad_collate_size_divisor_and_extra_keys() -> None:
+    batch = [
+        {"image": torch.ones(3, 10, 7), "mask": torch.zeros(10, 7, dtype=torch.long), "path": "a"},
+        {"image": torch.ones(3, 5, 12), "mask": torch.ones(5, 12, dtype=torch.long), "path": "b"},
+    ]
+    out = pad_collate(batch, ignore_index=-1, size_divisor=8)
+    assert out["image"].shape == (2, 3, 16, 16) and out["mask"].shape == (2, 16, 16)
+    assert out["mask"][0, :10, :7].eq(0).all() and out["mask"][0, 10:].eq(-1).all()
+    assert out["image"][1, :, 5:].eq(0).all() and out["path"] == ["a", "b"]
+
+
+def test_transforms_keep_masks_nearest() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    mask = np.random.default_rng(1).choice(np.array([0, 1, 7, 255]), size=(37, 53))
+    out = segmentation_eval_transform(20)(image=image, mask=mask.astype(np.int32))
+    assert out["image"].shape == (3, 20, 29) and out["mask"].dtype == torch.int64
+    assert set(out["mask"].unique().tolist()) <= {0, 1, 7, 255}
+    out = segmentation_train_transform(48, ignore_index=255)(image=image, mask=mask.astype(np.int32))
+    assert out["image"].shape == (3, 48, 48) and out["image"].dtype == torch.float32
+    assert set(out["mask"].unique().tolist()) <= {0, 1, 7, 255}
+
+
+def test_class_names_from_classes_txt(dataset_root: Path) -> None:
+    (dataset_root / "classes.txt").write_text("sky\n\nroad\ncar\n")
+    dm = SegmentationFolderDataModule(str(dataset_root))
+    assert dm.num_classes == 3 and dm.class_names == ["sky", "road", "car"]
+    with pytest.raises(ValueError, match=r"lists 3 classes but num_classes=4"):
+        SegmentationFolderDataModule(str(dataset_root), num_classes=4)
+
+
+def test_default_class_names_and_missing_num_classes(tmp_path: Path) -> None:
+    dm = SegmentationFolderDataModule(str(tmp_path / "nowhere"), num_classes=2)
+    assert dm.class_names == ["class_0", "class_1"]
+    with pytest.raises(ValueError, match=r"num_classes is not set.*classes\.txt"):
+        SegmentationFolderDataModule(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: Image.new("L", (5, 4), 77), [77, 77, 77]),
+        (lambda: Image.new("LA", (5, 4), (77, 0)), [77, 77, 77]),
+        (lambda: Image.new("RGBA", (5, 4), (9, 8, 7, 0)), [9, 8, 7]),
+        (lambda: Image.new("CMYK", (5, 4), (0, 0, 0, 0)), [255, 255, 255]),
+        (lambda: Image.fromarray(np.full((4, 5), 0xAB00, np.uint16)), [0xAB, 0xAB, 0xAB]),
+        (lambda: Image.new("I", (5, 4), 0x1200), [0x12, 0x12, 0x12]),
+        (lambda: Image.new("F", (5, 4), 0.5), [128, 128, 128]),
+    ],
+)
+def test_load_image_modes_to_rgb_uint8(tmp_path: Path, make, expected: list[int]) -> None:
+    img = make()
+    path = tmp_path / ("img.tif" if img.mode in ("CMYK", "I", "F") else "img.png")
+    img.save(path)
+    image = load_image(path)
+    assert image.shape == (4, 5, 3) and image.dtype == np.uint8
+    assert (image == expected).all()
+
+
+def test_load_palette_image_and_mask(tmp_path: Path) -> None:
+    pal = Image.frombytes("P", (2, 2), bytes([0, 1, 2, 1]))
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255])
+    pal.save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png")[0, 1].tolist() == [255, 0, 0]
+    mask = load_mask(tmp_path / "p.png")
+    assert mask.dtype == np.int64 and mask.tolist() == [[0, 1], [2, 1]]
+    Image.fromarray(np.array([[300, 2]], np.uint16)).save(tmp_path / "m16.png")
+    assert load_mask(tmp_path / "m16.png").tolist() == [[300, 2]]
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    dm = SegmentationFolderDataModule(str(tmp_path / "missing"), num_classes=3)
+    with pytest.raises(FileNotFoundError, match=r"missing' does not exist.*images"):
+        dm.setup("fit")
+
+
+def test_missing_split_only_when_needed(dataset_root: Path) -> None:
+    dm = SegmentationFolderDataModule(str(dataset_root), num_classes=3)
+    dm.setup("fit")
+    with pytest.raises(FileNotFoundError, match=r"test' not found.*root/\{split\}/masks"):
+        dm.setup("test")
+
+
+def test_image_without_mask(dataset_root: Path) -> None:
+    write_pair(dataset_root, "train", "lonely")
+    (dataset_root / "train" / "masks" / "lonely.png").unlink()
+    with pytest.raises(ValueError, match=r"1 image\(s\) .* have no mask .*lonely\.png"):
+        SegmentationFolderDataset(dataset_root, "train", num_classes=3)
+
+
+def test_mask_without_image(dataset_root: Path) -> None:
+    write_pair(dataset_root, "train", "orphan")
+    (dataset_root / "train" / "images" / "orphan.png").unlink()
+    with pytest.raises(ValueError, match=r"1 mask\(s\) .* have no image .*orphan\.png"):
+        SegmentationFolderDataset(dataset_root, "train", num_classes=3)
+
+
+def test_mask_size_mismatch(dataset_root: Path) -> None:
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(dataset_root / "train" / "masks" / "a.png")
+    with pytest.raises(ValueError, match=r"images/a\.png' is 40x30 but '.*masks/a\.png' is 10x10"):
+        SegmentationFolderDataset(dataset_root, "train", num_classes=3)
+
+
+def test_mask_values_out_of_range(dataset_root: Path) -> None:
+    mask = np.zeros((30, 40), np.uint8)
+    mask[0, :4] = [7, 3, 255, 200]
+    Image.fromarray(mask).save(dataset_root / "train" / "masks" / "a.png")
+    dataset = SegmentationFolderDataset(dataset_root, "train", num_classes=3, ignore_index=255)
+    with pytest.raises(ValueError, match=r"masks/a\.png' has values \[3, 7, 200\].*num_classes=3.*ignore_index=255"):
+        dataset[0]
+
+
+def test_corrupt_image(dataset_root: Path) -> None:
+    (dataset_root / "train" / "images" / "a.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"Cannot read image '.*images/a\.png'"):
+        SegmentationFolderDataset(dataset_root, "train", num_classes=3)
+
+
+def test_truncated_image(tmp_path: Path) -> None:
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"Cannot read image '.*t\.png'"):
+        load_image(tmp_path / "t.png")
+
+
+def test_rgb_mask_rejected(dataset_root: Path) -> None:
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(dataset_root / "train" / "masks" / "a.png")
+    dataset = SegmentationFolderDataset(dataset_root, "train", num_classes=3)
+    with pytest.raises(ValueError, match=r"masks/a\.png' .*single-channel class-id PNGs"):
+        dataset[0]
+
+
+def test_predict_folder(dataset_root: Path) -> None:
+    dm = SegmentationFolderDataModule(
+        str(dataset_root), num_classes=3, eval_size=16, predict_dir=str(dataset_root / "val" / "images")
+    )
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert "mask" not in batch and batch["image"].shape == (3, 3, 32, 64)
+    assert batch["valid_size"][1] == (16, 40) and batch["orig_size"][1] == (20, 50)
+
+
+def test_synthetic_deterministic_and_varied() -> None:
+    items = [SyntheticSegmentationDataModule(seed=s, image_size=48).dataset("val")[3] for s in (0, 0, 1)]
+    assert torch.equal(items[0]["image"], items[1]["image"]) and torch.equal(items[0]["mask"], items[1]["mask"])
+    assert not torch.equal(items[0]["image"], items[2]["image"])
+    dm = SyntheticSegmentationDataModule(image_size=48, batch_size=16)
+    assert dm.num_classes == 4 and dm.class_names == ["background", "circle", "rectangle", "triangle"]
+    assert not torch.equal(dm.dataset("train")[0]["mask"], dm.dataset("val")[0]["mask"])
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (16, 3, 48, 48) and batch["mask"].shape == (16, 48, 48)
+    assert set(batch["mask"].unique().tolist()) == {0, 1, 2, 3}

@@ -1,0 +1,124 @@
+"""The command line: LightningCLI over every vitdense task and DataModule, with the defaults a user expects."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+# Importing the packages registers every task and DataModule, so short class_path names resolve.
+from vitdense.data import BaseDataModule
+from vitdense.tasks import BaseTask
+
+DEFAULT_ROOT = "runs"
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes each batch's predictions with the task's ``save_predictions`` into a new folder."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.count = 0
+
+    def setup(self, trainer: Trainer, pl_module: BaseTask, stage: str) -> None:
+        if self.output_dir.exists() and any(self.output_dir.iterdir()):
+            raise FileExistsError(f"Prediction folder '{self.output_dir}' is not empty; choose another one.")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        self.count += len(pl_module.save_predictions(prediction, self.output_dir))
+
+
+class VitdenseCLI(LightningCLI):
+    """LightningCLI whose model is any ``BaseTask`` and whose data is any registered ``BaseDataModule``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The DataModule knows the classes; the task receives them so a user states them once.
+        # Links whose source or target a given class lacks (e.g. ignore_index for classification) are skipped.
+        for key in ("num_classes", "class_names", "ignore_index"):
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+
+    def _run_name(self) -> str:
+        configs = self.config.get(str(self.subcommand), self.config).get("config") or []
+        return Path(str(configs[0])).stem if configs else type(self.model).__name__.lower()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        root = trainer_cfg.get("default_root_dir") or DEFAULT_ROOT
+        kwargs.setdefault("default_root_dir", root)
+        if self.subcommand != "predict" and trainer_cfg.get("logger") in (None, True):
+            # CSV first: it picks the next free version folder, which TensorBoard then shares.
+            csv = CSVLogger(save_dir=root, name=self._run_name())
+            kwargs["logger"] = [csv, TensorBoardLogger(save_dir=root, name=self._run_name(), version=csv.version)]
+        callbacks = list(trainer_cfg.get("callbacks") or [])
+        if self.subcommand == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
+            if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                callbacks.append(self._checkpoint_callback())
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if self.subcommand == "predict":
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            callbacks.append(PredictionWriter(Path(root) / "predictions" / f"{self._run_name()}-{stamp}"))
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def _checkpoint_callback(self) -> ModelCheckpoint:
+        monitor, mode = self.model.monitor, self.model.monitor_mode
+        short = monitor.split("/")[-1]
+        return ModelCheckpoint(
+            monitor=monitor,
+            mode=mode,
+            save_last=True,
+            filename=f"best-epoch{{epoch:03d}}-{short}{{{monitor}:.4f}}",
+            auto_insert_metric_name=False,
+        )
+
+    def _say(self, message: str) -> None:
+        if self.trainer.is_global_zero:
+            print(f"[vitdense] {message}", flush=True)
+
+    def before_fit(self) -> None:
+        self._say(f"run folder: {self.trainer.log_dir}")
+
+    def after_fit(self) -> None:
+        ckpt = self.trainer.checkpoint_callback
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
+            score = ckpt.best_model_score
+            score_text = f" ({ckpt.monitor} = {score:.4f})" if score is not None else ""
+            self._say(f"best checkpoint: {ckpt.best_model_path}{score_text}")
+            if ckpt.last_model_path:
+                self._say(f"last checkpoint: {ckpt.last_model_path}")
+        self._say(f"run folder: {self.trainer.log_dir}")
+
+    def before_test(self) -> None:
+        self._say(f"run folder: {self.trainer.log_dir}")
+
+    def after_predict(self) -> None:
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, PredictionWriter):
+                self._say(f"wrote {cb.count} predictions to {cb.output_dir}")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI:
+    """Entry point of ``python -m vitdense`` and the ``vitdense`` console script.
+
+    Args:
+        args: command-line arguments (default ``sys.argv[1:]``).
+        run: run the subcommand; ``False`` only parses the config and builds the model, data and trainer.
+    """
+    return VitdenseCLI(
+        BaseTask,
+        BaseDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": False},
+        run=run,
+        args=args if args is not None else sys.argv[1:],
+    )

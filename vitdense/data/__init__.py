@@ -1,0 +1,18 @@
+"""DataModules, datasets, transforms and image I/O."""
+
+from vitdense.data.base import BaseDataModule
+from vitdense.data.io import image_size, load_image, load_mask
+from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
+from vitdense.data.segmentation import SegmentationFolderDataModule, SyntheticSegmentationDataModule
+
+__all__ = [
+    "BaseDataModule",
+    "SegmentationFolderDataModule",
+    "SyntheticSegmentationDataModule",
+    "get_datamodule",
+    "image_size",
+    "list_datamodules",
+    "load_image",
+    "load_mask",
+    "register_datamodule",
+]

@@ -1,0 +1,94 @@
+"""``BaseDataModule``: stage -> datasets -> DataLoaders, shared by every vitdense DataModule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+Split = Literal["train", "val", "test", "predict"]
+
+_STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+    None: ("train", "val"),
+}
+
+
+class BaseDataModule(pl.LightningDataModule):
+    """Builds datasets per stage and wraps them in DataLoaders.
+
+    Subclasses set ``num_classes`` and ``class_names`` in ``__init__`` (the CLI links them into the model before
+    ``setup`` runs) and implement ``_make_dataset``; they may override ``get_collate_fn``.
+    """
+
+    num_classes: int
+    class_names: list[str]
+
+    def __init__(self, batch_size: int = 8, num_workers: int = 0, pin_memory: bool = False) -> None:
+        """Store the DataLoader settings.
+
+        Args:
+            batch_size: Samples per batch (per device).
+            num_workers: DataLoader worker processes (0 loads in the main process).
+            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
+        """
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, Dataset] = {}
+
+    def _make_dataset(self, split: Split) -> Dataset:
+        """Build the dataset of one split."""
+        raise NotImplementedError
+
+    def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any] | None:
+        """Return the collate function of a split's DataLoader (``None`` = PyTorch's default)."""
+        return None
+
+    def dataset(self, split: Split) -> Dataset:
+        """Return the dataset of ``split``, building it on first use."""
+        if split not in self.datasets:
+            self.datasets[split] = self._make_dataset(split)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets that ``stage`` needs (fit: train+val, validate: val, test: test, predict: predict)."""
+        for split in _STAGE_SPLITS[stage]:
+            self.dataset(split)
+
+    def _dataloader(self, split: Split) -> DataLoader:
+        dataset = self.dataset(split)
+        train = split == "train"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # dropping the last batch of a set smaller than one batch would leave nothing to train on
+            drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.get_collate_fn(split),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._dataloader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches, in order."""
+        return self._dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches, in order."""
+        return self._dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches, in order."""
+        return self._dataloader("predict")

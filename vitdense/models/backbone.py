@@ -1,0 +1,207 @@
+"""Backbone: a raw timm model that returns a list of NCHW feature maps with known channels and strides."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any, TypedDict
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models import is_model_in_modules
+from torch import nn
+
+# timm modules whose models take `dynamic_img_size` (ViT-like token models and Swin-like windowed ones).
+_DYNAMIC_SIZE_MODULES = (
+    "vision_transformer",
+    "vision_transformer_hybrid",
+    "deit",
+    "beit",
+    "eva",
+    "swin_transformer",
+    "swin_transformer_v2",
+)
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
+
+
+class BackboneConfig(TypedDict, total=False):
+    """Backbone settings as written in a config under ``model.init_args.backbone``.
+
+    Keys: ``name`` (any timm model name), ``pretrained`` (true = timm hub weights, a path = local
+    .safetensors/.pth/.bin/.npz timm state dict, false = random init), ``img_size`` (pos-embed and window tables
+    are resampled when it differs from pretraining), ``drop_path_rate``, ``out_indices`` (which blocks or
+    stages feed the neck) and ``model_kwargs`` (extra keyword arguments for ``timm.create_model``).
+    """
+
+    name: str
+    pretrained: bool | str
+    img_size: int | None
+    drop_path_rate: float
+    out_indices: list[int] | None
+    model_kwargs: dict[str, Any]
+
+
+def resolve_backbone_config(
+    backbone: str | BackboneConfig | dict[str, Any], pretrained: bool | str | None = None, img_size: int | None = None
+) -> dict[str, Any]:
+    """Normalise the ``backbone`` argument of a task (a name or a dict) into a full, plain dict."""
+    cfg: dict[str, Any] = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
+    if "name" not in cfg:
+        raise ValueError(f"backbone config {cfg} has no 'name'; give a timm model name, e.g. 'vit_base_patch16_224'.")
+    unknown = set(cfg) - set(BackboneConfig.__annotations__)
+    if unknown:
+        raise ValueError(
+            f"Unknown backbone key(s) {sorted(unknown)}; valid keys are {sorted(BackboneConfig.__annotations__)}. "
+            "Pass other timm.create_model arguments under 'model_kwargs'."
+        )
+    if pretrained is not None:
+        cfg["pretrained"] = pretrained
+    if img_size is not None:
+        cfg["img_size"] = img_size
+    cfg.setdefault("pretrained", False)
+    cfg.setdefault("img_size", None)
+    cfg.setdefault("drop_path_rate", 0.0)
+    cfg.setdefault("out_indices", None)
+    cfg.setdefault("model_kwargs", {})
+    return cfg
+
+
+def check_model_name(name: str) -> None:
+    """Raise a ValueError suggesting close timm names when ``name`` is not a timm model."""
+    if timm.is_model(name):
+        return
+    candidates = timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone '{name}': not a timm model name.{hint} "
+        "List names with `python -c \"import timm; print(timm.list_models('vit_*'))\"`."
+    )
+
+
+def _pretrained_kwargs(name: str, pretrained: bool | str) -> dict[str, Any]:
+    if pretrained is False or pretrained is None:
+        return {"pretrained": False}
+    if pretrained is True:
+        return {"pretrained": True}
+    path = Path(os.path.expanduser(str(pretrained)))
+    if str(pretrained).lower() in {"true", "false"}:
+        return {"pretrained": str(pretrained).lower() == "true"}
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone.pretrained: weights file '{path}' for '{name}' does not exist. "
+            "Give an existing .safetensors/.pth/.bin/.npz timm state dict, true for hub weights, or false."
+        )
+    if not path.name.lower().endswith(_WEIGHT_SUFFIXES):
+        raise ValueError(f"backbone.pretrained: '{path}' is not a weights file (expected one of {_WEIGHT_SUFFIXES}).")
+    # timm's own path: its checkpoint_filter_fn resamples pos-embeds / relative-position tables.
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+
+
+def create_timm_model(cfg: dict[str, Any], **extra: Any) -> nn.Module:
+    """Create the raw timm model described by a resolved backbone config (see ``resolve_backbone_config``)."""
+    name = cfg["name"]
+    check_model_name(name)
+    kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": cfg["drop_path_rate"], **extra}
+    if cfg["img_size"] is not None:
+        kwargs["img_size"] = cfg["img_size"]
+    if is_model_in_modules(name, _DYNAMIC_SIZE_MODULES):
+        kwargs["dynamic_img_size"] = True
+    kwargs.update(cfg["model_kwargs"])
+    kwargs.update(_pretrained_kwargs(name, cfg["pretrained"]))
+    try:
+        return timm.create_model(name, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if kwargs.get("pretrained") and "pretrained_cfg_overlay" not in kwargs and _looks_like_download_error(err):
+            raise RuntimeError(
+                f"Could not download pretrained weights for '{name}' ({type(err).__name__}: {err}). "
+                "Without network access, point backbone.pretrained at a local timm state dict, e.g. "
+                f"`pretrained: /path/to/{name}.safetensors`, or use `pretrained: false`."
+            ) from err
+        raise
+
+
+def _looks_like_download_error(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return isinstance(err, OSError) or any(k in text for k in ("offline", "connect", "hub", "resolve", "download"))
+
+
+class Backbone(nn.Module):
+    """A timm model exposing a feature pyramid: ``forward(x)`` returns NCHW maps, one per ``out_indices`` entry.
+
+    Inputs are expected in [0, 1]; the backbone normalises them with its own ``pretrained_cfg`` mean/std and pads
+    them to a multiple of ``size_divisor`` (callers crop outputs back with the input size).
+    """
+
+    def __init__(self, cfg: dict[str, Any], prune: bool = True) -> None:
+        """Create the timm model of a resolved backbone config.
+
+        Args:
+            cfg: resolved backbone config (see ``resolve_backbone_config``).
+            prune: drop the blocks after the last of ``out_indices`` and the final norm/head, which dense heads
+                never use (unused parameters would also break DDP).
+        """
+        super().__init__()
+        self.cfg = cfg
+        self.model = create_timm_model(cfg)
+        if not hasattr(self.model, "forward_intermediates"):
+            raise ValueError(
+                f"Backbone '{cfg['name']}' has no forward_intermediates in timm, so it cannot feed a dense head. "
+                "Use a ViT/DeiT/Swin/hybrid model (e.g. 'vit_base_patch16_224', 'swin_tiny_patch4_window7_224')."
+            )
+        pcfg = self.model.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(pcfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(pcfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), False)
+        info = self.model.feature_info
+        self.out_indices = list(cfg["out_indices"]) if cfg["out_indices"] is not None else default_out_indices(info)
+        for i in self.out_indices:
+            if not -len(info) <= i < len(info):
+                raise ValueError(f"backbone.out_indices: {i} is out of range for '{cfg['name']}' ({len(info)} blocks).")
+        self.out_indices = [i % len(info) for i in self.out_indices]
+        self.out_channels = [int(info[i]["num_chs"]) for i in self.out_indices]
+        self.strides = [int(info[i]["reduction"]) for i in self.out_indices]
+        self.size_divisor = self._size_divisor()
+        if prune and hasattr(self.model, "prune_intermediate_layers"):
+            self.model.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
+        # Prefix tokens (CLS, distillation) are dropped by forward_intermediates; ViT-likes take return_prefix_tokens.
+        self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
+
+    def _size_divisor(self) -> int:
+        # The model's total stride: windowed stages (Swin) pad to whole windows internally, patch embeds do not.
+        return max(int(f["reduction"]) for f in self.model.feature_info)
+
+    @property
+    def embed_dim(self) -> int:
+        """Channels of the pooled embedding (``forward_pooled``)."""
+        return int(self.model.num_features)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map [0, 1] RGB images to the backbone's pretraining normalisation."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad bottom/right to a multiple of ``size_divisor`` (with zeros, i.e. the mean colour after normalising)."""
+        h, w = x.shape[-2:]
+        d = self.size_divisor
+        ph, pw = math.ceil(h / d) * d - h, math.ceil(w / d) * d - w
+        return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the feature maps of ``out_indices`` for [0, 1] images ``x`` of any size."""
+        x = self.pad(self.normalize(x))
+        return self.model.forward_intermediates(x, indices=self.out_indices, output_fmt="NCHW", intermediates_only=True)
+
+
+def default_out_indices(feature_info: list[dict[str, Any]]) -> list[int]:
+    """Four levels: every stage of a hierarchical model, or four blocks spread over a plain ViT's depth."""
+    n = len(feature_info)
+    if len({int(f["reduction"]) for f in feature_info}) > 1:
+        return list(range(n))[-4:]
+    if n == 12:
+        return [3, 5, 7, 11]  # BEiT / MAE segmentation setting for ViT-B
+    if n == 24:
+        return [7, 11, 15, 23]
+    return sorted({max(0, round(n * k / 4) - 1) for k in (1, 2, 3, 4)})

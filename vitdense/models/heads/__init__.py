@@ -1,0 +1,5 @@
+"""Task heads: each knows only a list of input channels, never the backbone."""
+
+from vitdense.models.heads.upernet import FCNHead, UPerHead
+
+__all__ = ["FCNHead", "UPerHead"]

@@ -1,0 +1,95 @@
+"""Necks: turn a backbone's feature maps into a pyramid at strides 4/8/16/32 for dense heads."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from timm.layers import LayerNorm2d
+from torch import nn
+
+NeckName = Literal["auto", "multilevel", "layernorm", "identity"]
+
+
+def _rescale(channels: int, factor: float) -> nn.Module:
+    """Up-sample with stride-2 transposed convs (BN+GELU between them) or down-sample with max-pooling."""
+    steps = round(math.log2(factor))
+    if steps == 0:
+        return nn.Identity()
+    if steps < 0:
+        return nn.Sequential(*[nn.MaxPool2d(kernel_size=2, stride=2) for _ in range(-steps)])
+    layers: list[nn.Module] = []
+    for i in range(steps):
+        layers.append(nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2))
+        if i < steps - 1:
+            layers += [nn.BatchNorm2d(channels), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+class MultiLevelNeck(nn.Module):
+    """BEiT/MAE-style pyramid for single-stride ViTs: level i of feature i is rescaled to ``out_strides[i]``.
+
+    Args:
+        in_channels: channels of each input map.
+        in_strides: stride of each input map (all equal for a plain ViT).
+        out_strides: target stride per level.
+    """
+
+    def __init__(
+        self, in_channels: list[int], in_strides: list[int], out_strides: tuple[int, ...] = (4, 8, 16, 32)
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != len(out_strides):
+            raise ValueError(f"MultiLevelNeck needs {len(out_strides)} input maps, got {len(in_channels)}.")
+        self.levels = nn.ModuleList(
+            _rescale(c, s / t) for c, s, t in zip(in_channels, in_strides, out_strides, strict=True)
+        )
+        self.out_channels = list(in_channels)
+        self.strides = list(out_strides)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [level(f) for level, f in zip(self.levels, features, strict=True)]
+
+
+class LayerNormNeck(nn.Module):
+    """A LayerNorm per level, for hierarchical backbones (Swin) whose stages already form a pyramid.
+
+    Args:
+        in_channels: channels of each input map.
+        in_strides: stride of each input map.
+    """
+
+    def __init__(self, in_channels: list[int], in_strides: list[int]) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(LayerNorm2d(c) for c in in_channels)
+        self.out_channels = list(in_channels)
+        self.strides = list(in_strides)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [norm(f) for norm, f in zip(self.norms, features, strict=True)]
+
+
+class IdentityNeck(nn.Module):
+    """Pass the backbone's maps through unchanged."""
+
+    def __init__(self, in_channels: list[int], in_strides: list[int]) -> None:
+        super().__init__()
+        self.out_channels = list(in_channels)
+        self.strides = list(in_strides)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(features)
+
+
+def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int]) -> nn.Module:
+    """Pick the pyramid neck: ``auto`` = multilevel for single-stride backbones, layernorm for hierarchical ones."""
+    if name == "auto":
+        name = "multilevel" if len(set(in_strides)) == 1 else "layernorm"
+    if name == "multilevel":
+        return MultiLevelNeck(in_channels, in_strides)
+    if name == "layernorm":
+        return LayerNormNeck(in_channels, in_strides)
+    if name == "identity":
+        return IdentityNeck(in_channels, in_strides)
+    raise ValueError(f"Unknown neck '{name}'; choose one of auto, multilevel, layernorm, identity.")

@@ -1,0 +1,6 @@
+"""LightningModules, one task per file over a shared BaseTask."""
+
+from vitdense.tasks.base import BaseTask
+from vitdense.tasks.segmentation import SegmentationTask
+
+__all__ = ["BaseTask", "SegmentationTask"]

@@ -1,0 +1,126 @@
+"""BaseTask: what every vitdense task shares (backbone config, one step for all stages, metrics, optimisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from vitdense.models.backbone import Backbone, resolve_backbone_config
+from vitdense.tasks.optim import (
+    backbone_param_groups,
+    build_adamw,
+    head_param_groups,
+    lr_lambda,
+    resolve_optimizer_config,
+    resolve_scheduler_config,
+)
+
+STAGES = ("train", "val", "test")
+
+
+class BaseTask(L.LightningModule):
+    """Base LightningModule: subclasses build ``self.backbone`` plus their own modules and define ``shared_step``.
+
+    Subclasses set ``monitor`` (the metric ModelCheckpoint follows) and implement ``configure_models``,
+    ``configure_metrics`` (one metric for one stage; cloned for val and test), ``shared_step`` and
+    ``compute_metrics``.
+    """
+
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+
+    def __init__(
+        self,
+        backbone: Any,
+        num_classes: int,
+        class_names: list[str] | None,
+        optimizer: dict | None,
+        scheduler: dict | None,
+        pretrained: bool | str | None,
+        img_size: int | None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}.")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.backbone_cfg = resolve_backbone_config(backbone, pretrained=pretrained, img_size=img_size)
+        self.optimizer_cfg = resolve_optimizer_config(optimizer)
+        self.scheduler_cfg = resolve_scheduler_config(scheduler)
+        self.backbone = Backbone(self.backbone_cfg)
+        self.configure_models()
+        metric = self.configure_metrics()
+        self.metrics = nn.ModuleDict({s: metric.clone() for s in ("val", "test")}) if metric is not None else None
+
+    def configure_models(self) -> None:
+        """Build the modules after the backbone (neck, heads, losses)."""
+        raise NotImplementedError
+
+    def configure_metrics(self) -> Metric | None:
+        """One metric (or MetricCollection) for one stage."""
+        return None
+
+    def compute_metrics(self, metric: Metric, stage: str) -> dict[str, torch.Tensor]:
+        """Turn the accumulated metric of a stage into ``{"<stage>/<name>": value}``."""
+        return {f"{stage}/{k}": v for k, v in metric.compute().items()}
+
+    def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        """Loss of one batch; updates ``self.metrics[stage]`` for val and test."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        if self.metrics is None:
+            return
+        metric = self.metrics[stage]
+        if metric.update_count == 0:
+            return
+        # The metric state is already reduced over all processes, so every rank logs the same numbers.
+        self.log_dict(self.compute_metrics(metric, stage), sync_dist=False)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def head_modules(self) -> list[nn.Module]:
+        """Modules trained at ``head_lr_mult`` (everything but the backbone)."""
+        return [m for name, m in self.named_children() if name not in ("backbone", "metrics")]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optimizer_cfg
+        groups = backbone_param_groups(self.backbone.model, cfg["weight_decay"], cfg["layer_decay"])
+        groups += head_param_groups(self.head_modules(), cfg["weight_decay"], cfg["head_lr_mult"])
+        optimizer = build_adamw(groups, cfg)
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.scheduler_cfg, int(total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        hp = checkpoint.get("hyper_parameters", {})
+        saved = hp.get("num_classes")
+        if saved is not None and saved != self.num_classes:
+            names = hp.get("class_names")
+            raise ValueError(
+                f"The checkpoint was trained with num_classes={saved}"
+                + (f" ({', '.join(map(str, names))})" if names else "")
+                + f", but this run is configured with num_classes={self.num_classes}. "
+                "Set data.num_classes (or classes.txt) to match the checkpoint, or load the backbone only "
+                "with backbone.pretrained to fine-tune for a new set of classes."
+            )

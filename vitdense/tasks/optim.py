@@ -1,0 +1,134 @@
+"""Parameter groups (layer-wise lr decay, no decay on norms/biases/tokens) and warmup + poly/cosine schedules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal, TypedDict
+
+import torch
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from torch import nn
+
+
+class OptimizerConfig(TypedDict, total=False):
+    """AdamW settings under ``model.init_args.optimizer``.
+
+    Keys: ``lr`` (base learning rate), ``weight_decay``, ``layer_decay`` (layer-wise lr decay factor for the
+    backbone, e.g. 0.65; null = off), ``head_lr_mult`` (lr multiplier for neck and head), ``betas``, ``eps``.
+    """
+
+    lr: float
+    weight_decay: float
+    layer_decay: float | None
+    head_lr_mult: float
+    betas: tuple[float, float]
+    eps: float
+
+
+class SchedulerConfig(TypedDict, total=False):
+    """Learning-rate schedule under ``model.init_args.scheduler``, stepped per optimizer step.
+
+    Keys: ``name`` (poly, cosine or constant after warmup), ``warmup_steps`` (linear warmup length),
+    ``warmup_ratio`` (lr factor at step 0), ``power`` (poly exponent), ``min_lr_ratio`` (final lr / base lr).
+    """
+
+    name: Literal["poly", "cosine", "constant"]
+    warmup_steps: int
+    warmup_ratio: float
+    power: float
+    min_lr_ratio: float
+
+
+OPTIMIZER_DEFAULTS: OptimizerConfig = {
+    "lr": 1e-4,
+    "weight_decay": 0.05,
+    "layer_decay": None,
+    "head_lr_mult": 1.0,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+}
+SCHEDULER_DEFAULTS: SchedulerConfig = {
+    "name": "poly",
+    "warmup_steps": 0,
+    "warmup_ratio": 1e-6,
+    "power": 1.0,
+    "min_lr_ratio": 0.0,
+}
+
+
+def _with_defaults(given: dict | None, defaults: dict, what: str) -> dict:
+    given = dict(given or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"Unknown {what} key(s) {sorted(unknown)}; valid keys are {sorted(defaults)}.")
+    return {**defaults, **given}
+
+
+def resolve_optimizer_config(cfg: dict | None) -> dict:
+    """Fill defaults and reject unknown keys."""
+    return _with_defaults(cfg, dict(OPTIMIZER_DEFAULTS), "optimizer")
+
+
+def resolve_scheduler_config(cfg: dict | None) -> dict:
+    """Fill defaults and reject unknown keys."""
+    return _with_defaults(cfg, dict(SCHEDULER_DEFAULTS), "scheduler")
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def head_param_groups(modules: Iterable[nn.Module], weight_decay: float, lr_scale: float) -> list[dict]:
+    """Two groups for non-backbone modules: with and without weight decay, both at ``lr_scale``."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (no_decay if _no_decay(name, p) else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale, "name": "head"},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale, "name": "head_no_decay"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def backbone_param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """timm's groups on the raw timm model: layer-wise lr decay when set, never decay on norms, biases, tokens."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    if layer_decay is not None:
+        groups = param_groups_layer_decay(
+            model, weight_decay=weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay
+        )
+    else:
+        groups = param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=skip)
+    groups = [g for g in groups if g["params"]]
+    for i, g in enumerate(groups):
+        g.setdefault("lr_scale", 1.0)
+        g["name"] = f"backbone_{i:02d}_{'decay' if g['weight_decay'] else 'no_decay'}"
+    return groups
+
+
+def build_adamw(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
+    """AdamW with each group's lr = base lr x its ``lr_scale``."""
+    for g in groups:
+        g["lr"] = cfg["lr"] * g.get("lr_scale", 1.0)
+    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
+
+
+def lr_lambda(cfg: dict, total_steps: int):
+    """Factor of each group's lr at a given optimizer step: linear warmup, then poly / cosine / constant."""
+    warmup, name = int(cfg["warmup_steps"]), cfg["name"]
+    total = max(1, int(total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            ratio = cfg["warmup_ratio"]
+            return ratio + (1.0 - ratio) * step / warmup
+        if name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        decay = (1.0 - progress) ** cfg["power"] if name == "poly" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return cfg["min_lr_ratio"] + (1.0 - cfg["min_lr_ratio"]) * decay
+
+    return factor

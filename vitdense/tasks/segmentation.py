@@ -1,0 +1,271 @@
+"""SegmentationTask: backbone -> pyramid neck -> UPerNet (+ auxiliary FCN head), per-pixel losses, split-wide mIoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from vitdense.models.backbone import BackboneConfig
+from vitdense.models.heads import FCNHead, UPerHead
+from vitdense.models.necks import NeckName, build_neck
+from vitdense.tasks.base import BaseTask
+from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig
+
+
+class UPerNetConfig(TypedDict, total=False):
+    """UPerNet settings under ``model.init_args.head``.
+
+    Keys: ``channels`` (inner width, 512 in mmseg), ``pool_scales`` (PPM sizes), ``dropout`` (before the
+    classifier), ``aux_weight`` (loss weight of the auxiliary FCN head; 0 = no auxiliary head), ``aux_channels``,
+    ``aux_in_index`` (pyramid level the auxiliary head reads).
+    """
+
+    channels: int
+    pool_scales: list[int]
+    dropout: float
+    aux_weight: float
+    aux_channels: int
+    aux_in_index: int
+
+
+class SegmentationLossConfig(TypedDict, total=False):
+    """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal terms.
+
+    Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``class_weights`` (per-class CE weights),
+    ``label_smoothing``.
+    """
+
+    ce_weight: float
+    dice_weight: float
+    focal_weight: float
+    class_weights: list[float] | None
+    label_smoothing: float
+
+
+HEAD_DEFAULTS: UPerNetConfig = {
+    "channels": 512,
+    "pool_scales": [1, 2, 3, 6],
+    "dropout": 0.1,
+    "aux_weight": 0.4,
+    "aux_channels": 256,
+    "aux_in_index": 2,
+}
+LOSS_DEFAULTS: SegmentationLossConfig = {
+    "ce_weight": 1.0,
+    "dice_weight": 0.0,
+    "focal_weight": 0.0,
+    "class_weights": None,
+    "label_smoothing": 0.0,
+}
+
+
+def _merge(given: dict | None, defaults: dict, what: str) -> dict:
+    given = dict(given or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"Unknown {what} key(s) {sorted(unknown)}; valid keys are {sorted(defaults)}.")
+    return {**defaults, **given}
+
+
+def segmentation_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """IoU, Dice and pixel accuracy from a (target x prediction) confusion matrix.
+
+    Classes absent from both target and prediction get NaN and are left out of the means.
+    """
+    confmat = confmat.double()
+    tp = confmat.diag()
+    fp = confmat.sum(0) - tp
+    fn = confmat.sum(1) - tp
+    union = tp + fp + fn
+    present = union > 0
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(present, tp / union.clamp(min=1), nan)
+    dice = torch.where(present, 2 * tp / (2 * tp + fp + fn).clamp(min=1), nan)
+    total = confmat.sum()
+    return {
+        "mIoU": iou.nanmean(),
+        "mDice": dice.nanmean(),
+        "pixel_acc": tp.sum() / total if total > 0 else torch.tensor(float("nan"), dtype=torch.float64),
+        "IoU": iou,
+    }
+
+
+class SegmentationTask(BaseTask):
+    """Semantic segmentation with a pretrained ViT/DeiT/Swin/hybrid backbone and a UPerNet head.
+
+    ``task(images)`` maps [0, 1] images (B, 3, H, W) of any size to logits (B, num_classes, H, W).
+    """
+
+    monitor = "val/mIoU"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        backbone: str | BackboneConfig = "vit_base_patch16_224",
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        ignore_index: int = 255,
+        neck: NeckName = "auto",
+        head: UPerNetConfig | None = None,
+        loss: SegmentationLossConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        scheduler: SchedulerConfig | None = None,
+        pretrained: bool | str | None = None,
+        img_size: int | None = None,
+    ) -> None:
+        """Build the model.
+
+        Args:
+            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, out_indices,
+                model_kwargs.
+            num_classes: number of classes (linked from the DataModule in the CLI).
+            class_names: class names for per-class metrics (linked from the DataModule in the CLI).
+            ignore_index: mask value excluded from loss and metrics (linked from the DataModule in the CLI).
+            neck: pyramid neck; auto = multilevel for plain ViTs, layernorm for hierarchical backbones.
+            head: UPerNet settings (channels, pool_scales, dropout, aux_weight, aux_channels, aux_in_index).
+            loss: loss terms (ce_weight, dice_weight, focal_weight, class_weights, label_smoothing).
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
+            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
+            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+        """
+        self.ignore_index = ignore_index
+        self.neck_name = neck
+        self.head_cfg = _merge(head, dict(HEAD_DEFAULTS), "head")
+        self.loss_cfg = _merge(loss, dict(LOSS_DEFAULTS), "loss")
+        super().__init__(backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size)
+        self.save_hyperparameters()
+
+    def configure_models(self) -> None:
+        cfg = self.head_cfg
+        self.neck = build_neck(self.neck_name, self.backbone.out_channels, self.backbone.strides)
+        channels = self.neck.out_channels
+        self.decode_head = UPerHead(
+            channels, self.num_classes, cfg["channels"], tuple(cfg["pool_scales"]), cfg["dropout"]
+        )
+        self.auxiliary_head = None
+        if cfg["aux_weight"] > 0:
+            idx = cfg["aux_in_index"]
+            if not -len(channels) <= idx < len(channels):
+                raise ValueError(f"head.aux_in_index={idx} is out of range for {len(channels)} pyramid levels.")
+            self.auxiliary_head = FCNHead(
+                channels[idx], self.num_classes, cfg["aux_channels"], in_index=idx, dropout=cfg["dropout"]
+            )
+        self._build_losses()
+
+    def _build_losses(self) -> None:
+        import segmentation_models_pytorch as smp
+
+        cfg = self.loss_cfg
+        weights = cfg["class_weights"]
+        if weights is not None and len(weights) != self.num_classes:
+            raise ValueError(f"loss.class_weights has {len(weights)} values but num_classes is {self.num_classes}.")
+        self.register_buffer(
+            "ce_class_weights", torch.tensor(weights, dtype=torch.float) if weights else None, persistent=False
+        )
+        self.dice_loss = (
+            smp.losses.DiceLoss("multiclass", ignore_index=self.ignore_index) if cfg["dice_weight"] > 0 else None
+        )
+        self.focal_loss = (
+            smp.losses.FocalLoss("multiclass", ignore_index=self.ignore_index) if cfg["focal_weight"] > 0 else None
+        )
+
+    def configure_metrics(self) -> MulticlassConfusionMatrix:
+        # One confusion matrix over the whole split (summed over batches and processes), never per-batch means.
+        return MulticlassConfusionMatrix(self.num_classes, ignore_index=self.ignore_index, validate_args=False)
+
+    def compute_metrics(self, metric: MulticlassConfusionMatrix, stage: str) -> dict[str, torch.Tensor]:
+        scores = segmentation_scores(metric.compute())
+        out = {f"{stage}/{k}": scores[k].float() for k in ("mIoU", "pixel_acc", "mDice")}
+        for name, iou in zip(self.class_names, scores["IoU"], strict=True):
+            if not torch.isnan(iou):
+                out[f"{stage}/IoU/{name}"] = iou.float()
+        return out
+
+    def forward_train(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Main and auxiliary logits, both at the input size."""
+        h, w = images.shape[-2:]
+        features = self.neck(self.backbone(images))
+        padded = self.backbone.pad(images).shape[-2:]
+        logits = self._to_input_size(self.decode_head(features), padded, (h, w))
+        aux = None
+        if self.auxiliary_head is not None and self.training:
+            aux = self._to_input_size(self.auxiliary_head(features), padded, (h, w))
+        return logits, aux
+
+    @staticmethod
+    def _to_input_size(logits: torch.Tensor, padded: torch.Size, size: tuple[int, int]) -> torch.Tensor:
+        logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return logits[..., : size[0], : size[1]]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits (B, num_classes, H, W) for [0, 1] images (B, 3, H, W)."""
+        return self.forward_train(images)[0]
+
+    def compute_loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        cfg = self.loss_cfg
+        if not (mask != self.ignore_index).any():
+            return logits.sum() * 0.0  # cross-entropy over zero pixels is NaN
+        loss = cfg["ce_weight"] * F.cross_entropy(
+            logits,
+            mask,
+            weight=self.ce_class_weights,
+            ignore_index=self.ignore_index,
+            label_smoothing=cfg["label_smoothing"],
+        )
+        if self.dice_loss is not None:
+            loss = loss + cfg["dice_weight"] * self.dice_loss(logits, mask)
+        if self.focal_loss is not None:
+            loss = loss + cfg["focal_weight"] * self.focal_loss(logits, mask)
+        return loss
+
+    def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        images, mask = batch["image"], batch["mask"]
+        logits, aux = self.forward_train(images)
+        loss = self.compute_loss(logits, mask)
+        if aux is not None:
+            loss = loss + self.head_cfg["aux_weight"] * self.compute_loss(aux, mask)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            on_step=stage == "train",
+            on_epoch=True,
+            batch_size=images.shape[0],
+            sync_dist=stage != "train",
+        )
+        if stage != "train":
+            self.metrics[stage].update(logits.argmax(1), mask)
+        return loss
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Class-id masks at each image's original size: ``[{"path", "mask"}, ...]``."""
+        logits = self(batch["image"])
+        out = []
+        for i, (vh, vw) in enumerate(batch["valid_size"]):
+            oh, ow = batch["orig_size"][i]
+            one = F.interpolate(
+                logits[i : i + 1, :, :vh, :vw], size=(int(oh), int(ow)), mode="bilinear", align_corners=False
+            )
+            out.append({"path": batch["path"][i], "mask": one.argmax(1)[0].cpu()})
+        return out
+
+    def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
+        """Write each predicted mask as a PNG of class ids named after its image."""
+        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        written = []
+        for pred in predictions:
+            path = output_dir / f"{Path(pred['path']).stem}.png"
+            Image.fromarray(pred["mask"].numpy().astype(dtype)).save(path)
+            written.append(path)
+        return written
+
+    def head_modules(self) -> list[nn.Module]:
+        return [m for m in (self.neck, self.decode_head, self.auxiliary_head) if m is not None]
