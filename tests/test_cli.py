@@ -18,7 +18,7 @@ TINY_MODEL = {
             "name": "vit_tiny_patch16_224",
             "pretrained": False,
             "img_size": 32,
-            "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+            "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2},
         },
         "head": {"channels": 16, "aux_channels": 8},
     },
@@ -37,7 +37,7 @@ def synthetic(**kwargs) -> dict:
     return {"class_path": "SyntheticSegmentationDataModule", "init_args": args}
 
 
-def write_folder_dataset(root: Path, num_classes: int = 3, sizes=((40, 48), (36, 52))) -> Path:
+def write_folder_dataset(root: Path, num_classes: int = 3, sizes=((40, 48), (36, 52)), void: int = 255) -> Path:
     rng = np.random.default_rng(0)
     for split in ("train", "val", "test"):
         (root / split / "images").mkdir(parents=True)
@@ -45,7 +45,7 @@ def write_folder_dataset(root: Path, num_classes: int = 3, sizes=((40, 48), (36,
         for i, (h, w) in enumerate(sizes):
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / "images" / f"{i}.jpg")
             mask = rng.integers(0, num_classes, (h, w), dtype=np.uint8)
-            mask[0, 0] = 255
+            mask[0, 0] = void
             Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
     (root / "classes.txt").write_text("\n".join(f"thing{i}" for i in range(num_classes)) + "\n")
     return root
@@ -65,7 +65,7 @@ def test_fit_synthetic_fast_dev_run(tmp_path: Path) -> None:
 
 
 def test_fit_folder_links_classes_and_ignore_index(tmp_path: Path) -> None:
-    root = write_folder_dataset(tmp_path / "data")
+    root = write_folder_dataset(tmp_path / "data", void=254)
     data = {
         "class_path": "vitdense.data.SegmentationFolderDataModule",
         "init_args": {"root": str(root), "ignore_index": 255, "crop_size": 32, "batch_size": 2},
@@ -145,13 +145,13 @@ def test_help_documents_task_and_datamodule_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         run("fit", "--model.help", "SegmentationTask")
     out = capsys.readouterr().out
-    for arg in ("--model.init_args.backbone", "--model.init_args.head", "--model.init_args.ignore_index"):
+    for arg in ("--model.backbone", "--model.head", "--model.ignore_index", "--model.optimizer"):
         assert arg in out
     assert "UPerNet settings" in out
     with pytest.raises(SystemExit):
         run("fit", "--data.help", "SegmentationFolderDataModule")
     out = capsys.readouterr().out
-    assert "--data.init_args.root" in out and "Mask value of void pixels" in out
+    assert "--data.root" in out and "Mask value of void pixels" in out
 
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,5 +119,5 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI:
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": False},
         run=run,
-        args=args if args is not None else sys.argv[1:],
+        args=args,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable
 from functools import partial
@@ -207,11 +208,23 @@ class PredictImageFolder(Dataset):
         }
 
 
-def _read_class_names(root: Path) -> list[str] | None:
+def _read_class_names(root: Path, ignore_index: int) -> list[str] | None:
+    """Names from ``classes.txt``: one per line, either ``name`` or ``<id> <name>``; the ignore_index line is dropped."""
     path = root / "classes.txt"
     if not path.is_file():
         return None
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    numbered = [re.match(r"^(\d+)[\s:,]+(.+)$", line) for line in lines]
+    if not lines or not all(numbered):
+        return lines
+    by_id = {int(m.group(1)): m.group(2).strip() for m in numbered}  # type: ignore[union-attr]
+    by_id.pop(ignore_index, None)
+    ids = sorted(by_id)
+    if ids != list(range(len(ids))):
+        raise ValueError(
+            f"'{path}' numbers its classes {ids}; ids must run 0..K-1 (a line for ignore_index is allowed)."
+        )
+    return [by_id[i] for i in ids]
 
 
 @register_datamodule
@@ -254,7 +267,6 @@ class SegmentationFolderDataModule(BaseDataModule):
             class_names: Class names, used when there is no ``root/classes.txt``; defaults to ``class_<i>``.
         """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.save_hyperparameters()
         self.root = Path(root)
         self.ignore_index = ignore_index
         self.crop_size = crop_size
@@ -269,7 +281,7 @@ class SegmentationFolderDataModule(BaseDataModule):
             )
 
     def _resolve_classes(self, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
-        file_names = _read_class_names(self.root)
+        file_names = _read_class_names(self.root, self.ignore_index)
         names = file_names if file_names is not None else class_names
         if num_classes is None:
             if names is None:
@@ -469,7 +481,6 @@ class SyntheticSegmentationDataModule(BaseDataModule):
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.save_hyperparameters()
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size = image_size
         self.max_shapes = max_shapes
