@@ -221,3 +221,11 @@ def test_synthetic_deterministic_and_varied() -> None:
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (16, 3, 48, 48) and batch["mask"].shape == (16, 48, 48)
     assert set(batch["mask"].unique().tolist()) == {0, 1, 2, 3}
+
+
+def test_numbered_classes_txt_drops_the_ignore_index_line(tmp_path: Path) -> None:
+    """CamVid-style ``<id> <name>`` lines, with a line for the void id, give the names of the real classes."""
+    (tmp_path / "classes.txt").write_text("0 Sky\n1 Road\n2 Car\n3 Unlabelled (void)\n")
+    dm = SegmentationFolderDataModule(str(tmp_path), ignore_index=3)
+    assert dm.num_classes == 3
+    assert dm.class_names == ["Sky", "Road", "Car"]

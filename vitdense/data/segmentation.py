@@ -209,7 +209,7 @@ class PredictImageFolder(Dataset):
 
 
 def _read_class_names(root: Path, ignore_index: int) -> list[str] | None:
-    """Names from ``classes.txt``: one per line, either ``name`` or ``<id> <name>``; the ignore_index line is dropped."""
+    """Names from ``classes.txt``: one per line, ``name`` or ``<id> <name>``; a line for ignore_index is dropped."""
     path = root / "classes.txt"
     if not path.is_file():
         return None
