@@ -49,6 +49,34 @@ def _examples(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
+def pair_by_key(
+    images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path, rule: str = "with the same stem"
+) -> list[tuple[Path, Path]]:
+    """Pair images and masks that share a key, sorted by key; raise when either side has files left unpaired."""
+    no_mask = sorted(images[k].name for k in images.keys() - masks.keys())
+    if no_mask:
+        raise ValueError(
+            f"{len(no_mask)} image(s) in '{image_dir}' have no mask {rule} in '{mask_dir}' "
+            f"(e.g. {_examples(no_mask)}). Add the masks or remove those images."
+        )
+    no_image = sorted(masks[k].name for k in masks.keys() - images.keys())
+    if no_image:
+        raise ValueError(
+            f"{len(no_image)} mask(s) in '{mask_dir}' have no image {rule} in '{image_dir}' "
+            f"(e.g. {_examples(no_image)}). Add the images or remove those masks."
+        )
+    return [(images[key], masks[key]) for key in sorted(images)]
+
+
+def pair_folders(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair the images of ``image_dir`` with the masks of ``mask_dir`` by file stem."""
+    images = _by_stem(_list_files(image_dir, IMAGE_EXTENSIONS), image_dir)
+    if not images:
+        raise ValueError(f"No images found in '{image_dir}' (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    masks = _by_stem(_list_files(mask_dir, MASK_EXTENSIONS), mask_dir)
+    return pair_by_key(images, masks, image_dir, mask_dir)
+
+
 def _apply(transform: Callable[..., dict[str, Any]], image: np.ndarray, mask: np.ndarray | None = None) -> dict:
     if mask is None:
         return transform(image=image)
@@ -87,6 +115,7 @@ class SegmentationFolderDataset(Dataset):
         num_classes: int,
         ignore_index: int = 255,
         transform: Callable[..., dict[str, Any]] | None = None,
+        label_map: np.ndarray | None = None,
     ) -> None:
         """Scan and validate the split folder.
 
@@ -96,15 +125,19 @@ class SegmentationFolderDataset(Dataset):
             num_classes: Number of classes; mask values must lie in ``[0, num_classes)`` or equal ``ignore_index``.
             ignore_index: Mask value of pixels left out of loss and metrics.
             transform: Albumentations pipeline; defaults to ``segmentation_eval_transform()``.
+            label_map: Lookup table applied to each loaded mask (``mask = label_map[mask]``), e.g. dataset ids ->
+                train ids; ``None`` keeps the stored values.
         """
         self.root = Path(root)
         self.split = split
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.transform = transform or segmentation_eval_transform()
+        self.label_map = label_map
         self.samples = self._scan()
 
-    def _scan(self) -> list[tuple[Path, Path]]:
+    def find_pairs(self) -> list[tuple[Path, Path]]:
+        """Return the split's ``(image, mask)`` paths, sorted; subclasses override this to read other layouts."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"Dataset root '{self.root}' does not exist. Expected the layout {LAYOUT}.")
         split_dir = self.root / self.split
@@ -118,25 +151,10 @@ class SegmentationFolderDataset(Dataset):
         for folder in (image_dir, mask_dir):
             if not folder.is_dir():
                 raise FileNotFoundError(f"Folder '{folder}' not found. Expected the layout {LAYOUT}.")
-        images = _by_stem(_list_files(image_dir, IMAGE_EXTENSIONS), image_dir)
-        if not images:
-            raise ValueError(f"No images found in '{image_dir}' (looked for {', '.join(IMAGE_EXTENSIONS)}).")
-        masks = _by_stem(_list_files(mask_dir, MASK_EXTENSIONS), mask_dir)
+        return pair_folders(image_dir, mask_dir)
 
-        no_mask = sorted(images[s].name for s in images.keys() - masks.keys())
-        if no_mask:
-            raise ValueError(
-                f"{len(no_mask)} image(s) in '{image_dir}' have no mask with the same stem in '{mask_dir}' "
-                f"(e.g. {_examples(no_mask)}). Add the masks or remove those images."
-            )
-        no_image = sorted(masks[s].name for s in masks.keys() - images.keys())
-        if no_image:
-            raise ValueError(
-                f"{len(no_image)} mask(s) in '{mask_dir}' have no image with the same stem in '{image_dir}' "
-                f"(e.g. {_examples(no_image)}). Add the images or remove those masks."
-            )
-
-        samples = [(images[stem], masks[stem]) for stem in sorted(images)]
+    def _scan(self) -> list[tuple[Path, Path]]:
+        samples = self.find_pairs()
         mismatched = []
         for image_path, mask_path in samples:
             isize, msize = image_size(image_path), image_size(mask_path)
@@ -164,9 +182,20 @@ class SegmentationFolderDataset(Dataset):
                 "to the value used for void pixels."
             )
 
+    def _relabel(self, mask: np.ndarray, path: Path) -> np.ndarray:
+        size = len(self.label_map)  # type: ignore[arg-type]
+        if mask.min(initial=0) < 0 or mask.max(initial=0) >= size:
+            raise ValueError(
+                f"Mask '{path}' has values outside [0, {size}), the ids this dataset's label mapping knows "
+                f"(found {int(mask.min())}..{int(mask.max())}). Check the file is an official annotation."
+            )
+        return self.label_map[mask]  # type: ignore[index]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, mask_path = self.samples[index]
         image, mask = load_image(image_path), load_mask(mask_path)
+        if self.label_map is not None:
+            mask = self._relabel(mask, mask_path)
         self._check_mask(mask, mask_path)
         out = _apply(self.transform, image, mask)
         return {
@@ -310,6 +339,10 @@ class SegmentationFolderDataModule(BaseDataModule):
             transform = segmentation_train_transform(self.crop_size, self.ignore_index, self.scale_range)
         else:
             transform = segmentation_eval_transform(self.eval_size)
+        return self._labelled_dataset(split, transform)
+
+    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
+        """The dataset of a split with masks; DataModules of other folder layouts override this."""
         return SegmentationFolderDataset(self.root, split, self.num_classes, self.ignore_index, transform)
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:

@@ -136,17 +136,18 @@ class Backbone(nn.Module):
     them to a multiple of ``size_divisor`` (callers crop outputs back with the input size).
     """
 
-    def __init__(self, cfg: dict[str, Any], prune: bool = True) -> None:
+    def __init__(self, cfg: dict[str, Any], prune: bool = True, **create_kwargs: Any) -> None:
         """Create the timm model of a resolved backbone config.
 
         Args:
             cfg: resolved backbone config (see ``resolve_backbone_config``).
             prune: drop the blocks after the last of ``out_indices`` and the final norm/head, which dense heads
-                never use (unused parameters would also break DDP).
+                never use (unused parameters would also break DDP). Classification keeps them.
+            create_kwargs: extra ``timm.create_model`` arguments (e.g. ``num_classes`` for timm's own classifier).
         """
         super().__init__()
         self.cfg = cfg
-        self.model = create_timm_model(cfg)
+        self.model = create_timm_model(cfg, **create_kwargs)
         if not hasattr(self.model, "forward_intermediates"):
             raise ValueError(
                 f"Backbone '{cfg['name']}' has no forward_intermediates in timm, so it cannot feed a dense head. "
@@ -169,6 +170,12 @@ class Backbone(nn.Module):
         # Prefix tokens (CLS, distillation) are dropped by forward_intermediates; ViT-likes take return_prefix_tokens.
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
 
+    def select_levels(self, positions: list[int]) -> None:
+        """Keep only some of the ``out_indices`` levels (by position), e.g. ``[-1]`` for the last block alone."""
+        self.out_indices = [self.out_indices[p] for p in positions]
+        self.out_channels = [self.out_channels[p] for p in positions]
+        self.strides = [self.strides[p] for p in positions]
+
     def _size_divisor(self) -> int:
         # The model's total stride: windowed stages (Swin) pad to whole windows internally, patch embeds do not.
         return max(int(f["reduction"]) for f in self.model.feature_info)
@@ -189,10 +196,21 @@ class Backbone(nn.Module):
         ph, pw = math.ceil(h / d) * d - h, math.ceil(w / d) * d - w
         return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of ``out_indices`` for already normalised images whose sides are multiples of the stride."""
+        return self.model.forward_intermediates(x, indices=self.out_indices, output_fmt="NCHW", intermediates_only=True)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the feature maps of ``out_indices`` for [0, 1] images ``x`` of any size."""
-        x = self.pad(self.normalize(x))
-        return self.model.forward_intermediates(x, indices=self.out_indices, output_fmt="NCHW", intermediates_only=True)
+        return self.features(self.pad(self.normalize(x)))
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding (CLS token, or mean of tokens where there is none) after the final norm."""
+        return self.model.forward_head(self.model.forward_features(self.pad(self.normalize(x))), pre_logits=True)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of timm's own classifier (built with ``num_classes``); DeiT-distilled averages its two heads."""
+        return self.model(self.pad(self.normalize(x)))
 
 
 def default_out_indices(feature_info: list[dict[str, Any]]) -> list[int]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 NeckName = Literal["auto", "multilevel", "layernorm", "identity"]
 
@@ -93,3 +97,63 @@ def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int]) ->
     if name == "identity":
         return IdentityNeck(in_channels, in_strides)
     raise ValueError(f"Unknown neck '{name}'; choose one of auto, multilevel, layernorm, identity.")
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid: strides 4/8/16/32 (+ a max-pooled 64) from a plain ViT's last map.
+
+    Args:
+        in_channels: channels of the ViT map.
+        in_stride: stride of the ViT map (16 for patch-16 models).
+        out_channels: channels of every output level.
+        out_strides: strides of the rescaled levels; a max-pooled level at twice the last stride is appended.
+    """
+
+    def __init__(
+        self, in_channels: int, in_stride: int, out_channels: int = 256, out_strides: tuple[int, ...] = (4, 8, 16, 32)
+    ) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList()
+        for stride in out_strides:
+            steps = round(math.log2(in_stride / stride))
+            layers: list[nn.Module] = []
+            dim = in_channels
+            if steps < 0:
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2) for _ in range(-steps)]
+            for i in range(max(steps, 0)):
+                layers.append(nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2))
+                dim //= 2
+                if i < steps - 1:
+                    layers += [LayerNorm2d(dim), nn.GELU()]
+            layers += [
+                nn.Conv2d(dim, out_channels, 1, bias=False),
+                LayerNorm2d(out_channels),
+                nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                LayerNorm2d(out_channels),
+            ]
+            self.stages.append(nn.Sequential(*layers))
+        self.out_channels = [out_channels] * (len(out_strides) + 1)
+        self.strides = [*out_strides, out_strides[-1] * 2]
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        outs = [stage(features[-1]) for stage in self.stages]
+        return [*outs, F.max_pool2d(outs[-1], kernel_size=1, stride=2)]
+
+
+class FPN(nn.Module):
+    """torchvision's FPN over a hierarchical backbone's stages (+ a max-pooled extra level).
+
+    Args:
+        in_channels: channels of each stage.
+        in_strides: stride of each stage.
+        out_channels: channels of every output level.
+    """
+
+    def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256) -> None:
+        super().__init__()
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = [out_channels] * (len(in_channels) + 1)
+        self.strides = [*in_strides, in_strides[-1] * 2]
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features))).values())

@@ -53,10 +53,14 @@ class BaseTask(L.LightningModule):
         self.backbone_cfg = resolve_backbone_config(backbone, pretrained=pretrained, img_size=img_size)
         self.optimizer_cfg = resolve_optimizer_config(optimizer)
         self.scheduler_cfg = resolve_scheduler_config(scheduler)
-        self.backbone = Backbone(self.backbone_cfg)
+        self.backbone = self.build_backbone()
         self.configure_models()
         metric = self.configure_metrics()
         self.metrics = nn.ModuleDict({s: metric.clone() for s in ("val", "test")}) if metric is not None else None
+
+    def build_backbone(self) -> Backbone:
+        """The backbone; dense tasks use the feature pyramid of a pruned timm model."""
+        return Backbone(self.backbone_cfg)
 
     def configure_models(self) -> None:
         """Build the modules after the backbone (neck, heads, losses)."""

@@ -1,0 +1,364 @@
+"""Image classification data: an ImageFolder DataModule and a synthetic one-shape-per-image DataModule."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.io import load_image
+from vitdense.data.registry import register_datamodule
+from vitdense.data.segmentation import (
+    _SPLIT_IDS,
+    IMAGE_EXTENSIONS,
+    PredictImageFolder,
+    _apply,
+    _background,
+    _distinct_color,
+    _examples,
+    _list_files,
+    _shape_mask,
+)
+from vitdense.data.transforms import to_tensor
+
+LAYOUT = "root/{split}/<class name>/*.jpg (or .png, ...), one folder per class"
+EVAL_CROP_RATIO = 0.875  # eval resizes the short side to image_size / 0.875, then centre-crops (the timm default)
+
+
+class RandAugment:
+    """torchvision's ``RandAugment`` on an ``(H, W, 3)`` uint8 array (albumentations has none); use in ``A.Lambda``."""
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9) -> None:
+        """Configure the policy.
+
+        Args:
+            num_ops: Operations applied in a row.
+            magnitude: Strength of every operation (0-30).
+        """
+        self.transform = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+
+    def __call__(self, image: np.ndarray, **_: Any) -> np.ndarray:
+        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return self.transform(chw).permute(1, 2, 0).numpy()
+
+
+def classification_train_transform(
+    image_size: int, scale: tuple[float, float] = (0.08, 1.0), randaugment: bool = False
+) -> A.Compose:
+    """Random resized crop and horizontal flip, optionally followed by RandAugment.
+
+    RandAugment is torchvision's (``transforms.v2.RandAugment``, 2 ops at magnitude 9), run on the uint8 crop
+    before it is turned into a float tensor.
+
+    Args:
+        image_size: Side of the square crop.
+        scale: Range of the crop's area as a fraction of the image's.
+        randaugment: Add RandAugment.
+    """
+    extra = [A.Lambda(image=RandAugment(), name="randaugment", p=1.0)] if randaugment else []
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(image_size, image_size), scale=scale),
+            A.HorizontalFlip(p=0.5),
+            *extra,
+            *to_tensor(),
+        ]
+    )
+
+
+def classification_eval_transform(image_size: int) -> A.Compose:
+    """Resize the short side to ``int(image_size / 0.875)``, then centre-crop ``image_size`` x ``image_size``.
+
+    Args:
+        image_size: Side of the square crop.
+    """
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=int(image_size / EVAL_CROP_RATIO)),
+            A.CenterCrop(height=image_size, width=image_size),
+            *to_tensor(),
+        ]
+    )
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """Sorted names of the (non-hidden) folders inside ``split_dir``."""
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _split_dir(root: Path, split: str) -> Path:
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset root '{root}' does not exist. Expected the layout {LAYOUT}.")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). "
+            f"Expected the layout {LAYOUT}."
+        )
+    return split_dir
+
+
+def read_class_names(root: str | Path) -> list[str]:
+    """Return the sorted class folder names of the first split found among ``train``, ``val``, ``test``.
+
+    Only the split folder is listed (no image is opened), so this is cheap enough to run in ``__init__``.
+
+    Raises:
+        FileNotFoundError: ``root`` or all three split folders are missing.
+        ValueError: The split holds no class folders.
+    """
+    root = Path(root)
+    split = next((s for s in ("train", "val", "test") if (root / s).is_dir()), "train")
+    split_dir = _split_dir(root, split)
+    names = _class_folders(split_dir)
+    if not names:
+        raise ValueError(
+            f"No class folders found in '{split_dir}'. Put each class's images in its own folder: {LAYOUT}."
+        )
+    return names
+
+
+class ImageFolderDataset(Dataset):
+    """Images from ``root/{split}/<class>/*``, labelled by the index of their folder name in ``class_names``.
+
+    The folder is validated when the dataset is built (no image is decoded then); an unreadable image raises
+    a ``ValueError`` naming it when it is loaded. Items are ``dict(image=(3, H, W) float in [0, 1],
+    label=int64 scalar tensor, path=str)``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        class_names: list[str],
+        transform: Callable[..., dict[str, Any]] | None = None,
+    ) -> None:
+        """Scan and validate the split folder.
+
+        Args:
+            root: Dataset root holding one folder per split.
+            split: Split folder name (``train``, ``val``, ``test``).
+            class_names: Known classes (the training split's folder names); a split may lack some of them but
+                may not hold others.
+            transform: Albumentations pipeline; defaults to ``classification_eval_transform(224)``.
+        """
+        self.root = Path(root)
+        self.split = split
+        self.class_names = list(class_names)
+        self.transform = transform or classification_eval_transform(224)
+        self.samples = self._scan()
+
+    def _scan(self) -> list[tuple[Path, int]]:
+        split_dir = _split_dir(self.root, self.split)
+        folders = _class_folders(split_dir)
+        if not folders:
+            raise ValueError(
+                f"No class folders found in '{split_dir}'. Put each class's images in its own folder: {LAYOUT}."
+            )
+        unknown = [name for name in folders if name not in self.class_names]
+        if unknown:
+            raise ValueError(
+                f"'{split_dir}' has class folder(s) {unknown} that are not among the {len(self.class_names)} "
+                f"classes of the training split ({_examples(self.class_names, 10)}). Rename or remove them, "
+                "or add the same folders to the training split."
+            )
+        samples = []
+        for name in folders:
+            files = _list_files(split_dir / name, IMAGE_EXTENSIONS)
+            if not files:
+                raise ValueError(
+                    f"Class folder '{split_dir / name}' holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}). "
+                    "Add images or remove the folder."
+                )
+            label = self.class_names.index(name)
+            samples += [(path, label) for path in files]
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        out = _apply(self.transform, load_image(path))
+        return {"image": out["image"], "label": torch.tensor(label, dtype=torch.long), "path": str(path)}
+
+
+class _PredictFolder(PredictImageFolder):
+    """``PredictImageFolder`` items reduced to ``image`` and ``path`` (default collate stacks them)."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index)
+        return {"image": item["image"], "path": item["path"]}
+
+
+@register_datamodule
+class ImageFolderDataModule(BaseDataModule):
+    """Image classification from ``root/{train,val,test}/<class name>/*`` (torchvision ImageFolder layout).
+
+    Classes are the sorted folder names of the training split (of ``val``/``test`` when there is no ``train``),
+    read when the DataModule is created. Training takes random resized crops with a horizontal flip (plus
+    optional RandAugment); val/test/predict resize the short side to ``image_size / 0.875`` and centre-crop.
+    Batches: ``{"image": (B, 3, S, S) float in [0, 1], "label": (B,) long, "path": [str, ...]}``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int | None = None,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        predict_dir: str | None = None,
+        randaugment: bool = False,
+        train_scale: tuple[float, float] = (0.08, 1.0),
+    ) -> None:
+        """Read the class names from the split's folder names; the images are listed in ``setup``.
+
+        Args:
+            root: Dataset root with ``train``, ``val`` (and optionally ``test``) folders, each holding one folder
+                of images per class.
+            num_classes: Number of classes; must equal the number of class folders when given.
+            image_size: Side of the square images the model sees.
+            batch_size: Samples per batch (per device).
+            num_workers: DataLoader worker processes (0 loads in the main process).
+            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
+            predict_dir: Folder of images to run ``predict`` on.
+            randaugment: Apply torchvision's RandAugment (2 ops, magnitude 9) to training crops.
+            train_scale: Range of a training crop's area as a fraction of the image's.
+        """
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.root = Path(root)
+        self.image_size = image_size
+        self.predict_dir = predict_dir
+        self.randaugment = randaugment
+        self.train_scale = train_scale
+        self.class_names = read_class_names(self.root)
+        if num_classes is not None and num_classes != len(self.class_names):
+            raise ValueError(
+                f"num_classes={num_classes} but '{self.root}' has {len(self.class_names)} class folders "
+                f"({_examples(self.class_names, 10)}). Set num_classes to {len(self.class_names)} or leave it "
+                "unset to take it from the folders."
+            )
+        self.num_classes = len(self.class_names)
+
+    def _make_dataset(self, split: Split) -> Dataset:
+        eval_transform = classification_eval_transform(self.image_size)
+        if split == "predict":
+            if self.predict_dir is None:
+                raise ValueError(
+                    "predict needs a folder of images: set data.init_args.predict_dir (--data.predict_dir)."
+                )
+            return _PredictFolder(self.predict_dir, eval_transform)
+        if split == "train":
+            transform = classification_train_transform(self.image_size, self.train_scale, self.randaugment)
+        else:
+            transform = eval_transform
+        return ImageFolderDataset(self.root, split, self.class_names, transform)
+
+
+SYNTHETIC_CLASSES = ["circle", "rectangle", "triangle"]
+
+
+class SyntheticClassificationDataset(Dataset):
+    """One large flat-coloured shape on a textured background per image; item ``i`` of a split is always the same.
+
+    Labels cycle through ``SYNTHETIC_CLASSES`` (``index % 3``), so every split is balanced.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        split: str,
+        seed: int = 0,
+        image_size: int = 64,
+        transform: Callable[..., dict[str, Any]] | None = None,
+    ) -> None:
+        """Set up the generator.
+
+        Args:
+            length: Number of items.
+            split: Split name; each split draws different images.
+            seed: Base seed; the same seed gives the same images.
+            image_size: Image side in pixels.
+            transform: Albumentations pipeline; defaults to converting to a tensor.
+        """
+        self.length = length
+        self.split = split
+        self.seed = seed
+        self.image_size = image_size
+        self.transform = transform or A.Compose(to_tensor())
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
+        label = index % len(SYNTHETIC_CLASSES)
+        image = _background(rng, self.image_size)
+        shape = _shape_mask(rng, label + 1, self.image_size)  # the renderer numbers shapes from 1
+        image[shape] = _distinct_color(rng, image[shape])
+        out = _apply(self.transform, np.round(image).astype(np.uint8))
+        return {
+            "image": out["image"],
+            "label": torch.tensor(label, dtype=torch.long),
+            "path": f"synthetic/{self.split}/{index:06d}",
+        }
+
+
+@register_datamodule
+class SyntheticClassificationDataModule(BaseDataModule):
+    """Which shape is in the image: a circle, rectangle or triangle on a textured background, made in code.
+
+    Runs offline and trains a tiny ViT in minutes. Training applies random flips; val/test/predict are
+    unaugmented (predict reuses the val images). Batches are as for ``ImageFolderDataModule``.
+    """
+
+    def __init__(
+        self,
+        num_train: int = 512,
+        num_val: int = 128,
+        num_test: int = 128,
+        image_size: int = 64,
+        seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        """Configure the generator.
+
+        Args:
+            num_train: Training images.
+            num_val: Validation images (also used for predict).
+            num_test: Test images.
+            image_size: Image side in pixels.
+            seed: Base seed; splits differ from each other and repeat across runs.
+            batch_size: Samples per batch (per device).
+            num_workers: DataLoader worker processes (0 loads in the main process).
+            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
+        """
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.image_size = image_size
+        self.seed = seed
+        self.num_classes = len(SYNTHETIC_CLASSES)
+        self.class_names = list(SYNTHETIC_CLASSES)
+
+    def _make_dataset(self, split: Split) -> Dataset:
+        length = {"train": self.num_train, "val": self.num_val, "test": self.num_test, "predict": self.num_val}[split]
+        if split == "train":
+            transform = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), *to_tensor()])
+        else:
+            transform = A.Compose(to_tensor())
+        return SyntheticClassificationDataset(length, split, self.seed, self.image_size, transform)

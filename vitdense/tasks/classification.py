@@ -1,0 +1,156 @@
+"""ClassificationTask: timm's own head on a pretrained ViT/DeiT/Swin, label smoothing, Mixup/CutMix."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from vitdense.models.backbone import Backbone, BackboneConfig
+from vitdense.tasks.base import BaseTask
+from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig
+
+
+class MixupConfig(TypedDict, total=False):
+    """timm Mixup/CutMix under ``model.init_args.mixup`` (training batches only).
+
+    Keys: ``mixup_alpha`` (0 = off), ``cutmix_alpha`` (0 = off), ``prob`` (chance a batch is mixed),
+    ``switch_prob`` (chance of CutMix instead of Mixup when both are on), ``mode`` (batch, pair or elem).
+    """
+
+    mixup_alpha: float
+    cutmix_alpha: float
+    prob: float
+    switch_prob: float
+    mode: str
+
+
+MIXUP_DEFAULTS: MixupConfig = {
+    "mixup_alpha": 0.0,
+    "cutmix_alpha": 0.0,
+    "prob": 1.0,
+    "switch_prob": 0.5,
+    "mode": "batch",
+}
+
+
+class ClassificationTask(BaseTask):
+    """Image classification: CLS token (or mean pool) -> norm -> dropout -> Linear, from timm's own head.
+
+    DeiT-distilled models average their class and distillation heads. ``task(images)`` maps [0, 1] images
+    (B, 3, H, W) to logits (B, num_classes).
+    """
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        backbone: str | BackboneConfig = "vit_base_patch16_224",
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        head_dropout: float = 0.0,
+        label_smoothing: float = 0.1,
+        mixup: MixupConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        scheduler: SchedulerConfig | None = None,
+        pretrained: bool | str | None = None,
+        img_size: int | None = None,
+    ) -> None:
+        """Build the model.
+
+        Args:
+            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, model_kwargs.
+            num_classes: number of classes (linked from the DataModule in the CLI).
+            class_names: class names (linked from the DataModule in the CLI).
+            head_dropout: dropout before the classifier.
+            label_smoothing: label smoothing of the cross-entropy (also applied to Mixup/CutMix targets).
+            mixup: timm Mixup/CutMix settings (mixup_alpha, cutmix_alpha, prob, switch_prob, mode); off by default.
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
+            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
+            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+        """
+        self.head_dropout = head_dropout
+        self.label_smoothing = label_smoothing
+        self.mixup_cfg = {**MIXUP_DEFAULTS, **(mixup or {})}
+        unknown = set(self.mixup_cfg) - set(MIXUP_DEFAULTS)
+        if unknown:
+            raise ValueError(f"Unknown mixup key(s) {sorted(unknown)}; valid keys are {sorted(MIXUP_DEFAULTS)}.")
+        super().__init__(backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size)
+        self.save_hyperparameters()
+
+    def build_backbone(self) -> Backbone:
+        return Backbone(self.backbone_cfg, prune=False, num_classes=self.num_classes, drop_rate=self.head_dropout)
+
+    def configure_models(self) -> None:
+        cfg = self.mixup_cfg
+        self.mixup = None
+        if cfg["mixup_alpha"] > 0 or cfg["cutmix_alpha"] > 0:
+            self.mixup = Mixup(
+                mixup_alpha=cfg["mixup_alpha"],
+                cutmix_alpha=cfg["cutmix_alpha"],
+                prob=cfg["prob"],
+                switch_prob=cfg["switch_prob"],
+                mode=cfg["mode"],
+                label_smoothing=self.label_smoothing,
+                num_classes=self.num_classes,
+            )
+        self.soft_loss = SoftTargetCrossEntropy()
+
+    def configure_metrics(self) -> MetricCollection:
+        metrics = {
+            "acc": MulticlassAccuracy(self.num_classes, average="micro"),
+            "f1": MulticlassF1Score(self.num_classes, average="macro"),
+        }
+        if self.num_classes >= 5:
+            metrics["acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
+        return MetricCollection(metrics)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_classes) for [0, 1] images (B, 3, H, W)."""
+        return self.backbone.classify(images)
+
+    def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        images, labels = batch["image"], batch["label"]
+        # timm's Mixup pairs images with the flipped batch, so it needs an even batch size.
+        if stage == "train" and self.mixup is not None and images.shape[0] % 2 == 0:
+            images, soft = self.mixup(images, labels)
+            loss = self.soft_loss(self(images), soft)
+        else:
+            logits = self(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+            if stage != "train":
+                self.metrics[stage].update(logits, labels)
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
+                 batch_size=images.shape[0], sync_dist=stage != "train")  # fmt: skip
+        return loss
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Class id, name and probabilities per image: ``[{"path", "label", "class_name", "probs"}, ...]``."""
+        probs = self(batch["image"]).softmax(-1).cpu()
+        labels = probs.argmax(-1)
+        return [
+            {"path": path, "label": int(k), "class_name": self.class_names[int(k)], "probs": p}
+            for path, k, p in zip(batch["path"], labels, probs, strict=True)
+        ]
+
+    def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
+        """Append one row per image to ``predictions.csv`` (path, label, class name, score, all probabilities)."""
+        path = output_dir / "predictions.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["path", "label", "class_name", "score", *[f"p_{n}" for n in self.class_names]])
+            for p in predictions:
+                probs = [f"{v:.6f}" for v in p["probs"].tolist()]
+                writer.writerow([p["path"], p["label"], p["class_name"], probs[p["label"]], *probs])
+        return [path] * len(predictions)

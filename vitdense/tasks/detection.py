@@ -1,0 +1,236 @@
+"""DetectionTask: backbone + feature pyramid as the body of a torchvision RetinaNet, FCOS or Faster R-CNN."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import torch
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from vitdense.models.backbone import Backbone, BackboneConfig
+from vitdense.models.necks import FPN, SimpleFeaturePyramid
+from vitdense.tasks.base import BaseTask
+from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig
+
+
+class DetectionHeadConfig(TypedDict, total=False):
+    """Detector settings under ``model.init_args.head``.
+
+    Keys: ``name`` (retinanet, fcos or faster_rcnn), ``channels`` (pyramid width), ``anchor_scale`` (anchor side /
+    level stride; RetinaNet and Faster R-CNN), ``min_stride`` (finest pyramid level the one-stage heads use),
+    ``score_thresh``, ``nms_thresh``, ``detections_per_img``.
+    """
+
+    name: Literal["retinanet", "fcos", "faster_rcnn"]
+    channels: int
+    anchor_scale: float
+    min_stride: int
+    score_thresh: float
+    nms_thresh: float
+    detections_per_img: int
+
+
+HEAD_DEFAULTS: DetectionHeadConfig = {
+    "name": "retinanet",
+    "channels": 256,
+    "anchor_scale": 4.0,
+    "min_stride": 8,
+    "score_thresh": 0.05,
+    "nms_thresh": 0.5,
+    "detections_per_img": 100,
+}
+
+
+class _NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detector transform without its resize: the DataModule sizes images; this normalises and pads."""
+
+    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
+        return image, target
+
+
+class DetectionBody(nn.Module):
+    """Backbone + pyramid as torchvision wants it: ``OrderedDict`` of equal-channel maps and ``out_channels``.
+
+    Plain ViTs get ViTDet's simple feature pyramid from their last block; hierarchical backbones an FPN.
+    """
+
+    def __init__(self, backbone: Backbone, channels: int, min_stride: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        if len(set(backbone.strides)) == 1:
+            self.neck: nn.Module = SimpleFeaturePyramid(backbone.out_channels[-1], backbone.strides[-1], channels)
+        else:
+            self.neck = FPN(backbone.out_channels, backbone.strides, channels)
+        self.keep = [i for i, s in enumerate(self.neck.strides) if s >= min_stride]
+        self.strides = [self.neck.strides[i] for i in self.keep]
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        maps = self.neck(self.backbone.features(x))
+        return OrderedDict((str(i), maps[k]) for i, k in enumerate(self.keep))
+
+
+def build_detector(name: str, body: DetectionBody, num_classes: int, cfg: dict, backbone: Backbone) -> nn.Module:
+    """A torchvision detector on ``body`` with anchors matched to the pyramid strides."""
+    strides = body.strides
+    common = {
+        "min_size": 1,
+        "max_size": 1,
+        "image_mean": backbone.mean.flatten().tolist(),
+        "image_std": backbone.std.flatten().tolist(),
+        "detections_per_img": cfg["detections_per_img"],
+    }
+    scale = cfg["anchor_scale"]
+    if name == "retinanet":
+        sizes = tuple(tuple(int(scale * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
+        model: nn.Module = RetinaNet(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
+                                     nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+    elif name == "fcos":
+        anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
+        model = FCOS(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
+                     nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+    elif name == "faster_rcnn":
+        anchors = AnchorGenerator(tuple((int(2 * scale * s),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
+        names = [str(i) for i in range(len(strides))][:4]
+        roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+        model = FasterRCNN(body, num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
+                           box_score_thresh=cfg["score_thresh"], box_nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+    else:
+        raise ValueError(f"Unknown detection head '{name}'; choose retinanet, fcos or faster_rcnn.")
+    model.transform = _NoResizeTransform(1, 1, common["image_mean"], common["image_std"],
+                                         size_divisible=backbone.size_divisor)  # fmt: skip
+    return model
+
+
+class DetectionTask(BaseTask):
+    """Object detection with a pretrained ViT/DeiT/Swin/hybrid backbone and a torchvision detector.
+
+    In eval mode ``task(images)`` takes a (B, 3, H, W) tensor or a list of (3, H, W) tensors in [0, 1] and returns
+    one dict per image with ``boxes`` (xyxy, input pixels), ``scores`` and ``labels`` (0..num_classes-1).
+    """
+
+    monitor = "val/mAP"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        backbone: str | BackboneConfig = "vit_base_patch16_224",
+        num_classes: int = 1,
+        class_names: list[str] | None = None,
+        head: DetectionHeadConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        scheduler: SchedulerConfig | None = None,
+        pretrained: bool | str | None = None,
+        img_size: int | None = None,
+    ) -> None:
+        """Build the model.
+
+        Args:
+            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, out_indices,
+                model_kwargs.
+            num_classes: number of object classes, without background (linked from the DataModule in the CLI).
+            class_names: class names (linked from the DataModule in the CLI).
+            head: detector settings (name: retinanet|fcos|faster_rcnn, channels, anchor_scale, min_stride,
+                score_thresh, nms_thresh, detections_per_img).
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
+            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
+            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+        """
+        self.head_cfg = {**HEAD_DEFAULTS, **(head or {})}
+        unknown = set(self.head_cfg) - set(HEAD_DEFAULTS)
+        if unknown:
+            raise ValueError(f"Unknown head key(s) {sorted(unknown)}; valid keys are {sorted(HEAD_DEFAULTS)}.")
+        # The faster R-CNN labels are shifted by one for its background class.
+        self.label_offset = 1 if self.head_cfg["name"] == "faster_rcnn" else 0
+        super().__init__(backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size)
+        self.save_hyperparameters()
+
+    def build_backbone(self) -> Backbone:
+        backbone = Backbone(self.backbone_cfg)
+        if self.backbone_cfg["out_indices"] is None and len(set(backbone.strides)) == 1:
+            # ViTDet builds its pyramid from the last block alone.
+            backbone.select_levels([-1])
+        return backbone
+
+    def configure_models(self) -> None:
+        cfg = self.head_cfg
+        body = DetectionBody(self.backbone, cfg["channels"], cfg["min_stride"])
+        self.detector = build_detector(cfg["name"], body, self.num_classes, cfg, self.backbone)
+
+    def configure_metrics(self) -> MeanAveragePrecision:
+        return MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+
+    def compute_metrics(self, metric: MeanAveragePrecision, stage: str) -> dict[str, torch.Tensor]:
+        result = metric.compute()
+        return {f"{stage}/mAP": result["map"], f"{stage}/mAP_50": result["map_50"], f"{stage}/mAP_75": result["map_75"]}
+
+    def head_modules(self) -> list[nn.Module]:
+        return [m for name, m in self.detector.named_children() if name != "backbone"] + [self.detector.backbone.neck]
+
+    def _targets(self, targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": t["boxes"].float(), "labels": t["labels"].long() + self.label_offset} for t in targets]
+
+    def _detections(self, outputs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        return [
+            {"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"] - self.label_offset} for o in outputs
+        ]
+
+    def forward(self, images: torch.Tensor | list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections per image (eval mode): boxes (xyxy, input pixels), scores and labels."""
+        return self._detections(self.detector(list(images)))
+
+    def _losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        return sum(self.detector(images, self._targets(targets)).values())
+
+    def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        images, targets = list(batch["image"]), batch["target"]
+        if stage == "train":
+            loss = self._losses(images, targets)
+        else:
+            # torchvision detectors return losses only in train mode: compute them with the body frozen in eval
+            # (no BatchNorm statistics or drop-path change), then the detections in eval mode.
+            self.detector.train()
+            self.detector.backbone.eval()
+            loss = self._losses(images, targets)
+            self.detector.eval()
+            preds = self(images)
+            self.metrics[stage].update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
+                 batch_size=len(images), sync_dist=stage != "train")  # fmt: skip
+        return loss
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Detections per image in its original pixels: ``[{"path", "boxes", "scores", "labels"}, ...]``."""
+        out = []
+        for det, path, (oh, ow), (vh, vw) in zip(
+            self(batch["image"]), batch["path"], batch["orig_size"], batch["valid_size"], strict=True
+        ):
+            scale = torch.tensor([ow / vw, oh / vh, ow / vw, oh / vh], device=det["boxes"].device)
+            out.append({"path": path, "boxes": (det["boxes"] * scale).cpu(), "scores": det["scores"].cpu(),
+                        "labels": det["labels"].cpu()})  # fmt: skip
+        return out
+
+    def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
+        """Append one JSON line per image to ``predictions.jsonl`` (boxes xyxy in original pixels)."""
+        path = output_dir / "predictions.jsonl"
+        with path.open("a") as f:
+            for p in predictions:
+                labels = p["labels"].tolist()
+                f.write(json.dumps({
+                    "path": p["path"],
+                    "boxes": [[round(v, 2) for v in box] for box in p["boxes"].tolist()],
+                    "scores": [round(v, 4) for v in p["scores"].tolist()],
+                    "labels": labels,
+                    "class_names": [self.class_names[k] for k in labels],
+                }) + "\n")  # fmt: skip
+        return [path] * len(predictions)
