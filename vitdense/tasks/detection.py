@@ -102,8 +102,9 @@ def build_detector(name: str, body: DetectionBody, num_classes: int, cfg: dict, 
         anchors = AnchorGenerator(tuple((int(2 * scale * s),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
         names = [str(i) for i in range(len(strides))][:4]
         roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+        thresholds = {"box_score_thresh": cfg["score_thresh"], "box_nms_thresh": cfg["nms_thresh"]}
         model = FasterRCNN(body, num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
-                           box_score_thresh=cfg["score_thresh"], box_nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+                           **thresholds, **common)  # fmt: skip
     else:
         raise ValueError(f"Unknown detection head '{name}'; choose retinanet, fcos or faster_rcnn.")
     model.transform = _NoResizeTransform(1, 1, common["image_mean"], common["image_std"],
