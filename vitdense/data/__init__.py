@@ -1,14 +1,25 @@
 """DataModules, datasets, transforms and image I/O."""
 
 from vitdense.data.base import BaseDataModule
+from vitdense.data.benchmarks import ADE20KDataModule, CityscapesDataModule, VOCSegmentationDataModule
+from vitdense.data.classification import ImageFolderDataModule, SyntheticClassificationDataModule
+from vitdense.data.detection import CocoDetectionDataModule, SyntheticDetectionDataModule, detection_collate
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
 from vitdense.data.segmentation import SegmentationFolderDataModule, SyntheticSegmentationDataModule
 
 __all__ = [
+    "ADE20KDataModule",
     "BaseDataModule",
+    "CityscapesDataModule",
+    "VOCSegmentationDataModule",
+    "CocoDetectionDataModule",
+    "ImageFolderDataModule",
     "SegmentationFolderDataModule",
+    "SyntheticClassificationDataModule",
+    "SyntheticDetectionDataModule",
     "SyntheticSegmentationDataModule",
+    "detection_collate",
     "get_datamodule",
     "image_size",
     "list_datamodules",

@@ -101,8 +101,7 @@ def _split_dir(root: Path, split: str) -> Path:
     if not split_dir.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise FileNotFoundError(
-            f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). "
-            f"Expected the layout {LAYOUT}."
+            f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). Expected the layout {LAYOUT}."
         )
     return split_dir
 
@@ -272,7 +271,8 @@ SYNTHETIC_CLASSES = ["circle", "rectangle", "triangle"]
 class SyntheticClassificationDataset(Dataset):
     """One large flat-coloured shape on a textured background per image; item ``i`` of a split is always the same.
 
-    Labels cycle through ``SYNTHETIC_CLASSES`` (``index % 3``), so every split is balanced.
+    Labels cycle through ``SYNTHETIC_CLASSES`` (``index % 3``), so every split is balanced. Shapes are redrawn
+    until they lie inside the image.
     """
 
     def __init__(
@@ -307,7 +307,10 @@ class SyntheticClassificationDataset(Dataset):
         rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
         label = index % len(SYNTHETIC_CLASSES)
         image = _background(rng, self.image_size)
-        shape = _shape_mask(rng, label + 1, self.image_size)  # the renderer numbers shapes from 1
+        for _attempt in range(30):  # a shape cut by the border can look like another class (half a circle)
+            shape = _shape_mask(rng, label + 1, self.image_size)  # the renderer numbers shapes from 1
+            if not (shape[0].any() or shape[-1].any() or shape[:, 0].any() or shape[:, -1].any()):
+                break
         image[shape] = _distinct_color(rng, image[shape])
         out = _apply(self.transform, np.round(image).astype(np.uint8))
         return {

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
-from pathlib import Path
 from typing import Any, TypedDict
 
 import timm
@@ -13,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from timm.models import is_model_in_modules
 from torch import nn
+
+from vitdense.models.weights import create_with_weights
 
 # timm modules whose models take `dynamic_img_size` (ViT-like token models and Swin-like windowed ones).
 _DYNAMIC_SIZE_MODULES = (
@@ -24,7 +24,6 @@ _DYNAMIC_SIZE_MODULES = (
     "swin_transformer",
     "swin_transformer_v2",
 )
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
 
 
 class BackboneConfig(TypedDict, total=False):
@@ -82,25 +81,6 @@ def check_model_name(name: str) -> None:
     )
 
 
-def _pretrained_kwargs(name: str, pretrained: bool | str) -> dict[str, Any]:
-    if pretrained is False or pretrained is None:
-        return {"pretrained": False}
-    if pretrained is True:
-        return {"pretrained": True}
-    path = Path(os.path.expanduser(str(pretrained)))
-    if str(pretrained).lower() in {"true", "false"}:
-        return {"pretrained": str(pretrained).lower() == "true"}
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone.pretrained: weights file '{path}' for '{name}' does not exist. "
-            "Give an existing .safetensors/.pth/.bin/.npz timm state dict, true for hub weights, or false."
-        )
-    if not path.name.lower().endswith(_WEIGHT_SUFFIXES):
-        raise ValueError(f"backbone.pretrained: '{path}' is not a weights file (expected one of {_WEIGHT_SUFFIXES}).")
-    # timm's own path: its checkpoint_filter_fn resamples pos-embeds / relative-position tables.
-    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
-
-
 def create_timm_model(cfg: dict[str, Any], **extra: Any) -> nn.Module:
     """Create the raw timm model described by a resolved backbone config (see ``resolve_backbone_config``)."""
     name = cfg["name"]
@@ -111,22 +91,7 @@ def create_timm_model(cfg: dict[str, Any], **extra: Any) -> nn.Module:
     if is_model_in_modules(name, _DYNAMIC_SIZE_MODULES):
         kwargs["dynamic_img_size"] = True
     kwargs.update(cfg["model_kwargs"])
-    kwargs.update(_pretrained_kwargs(name, cfg["pretrained"]))
-    try:
-        return timm.create_model(name, **kwargs)
-    except (OSError, RuntimeError) as err:
-        if kwargs.get("pretrained") and "pretrained_cfg_overlay" not in kwargs and _looks_like_download_error(err):
-            raise RuntimeError(
-                f"Could not download pretrained weights for '{name}' ({type(err).__name__}: {err}). "
-                "Without network access, point backbone.pretrained at a local timm state dict, e.g. "
-                f"`pretrained: /path/to/{name}.safetensors`, or use `pretrained: false`."
-            ) from err
-        raise
-
-
-def _looks_like_download_error(err: Exception) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
-    return isinstance(err, OSError) or any(k in text for k in ("offline", "connect", "hub", "resolve", "download"))
+    return create_with_weights(name, cfg["pretrained"], kwargs)
 
 
 class Backbone(nn.Module):

@@ -6,10 +6,12 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import nn
 from torchmetrics import Metric
 
 from vitdense.models.backbone import Backbone, resolve_backbone_config
+from vitdense.tasks.finetuning import BackboneUnfreeze
 from vitdense.tasks.optim import (
     backbone_param_groups,
     build_adamw,
@@ -42,6 +44,10 @@ class BaseTask(L.LightningModule):
         scheduler: dict | None,
         pretrained: bool | str | None,
         img_size: int | None,
+        freeze_backbone: bool = False,
+        unfreeze_at_epoch: int | None = None,
+        ema_decay: float | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -57,6 +63,33 @@ class BaseTask(L.LightningModule):
         self.configure_models()
         metric = self.configure_metrics()
         self.metrics = nn.ModuleDict({s: metric.clone() for s in ("val", "test")}) if metric is not None else None
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.ema_decay = ema_decay
+        self.backbone_frozen = False
+        self.set_backbone_frozen(freeze_backbone or unfreeze_at_epoch is not None)
+        if grad_checkpointing:
+            self.backbone.model.set_grad_checkpointing(True)
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Freeze (no gradients, held in eval mode: no drop-path, norm statistics fixed) or unfreeze the backbone."""
+        self.backbone_frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        self.backbone.train(self.training and not frozen)
+
+    def train(self, mode: bool = True) -> BaseTask:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        callbacks: list[L.Callback] = []
+        if self.unfreeze_at_epoch is not None:
+            callbacks.append(BackboneUnfreeze(self.unfreeze_at_epoch))
+        if self.ema_decay is not None:
+            # Lightning swaps the averaged weights in for validation and for the saved checkpoints.
+            callbacks.append(EMAWeightAveraging(decay=self.ema_decay))
+        return callbacks
 
     def build_backbone(self) -> Backbone:
         """The backbone; dense tasks use the feature pyramid of a pruned timm model."""
@@ -109,7 +142,11 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optimizer_cfg
-        groups = backbone_param_groups(self.backbone.model, cfg["weight_decay"], cfg["layer_decay"])
+        groups = (
+            []
+            if self.backbone_frozen
+            else backbone_param_groups(self.backbone.model, cfg["weight_decay"], cfg["layer_decay"])
+        )
         groups += head_param_groups(self.head_modules(), cfg["weight_decay"], cfg["head_lr_mult"])
         optimizer = build_adamw(groups, cfg)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1

@@ -132,6 +132,10 @@ class DetectionTask(BaseTask):
         scheduler: SchedulerConfig | None = None,
         pretrained: bool | str | None = None,
         img_size: int | None = None,
+        freeze_backbone: bool = False,
+        unfreeze_at_epoch: int | None = None,
+        ema_decay: float | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         """Build the model.
 
@@ -146,6 +150,11 @@ class DetectionTask(BaseTask):
             scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
             img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+            freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
+            unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
+            ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
+                checkpoints.
+            grad_checkpointing: recompute backbone activations in the backward pass to save memory.
         """
         self.head_cfg = {**HEAD_DEFAULTS, **(head or {})}
         unknown = set(self.head_cfg) - set(HEAD_DEFAULTS)
@@ -153,7 +162,10 @@ class DetectionTask(BaseTask):
             raise ValueError(f"Unknown head key(s) {sorted(unknown)}; valid keys are {sorted(HEAD_DEFAULTS)}.")
         # The faster R-CNN labels are shifted by one for its background class.
         self.label_offset = 1 if self.head_cfg["name"] == "faster_rcnn" else 0
-        super().__init__(backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size)
+        super().__init__(
+            backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
+            freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,
+        )  # fmt: skip
         self.save_hyperparameters()
 
     def build_backbone(self) -> Backbone:

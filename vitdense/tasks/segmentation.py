@@ -119,6 +119,10 @@ class SegmentationTask(BaseTask):
         scheduler: SchedulerConfig | None = None,
         pretrained: bool | str | None = None,
         img_size: int | None = None,
+        freeze_backbone: bool = False,
+        unfreeze_at_epoch: int | None = None,
+        ema_decay: float | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         """Build the model.
 
@@ -135,12 +139,20 @@ class SegmentationTask(BaseTask):
             scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
             img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+            freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
+            unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
+            ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
+                checkpoints.
+            grad_checkpointing: recompute backbone activations in the backward pass to save memory.
         """
         self.ignore_index = ignore_index
         self.neck_name = neck
         self.head_cfg = _merge(head, dict(HEAD_DEFAULTS), "head")
         self.loss_cfg = _merge(loss, dict(LOSS_DEFAULTS), "loss")
-        super().__init__(backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size)
+        super().__init__(
+            backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
+            freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,
+        )  # fmt: skip
         self.save_hyperparameters()
 
     def configure_models(self) -> None:
