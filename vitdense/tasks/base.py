@@ -8,7 +8,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import nn
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 
 from vitdense.models.backbone import Backbone, resolve_backbone_config
 from vitdense.tasks.finetuning import BackboneUnfreeze
@@ -124,7 +124,8 @@ class BaseTask(L.LightningModule):
         if self.metrics is None:
             return
         metric = self.metrics[stage]
-        if metric.update_count == 0:
+        parts = metric.values() if isinstance(metric, MetricCollection) else [metric]
+        if all(m.update_count == 0 for m in parts):
             return
         # The metric state is already reduced over all processes, so every rank logs the same numbers.
         self.log_dict(self.compute_metrics(metric, stage), sync_dist=False)
