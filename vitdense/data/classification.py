@@ -25,7 +25,6 @@ from vitdense.data.segmentation import (
     _background,
     _examples,
     _list_files,
-    _shape_mask,
 )
 from vitdense.data.transforms import to_tensor
 
@@ -268,35 +267,39 @@ class ImageFolderDataModule(BaseDataModule):
 SYNTHETIC_CLASSES = ["circle", "rectangle", "triangle"]
 
 
-def render_large_shape(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
-    """A segmentation-renderer shape (1 = circle, 2 = rectangle, 3 = triangle) scaled to fill 65-85% of the image.
+def render_centred_shape(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
+    """A large, roughly centred circle (0), elongated rectangle (1) or triangle pointing up or down (2).
 
-    Small or border-cut shapes make classification from scratch slow to learn (half a circle looks like a
-    rectangle), so the shape is drawn whole and its bounding box zoomed to a square of 1.2-1.5 times its long side,
-    placed at random within that square (5% from its edges).
+    Shapes span 55-85% of the image and are never cut by its border: small, cut or square-ish shapes (a square
+    differs from a circle only at its corners) make classification from scratch slow to learn. Drawn at 4x and
+    shrunk, so edges are anti-aliased.
 
     Args:
         rng: Random generator; the same state gives the same shape.
-        cls: Shape class as numbered by the segmentation renderer.
+        label: Index into ``SYNTHETIC_CLASSES``.
         size: Image side in pixels.
 
     Returns:
-        ``(size, size)`` bool mask.
+        ``(size, size)`` float32 coverage in [0, 1].
     """
-    canvas = 4 * size  # drawn large, then shrunk: smooth edges at any size
-    for _attempt in range(30):
-        shape = _shape_mask(rng, cls, canvas)
-        if not (shape[0].any() or shape[-1].any() or shape[:, 0].any() or shape[:, -1].any()):
-            break
-    ys, xs = np.nonzero(shape)
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    side = max(x1 - x0, y1 - y0) * rng.uniform(1.2, 1.5)
-    margin = 0.05 * side
-    left, top = rng.uniform(x1 - side + margin, x0 - margin), rng.uniform(y1 - side + margin, y0 - margin)
-    scale = size / side
-    warp = np.array([[scale, 0.0, -scale * left], [0.0, scale, -scale * top]])
-    zoomed = cv2.warpAffine(shape.astype(np.float32), warp, (size, size), flags=cv2.INTER_LINEAR)
-    return zoomed > 0.5
+    scale = 4
+    canvas = np.zeros((size * scale, size * scale), np.uint8)
+    cx, cy = (0.5 + rng.uniform(-0.08, 0.08, size=2)) * size * scale
+    extent = rng.uniform(0.28, 0.42) * size * scale  # half of the shape's long side
+    if label == 0:
+        cv2.circle(canvas, (round(cx), round(cy)), round(extent), 255, thickness=-1)
+    elif label == 1:
+        half = (extent, extent * rng.uniform(0.35, 0.65))
+        hw, hh = half if rng.random() < 0.5 else half[::-1]
+        cv2.rectangle(canvas, (round(cx - hw), round(cy - hh)), (round(cx + hw), round(cy + hh)), 255, thickness=-1)
+    else:
+        start = -np.pi / 2 + rng.choice([0.0, np.pi])
+        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-0.15, 0.15, size=3)
+        # circumradius r puts the base 0.5 r from the centre: shift so the triangle sits centred
+        points = extent * 1.1 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        points += (cx, cy - 0.25 * extent * 1.1 * np.sin(start))
+        cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 255)
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
 class SyntheticClassificationDataset(Dataset):
@@ -339,8 +342,8 @@ class SyntheticClassificationDataset(Dataset):
         # A light shape on a darkened background: with both colours random, telling shape from background is
         # itself a relation a small ViT learns slowly from 512 images; colour still carries no class information.
         image = 0.45 * _background(rng, self.image_size)
-        shape = render_large_shape(rng, label + 1, self.image_size)
-        image[shape] = rng.uniform(150, 255, size=3)
+        alpha = render_centred_shape(rng, label, self.image_size)[..., None]
+        image = (1.0 - alpha) * image + alpha * rng.uniform(150, 255, size=3)
         out = _apply(self.transform, np.round(image).astype(np.uint8))
         return {
             "image": out["image"],
