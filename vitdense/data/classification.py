@@ -270,7 +270,7 @@ SYNTHETIC_CLASSES = ["circle", "rectangle", "triangle"]
 def render_centred_shape(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     """A large, roughly centred circle (0), elongated rectangle (1) or triangle pointing up or down (2).
 
-    Shapes span 55-85% of the image and are never cut by its border: small, cut or square-ish shapes (a square
+    Shapes span 55-80% of the image and stay inside it: small, cut or square-ish shapes (a square
     differs from a circle only at its corners) make classification from scratch slow to learn. Drawn at 4x and
     shrunk, so edges are anti-aliased.
 
@@ -284,8 +284,8 @@ def render_centred_shape(rng: np.random.Generator, label: int, size: int) -> np.
     """
     scale = 4
     canvas = np.zeros((size * scale, size * scale), np.uint8)
-    cx, cy = (0.5 + rng.uniform(-0.08, 0.08, size=2)) * size * scale
-    extent = rng.uniform(0.28, 0.42) * size * scale  # half of the shape's long side
+    cx, cy = (0.5 + rng.uniform(-0.06, 0.06, size=2)) * size * scale
+    extent = rng.uniform(0.28, 0.4) * size * scale  # half of the shape's long side
     if label == 0:
         cv2.circle(canvas, (round(cx), round(cy)), round(extent), 255, thickness=-1)
     elif label == 1:
@@ -303,7 +303,7 @@ def render_centred_shape(rng: np.random.Generator, label: int, size: int) -> np.
 
 
 class SyntheticClassificationDataset(Dataset):
-    """One large flat-coloured shape on a textured background per image; item ``i`` of a split is always the same.
+    """One large light shape on a darkened textured background per image; item ``i`` of a split is always the same.
 
     Labels cycle through ``SYNTHETIC_CLASSES`` (``index % 3``), so every split is balanced.
     """

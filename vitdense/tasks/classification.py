@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from vitdense.models.backbone import Backbone, BackboneConfig
 from vitdense.tasks.base import BaseTask
-from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig
+from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
 
 class MixupConfig(TypedDict, total=False):
@@ -89,10 +89,7 @@ class ClassificationTask(BaseTask):
         """
         self.head_dropout = head_dropout
         self.label_smoothing = label_smoothing
-        self.mixup_cfg = {**MIXUP_DEFAULTS, **(mixup or {})}
-        unknown = set(self.mixup_cfg) - set(MIXUP_DEFAULTS)
-        if unknown:
-            raise ValueError(f"Unknown mixup key(s) {sorted(unknown)}; valid keys are {sorted(MIXUP_DEFAULTS)}.")
+        self.mixup_cfg = merge_config(mixup, dict(MIXUP_DEFAULTS), "mixup")
         super().__init__(
             backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
             freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,

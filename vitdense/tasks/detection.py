@@ -18,7 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from vitdense.models.backbone import Backbone, BackboneConfig
 from vitdense.models.necks import FPN, SimpleFeaturePyramid
 from vitdense.tasks.base import BaseTask
-from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig
+from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
 
 class DetectionHeadConfig(TypedDict, total=False):
@@ -156,10 +156,7 @@ class DetectionTask(BaseTask):
                 checkpoints.
             grad_checkpointing: recompute backbone activations in the backward pass to save memory.
         """
-        self.head_cfg = {**HEAD_DEFAULTS, **(head or {})}
-        unknown = set(self.head_cfg) - set(HEAD_DEFAULTS)
-        if unknown:
-            raise ValueError(f"Unknown head key(s) {sorted(unknown)}; valid keys are {sorted(HEAD_DEFAULTS)}.")
+        self.head_cfg = merge_config(head, dict(HEAD_DEFAULTS), "head")
         # The faster R-CNN labels are shifted by one for its background class.
         self.label_offset = 1 if self.head_cfg["name"] == "faster_rcnn" else 0
         super().__init__(

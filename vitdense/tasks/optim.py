@@ -57,7 +57,8 @@ SCHEDULER_DEFAULTS: SchedulerConfig = {
 }
 
 
-def _with_defaults(given: dict | None, defaults: dict, what: str) -> dict:
+def merge_config(given: dict | None, defaults: dict, what: str) -> dict:
+    """``defaults`` updated with ``given``; unknown keys are an error naming the valid ones."""
     given = dict(given or {})
     unknown = set(given) - set(defaults)
     if unknown:
@@ -67,12 +68,12 @@ def _with_defaults(given: dict | None, defaults: dict, what: str) -> dict:
 
 def resolve_optimizer_config(cfg: dict | None) -> dict:
     """Fill defaults and reject unknown keys."""
-    return _with_defaults(cfg, dict(OPTIMIZER_DEFAULTS), "optimizer")
+    return merge_config(cfg, dict(OPTIMIZER_DEFAULTS), "optimizer")
 
 
 def resolve_scheduler_config(cfg: dict | None) -> dict:
     """Fill defaults and reject unknown keys."""
-    return _with_defaults(cfg, dict(SCHEDULER_DEFAULTS), "scheduler")
+    return merge_config(cfg, dict(SCHEDULER_DEFAULTS), "scheduler")
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:

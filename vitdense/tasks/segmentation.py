@@ -16,7 +16,7 @@ from vitdense.models.backbone import BackboneConfig
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.tasks.base import BaseTask
-from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig
+from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
 
 class UPerNetConfig(TypedDict, total=False):
@@ -64,14 +64,6 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
     "class_weights": None,
     "label_smoothing": 0.0,
 }
-
-
-def _merge(given: dict | None, defaults: dict, what: str) -> dict:
-    given = dict(given or {})
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ValueError(f"Unknown {what} key(s) {sorted(unknown)}; valid keys are {sorted(defaults)}.")
-    return {**defaults, **given}
 
 
 def segmentation_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -147,8 +139,8 @@ class SegmentationTask(BaseTask):
         """
         self.ignore_index = ignore_index
         self.neck_name = neck
-        self.head_cfg = _merge(head, dict(HEAD_DEFAULTS), "head")
-        self.loss_cfg = _merge(loss, dict(LOSS_DEFAULTS), "loss")
+        self.head_cfg = merge_config(head, dict(HEAD_DEFAULTS), "head")
+        self.loss_cfg = merge_config(loss, dict(LOSS_DEFAULTS), "loss")
         super().__init__(
             backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
             freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,
