@@ -47,7 +47,7 @@ def test_folder_items_and_batches(folder_root: Path) -> None:
     assert len(val) == 3 and [label for _, label in val.samples] == [0, 0, 1]
     item = val[1]  # b.jpg, 25x50: short side -> int(32 / 0.875) = 36, then a 32x32 centre crop
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
-    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert item["image"].min() >= 0.0 and item["image"].max() <= 1.0
     assert item["label"].dtype == torch.int64 and item["label"].shape == () and item["label"].item() == 0
     assert item["path"].endswith("cat/b.jpg")
 
@@ -68,7 +68,7 @@ def test_randaugment_keeps_the_item_format() -> None:
     transform = classification_train_transform(24, scale=(0.5, 1.0), randaugment=True)
     image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     out = transform(image=image)["image"]
-    assert out.shape == (3, 24, 24) and out.dtype == torch.float32 and 0.0 <= out.min() and out.max() <= 1.0
+    assert out.shape == (3, 24, 24) and out.dtype == torch.float32 and out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_val_may_lack_a_class(folder_root: Path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -22,10 +21,10 @@ from vitdense.data.segmentation import (
     IMAGE_EXTENSIONS,
     PredictImageFolder,
     _apply,
-    _background,
     _examples,
     _list_files,
 )
+from vitdense.data.shapes import SHAPE_NAMES, dark_background, paint, shape_coverage
 from vitdense.data.transforms import to_tensor
 
 LAYOUT = "root/{split}/<class name>/*.jpg (or .png, ...), one folder per class"
@@ -264,48 +263,11 @@ class ImageFolderDataModule(BaseDataModule):
         return ImageFolderDataset(self.root, split, self.class_names, transform)
 
 
-SYNTHETIC_CLASSES = ["circle", "rectangle", "triangle"]
-
-
-def render_centred_shape(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
-    """A large, roughly centred circle (0), elongated rectangle (1) or triangle pointing up or down (2).
-
-    Shapes span 55-80% of the image and stay inside it: small, cut or square-ish shapes (a square
-    differs from a circle only at its corners) make classification from scratch slow to learn. Drawn at 4x and
-    shrunk, so edges are anti-aliased.
-
-    Args:
-        rng: Random generator; the same state gives the same shape.
-        label: Index into ``SYNTHETIC_CLASSES``.
-        size: Image side in pixels.
-
-    Returns:
-        ``(size, size)`` float32 coverage in [0, 1].
-    """
-    scale = 4
-    canvas = np.zeros((size * scale, size * scale), np.uint8)
-    cx, cy = (0.5 + rng.uniform(-0.06, 0.06, size=2)) * size * scale
-    extent = rng.uniform(0.28, 0.4) * size * scale  # half of the shape's long side
-    if label == 0:
-        cv2.circle(canvas, (round(cx), round(cy)), round(extent), 255, thickness=-1)
-    elif label == 1:
-        half = (extent, extent * rng.uniform(0.35, 0.65))
-        hw, hh = half if rng.random() < 0.5 else half[::-1]
-        cv2.rectangle(canvas, (round(cx - hw), round(cy - hh)), (round(cx + hw), round(cy + hh)), 255, thickness=-1)
-    else:
-        start = -np.pi / 2 + rng.choice([0.0, np.pi])
-        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-0.15, 0.15, size=3)
-        # circumradius r puts the base 0.5 r from the centre: shift so the triangle sits centred
-        points = extent * 1.1 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        points += (cx, cy - 0.25 * extent * 1.1 * np.sin(start))
-        cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 255)
-    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-
-
 class SyntheticClassificationDataset(Dataset):
     """One large light shape on a darkened textured background per image; item ``i`` of a split is always the same.
 
-    Labels cycle through ``SYNTHETIC_CLASSES`` (``index % 3``), so every split is balanced.
+    Shapes are roughly centred and span 55-80% of the image (never cut by its border: half a circle looks like a
+    rectangle). Labels cycle through ``SHAPE_NAMES`` (``index % 3``), so every split is balanced.
     """
 
     def __init__(
@@ -338,12 +300,13 @@ class SyntheticClassificationDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
-        label = index % len(SYNTHETIC_CLASSES)
+        label = index % len(SHAPE_NAMES)
         # A light shape on a darkened background: with both colours random, telling shape from background is
         # itself a relation a small ViT learns slowly from 512 images; colour still carries no class information.
-        image = 0.45 * _background(rng, self.image_size)
-        alpha = render_centred_shape(rng, label, self.image_size)[..., None]
-        image = (1.0 - alpha) * image + alpha * rng.uniform(150, 255, size=3)
+        image = dark_background(rng, self.image_size)
+        centre = (0.5 + rng.uniform(-0.06, 0.06, size=2)) * self.image_size
+        extent = rng.uniform(0.28, 0.4) * self.image_size
+        image = paint(image, shape_coverage(rng, label, (centre[0], centre[1]), extent, self.image_size), rng)
         out = _apply(self.transform, np.round(image).astype(np.uint8))
         return {
             "image": out["image"],
@@ -354,7 +317,7 @@ class SyntheticClassificationDataset(Dataset):
 
 @register_datamodule
 class SyntheticClassificationDataModule(BaseDataModule):
-    """Which shape is in the image: a circle, rectangle or triangle on a textured background, made in code.
+    """Which shape is in the image: a light circle, rectangle or triangle on a dark textured background, made in code.
 
     Runs offline and trains a tiny ViT in minutes. Training applies random flips; val/test/predict are
     unaugmented (predict reuses the val images). Batches are as for ``ImageFolderDataModule``.
@@ -387,8 +350,8 @@ class SyntheticClassificationDataModule(BaseDataModule):
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size = image_size
         self.seed = seed
-        self.num_classes = len(SYNTHETIC_CLASSES)
-        self.class_names = list(SYNTHETIC_CLASSES)
+        self.num_classes = len(SHAPE_NAMES)
+        self.class_names = list(SHAPE_NAMES)
 
     def _make_dataset(self, split: Split) -> Dataset:
         length = {"train": self.num_train, "val": self.num_val, "test": self.num_test, "predict": self.num_val}[split]
