@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from test_data_benchmarks import FAKE_LAYOUTS
+from test_data_benchmarks import FAKE_LAYOUTS, write_coco2017
 
 from vitdense.cli import main
 from vitdense.tasks.base import BaseTask
@@ -177,7 +177,11 @@ def write_coco(root: Path) -> Path:
     return root
 
 
-OTHER_LAYOUTS = {"ImageFolderDataModule": write_image_folder, "CocoDetectionDataModule": write_coco}
+OTHER_LAYOUTS = {
+    "ImageFolderDataModule": write_image_folder,
+    "CocoDetectionDataModule": write_coco,
+    "COCO2017DataModule": write_coco2017,
+}
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
 
 

@@ -1,5 +1,6 @@
 """ADE20K, Cityscapes and Pascal VOC DataModules on tiny fake copies of their official layouts."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,21 @@ def write_voc(root: Path) -> Path:
 
 
 # DataModule class name -> fake-layout writer (also used by tests/test_cli.py for the shipped configs).
+def write_coco2017(root: Path) -> Path:
+    """train2017/ + val2017/ + annotations/instances_*.json with two categories of non-contiguous ids."""
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir()
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(root / split / "000000000001.jpg")
+        coco = {
+            "images": [{"id": 1, "file_name": "000000000001.jpg", "width": 40, "height": 30}],
+            "annotations": [{"id": 7, "image_id": 1, "category_id": 18, "bbox": [2, 3, 10, 12], "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+        }
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return root
+
+
 FAKE_LAYOUTS = {
     "ADE20KDataModule": write_ade20k,
     "CityscapesDataModule": write_cityscapes,
@@ -218,3 +234,21 @@ def test_cli_fast_dev_run(tmp_path: Path, name: str) -> None:
     assert cli.model.num_classes == dm.num_classes and cli.model.class_names == dm.class_names
     assert cli.model.ignore_index == 255
     assert "val/mIoU" in cli.trainer.callback_metrics
+
+
+def test_coco2017_official_layout(tmp_path: Path) -> None:
+    from vitdense.data import COCO2017DataModule
+
+    dm = COCO2017DataModule(str(write_coco2017(tmp_path / "coco")), image_size=32)
+    assert dm.num_classes == 2 and dm.class_names == ["person", "dog"]
+    dm.setup("test")
+    item = dm.dataset("test")[0]
+    assert item["target"]["labels"].tolist() == [1]  # category 18 -> label 1
+
+
+def test_coco2017_missing_annotations_folder(tmp_path: Path) -> None:
+    from vitdense.data import COCO2017DataModule
+
+    (tmp_path / "val2017").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"annotations.*instances_"):
+        COCO2017DataModule(str(tmp_path))

@@ -1,7 +1,12 @@
 """DataModules, datasets, transforms and image I/O."""
 
 from vitdense.data.base import BaseDataModule
-from vitdense.data.benchmarks import ADE20KDataModule, CityscapesDataModule, VOCSegmentationDataModule
+from vitdense.data.benchmarks import (
+    ADE20KDataModule,
+    CityscapesDataModule,
+    COCO2017DataModule,
+    VOCSegmentationDataModule,
+)
 from vitdense.data.classification import ImageFolderDataModule, SyntheticClassificationDataModule
 from vitdense.data.detection import CocoDetectionDataModule, SyntheticDetectionDataModule, detection_collate
 from vitdense.data.io import image_size, load_image, load_mask
@@ -11,6 +16,7 @@ from vitdense.data.segmentation import SegmentationFolderDataModule, SyntheticSe
 __all__ = [
     "ADE20KDataModule",
     "BaseDataModule",
+    "COCO2017DataModule",
     "CityscapesDataModule",
     "CocoDetectionDataModule",
     "ImageFolderDataModule",

@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from vitdense.data.base import Split
+from vitdense.data.detection import CocoDetectionDataModule
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation import (
     SegmentationFolderDataModule,
@@ -362,4 +363,55 @@ class VOCSegmentationDataModule(_BenchmarkDataModule):
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
         return VOCSegmentationDataset(
             self.root, split, self.num_classes, self.ignore_index, transform, self.train_list, self.mask_folder
+        )
+
+
+@register_datamodule
+class COCO2017DataModule(CocoDetectionDataModule):
+    """COCO 2017 detection in its official layout: ``root/{train2017,val2017}/*.jpg`` +
+    ``root/annotations/instances_{train2017,val2017}.json``. ``test`` evaluates on val2017 (test-dev has no
+    public labels). The 80 categories and their names come from the annotation files.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 1024,
+        scale_range: tuple[float, float] = (0.1, 2.0),
+        min_box_size: float = 1.0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        predict_dir: str | None = None,
+    ) -> None:
+        """Point the COCO reader at the official files.
+
+        Args:
+            root: Folder holding ``train2017/``, ``val2017/`` and ``annotations/``.
+            image_size: Side of the square training images (ViTDet: 1024), and long side of val/test images.
+            scale_range: Range of the random long-side scale in training (ViTDet's large-scale jitter: 0.1-2.0).
+            min_box_size: Boxes narrower or lower than this many pixels after a transform are dropped.
+            batch_size: Samples per batch (per device).
+            num_workers: DataLoader worker processes (0 loads in the main process).
+            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
+            predict_dir: Folder of images to run ``predict`` on.
+        """
+        base = Path(root)
+        layout = "root/{train2017,val2017}/*.jpg + root/annotations/instances_{train2017,val2017}.json"
+        _require_dirs(layout, base / "val2017", base / "annotations")
+        ann = base / "annotations"
+        super().__init__(
+            train_images=str(base / "train2017"),
+            train_annotations=str(ann / "instances_train2017.json"),
+            val_images=str(base / "val2017"),
+            val_annotations=str(ann / "instances_val2017.json"),
+            test_images=str(base / "val2017"),
+            test_annotations=str(ann / "instances_val2017.json"),
+            image_size=image_size,
+            scale_range=scale_range,
+            min_box_size=min_box_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            predict_dir=predict_dir,
         )
