@@ -158,3 +158,32 @@ def test_unfreeze_at_epoch_keeps_backbone_fixed_before(tmp_path) -> None:
 def test_ema_and_grad_checkpointing_train(tmp_path) -> None:
     before, after = _seg_fit(tmp_path, epochs=1, ema_decay=0.9, grad_checkpointing=True)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_optimizer_and_scheduler_replaced_from_yaml_keep_the_groups(tmp_path) -> None:
+    """A LightningCLI callable (class_path + init_args) replaces AdamW but gets the same parameter groups."""
+    import yaml
+
+    sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}}
+    step = {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}
+    model = {"class_path": "SegmentationTask", "init_args": {
+        "backbone": backbone(), "head": {"channels": 16}, "optimizer": sgd, "scheduler": step}}  # fmt: skip
+    data = {"class_path": "SyntheticSegmentationDataModule",
+            "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}}  # fmt: skip
+    trainer = {"accelerator": "cpu", "max_epochs": 2, "enable_progress_bar": False,
+               "enable_model_summary": False, "default_root_dir": str(tmp_path / "runs")}  # fmt: skip
+    cfg = tmp_path / "sgd.yaml"
+    cfg.write_text(yaml.safe_dump({"model": model, "data": data, "trainer": trainer}))
+    cli = main(["fit", "--config", str(cfg)])
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    names = {id(p): n for n, p in cli.model.named_parameters()}
+    wd = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert wd["backbone.model.pos_embed"] == 0.0 and wd["backbone.model.blocks.0.norm1.weight"] == 0.0
+    assert wd["backbone.model.blocks.0.attn.qkv.weight"] == 1e-4
+    assert all(g["lr"] == pytest.approx(0.01 * 0.5**2) for g in optimizer.param_groups)  # StepLR after 2 epochs
+    # Saved as config, the callables survive a weights_only checkpoint round trip through the CLI.
+    ckpt = tmp_path / "sgd.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    cli = main(["test", "--config", str(cfg), "--ckpt_path", str(ckpt)])
+    assert "test/mIoU" in cli.trainer.callback_metrics

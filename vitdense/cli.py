@@ -60,7 +60,8 @@ class VitdenseCLI(LightningCLI):
         if self.subcommand == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
                 callbacks.append(self._checkpoint_callback())
-            callbacks.append(LearningRateMonitor(logging_interval="step"))
+            if trainer_cfg.get("logger") is not False:
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
         if self.subcommand == "predict":
             stamp = time.strftime("%Y%m%d-%H%M%S")
             callbacks.append(PredictionWriter(Path(root) / "predictions" / f"{self._run_name()}-{stamp}"))

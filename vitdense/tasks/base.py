@@ -57,8 +57,12 @@ class BaseTask(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.backbone_cfg = resolve_backbone_config(backbone, pretrained=pretrained, img_size=img_size)
-        self.optimizer_cfg = resolve_optimizer_config(optimizer)
-        self.scheduler_cfg = resolve_scheduler_config(scheduler)
+        # A dict configures vitdense's AdamW / schedules; a LightningCLI callable (class_path + init_args in YAML)
+        # replaces them and still receives the same parameter groups.
+        self.optimizer_fn = optimizer if callable(optimizer) else None
+        self.scheduler_fn = scheduler if callable(scheduler) else None
+        self.optimizer_cfg = resolve_optimizer_config(None if self.optimizer_fn else optimizer)
+        self.scheduler_cfg = resolve_scheduler_config(None if self.scheduler_fn else scheduler)
         self.backbone = self.build_backbone()
         self.configure_models()
         metric = self.configure_metrics()
@@ -149,7 +153,17 @@ class BaseTask(L.LightningModule):
             else backbone_param_groups(self.backbone.model, cfg["weight_decay"], cfg["layer_decay"])
         )
         groups += head_param_groups(self.head_modules(), cfg["weight_decay"], cfg["head_lr_mult"])
-        optimizer = build_adamw(groups, cfg)
+        if self.optimizer_fn is not None:
+            optimizer = self.optimizer_fn([{k: v for k, v in g.items() if k != "weight_decay"} for g in groups])
+            decay = optimizer.defaults.get("weight_decay", 0.0)
+            for group, spec in zip(optimizer.param_groups, groups, strict=True):
+                group["lr"] = optimizer.defaults["lr"] * spec["lr_scale"]
+                group["weight_decay"] = decay if spec["weight_decay"] else 0.0
+        else:
+            optimizer = build_adamw(groups, cfg)
+        if self.scheduler_fn is not None:
+            scheduler = self.scheduler_fn(optimizer)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.scheduler_cfg, int(total)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

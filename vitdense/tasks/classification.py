@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MetricCollection
@@ -59,8 +60,8 @@ class ClassificationTask(BaseTask):
         head_dropout: float = 0.0,
         label_smoothing: float = 0.1,
         mixup: MixupConfig | None = None,
-        optimizer: OptimizerConfig | None = None,
-        scheduler: SchedulerConfig | None = None,
+        optimizer: OptimizerConfig | OptimizerCallable | None = None,
+        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
         pretrained: bool | str | None = None,
         img_size: int | None = None,
         freeze_backbone: bool = False,
@@ -77,8 +78,10 @@ class ClassificationTask(BaseTask):
             head_dropout: dropout before the classifier.
             label_smoothing: label smoothing of the cross-entropy (also applied to Mixup/CutMix targets).
             mixup: timm Mixup/CutMix settings (mixup_alpha, cutmix_alpha, prob, switch_prob, mode); off by default.
-            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps).
-            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
+                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
+                any lr scheduler as class_path + init_args (stepped per epoch).
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
             img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
             freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
@@ -128,8 +129,8 @@ class DetectionTask(BaseTask):
         num_classes: int = 1,
         class_names: list[str] | None = None,
         head: DetectionHeadConfig | None = None,
-        optimizer: OptimizerConfig | None = None,
-        scheduler: SchedulerConfig | None = None,
+        optimizer: OptimizerConfig | OptimizerCallable | None = None,
+        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
         pretrained: bool | str | None = None,
         img_size: int | None = None,
         freeze_backbone: bool = False,
@@ -146,8 +147,10 @@ class DetectionTask(BaseTask):
             class_names: class names (linked from the DataModule in the CLI).
             head: detector settings (name: retinanet|fcos|faster_rcnn, channels, anchor_scale, min_stride,
                 score_thresh, nms_thresh, detections_per_img).
-            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps).
-            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
+                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
+                any lr scheduler as class_path + init_args (stepped per epoch).
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
             img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
             freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.

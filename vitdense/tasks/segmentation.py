@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -107,8 +108,8 @@ class SegmentationTask(BaseTask):
         neck: NeckName = "auto",
         head: UPerNetConfig | None = None,
         loss: SegmentationLossConfig | None = None,
-        optimizer: OptimizerConfig | None = None,
-        scheduler: SchedulerConfig | None = None,
+        optimizer: OptimizerConfig | OptimizerCallable | None = None,
+        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
         pretrained: bool | str | None = None,
         img_size: int | None = None,
         freeze_backbone: bool = False,
@@ -127,8 +128,10 @@ class SegmentationTask(BaseTask):
             neck: pyramid neck; auto = multilevel for plain ViTs, layernorm for hierarchical backbones.
             head: UPerNet settings (channels, pool_scales, dropout, aux_weight, aux_channels, aux_in_index).
             loss: loss terms (ce_weight, dice_weight, focal_weight, class_weights, label_smoothing).
-            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps).
-            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio).
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
+                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
+                any lr scheduler as class_path + init_args (stepped per epoch).
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
             img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
             freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
