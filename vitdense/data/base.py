@@ -92,3 +92,30 @@ class BaseDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Prediction batches, in order."""
         return self._dataloader("predict")
+
+
+class SyntheticDataModule(BaseDataModule):
+    """Shared settings of the generated-in-code DataModules: split sizes, image size and seed.
+
+    Predict reuses the val images, so ``predict`` runs without a folder.
+    """
+
+    def __init__(
+        self,
+        num_train: int,
+        num_val: int,
+        num_test: int,
+        image_size: int,
+        seed: int,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.image_size = image_size
+        self.seed = seed
+
+    def split_length(self, split: Split) -> int:
+        """Number of generated items of ``split``."""
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test, "predict": self.num_val}[split]

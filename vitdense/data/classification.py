@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.base import BaseDataModule, Split, SyntheticDataModule
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation import (
@@ -25,7 +25,7 @@ from vitdense.data.segmentation import (
     _list_files,
 )
 from vitdense.data.shapes import SHAPE_NAMES, dark_background, paint, shape_coverage
-from vitdense.data.transforms import to_tensor
+from vitdense.data.transforms import random_flips, to_tensor
 
 LAYOUT = "root/{split}/<class name>/*.jpg (or .png, ...), one folder per class"
 EVAL_CROP_RATIO = 0.875  # eval resizes the short side to image_size / 0.875, then centre-crops (the timm default)
@@ -316,7 +316,7 @@ class SyntheticClassificationDataset(Dataset):
 
 
 @register_datamodule
-class SyntheticClassificationDataModule(BaseDataModule):
+class SyntheticClassificationDataModule(SyntheticDataModule):
     """Which shape is in the image: a light circle, rectangle or triangle on a dark textured background, made in code.
 
     Runs offline and trains a tiny ViT in minutes. Training applies random flips; val/test/predict are
@@ -346,17 +346,10 @@ class SyntheticClassificationDataModule(BaseDataModule):
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
-        self.image_size = image_size
-        self.seed = seed
+        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
         self.num_classes = len(SHAPE_NAMES)
         self.class_names = list(SHAPE_NAMES)
 
     def _make_dataset(self, split: Split) -> Dataset:
-        length = {"train": self.num_train, "val": self.num_val, "test": self.num_test, "predict": self.num_val}[split]
-        if split == "train":
-            transform = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), *to_tensor()])
-        else:
-            transform = A.Compose(to_tensor())
-        return SyntheticClassificationDataset(length, split, self.seed, self.image_size, transform)
+        transform = A.Compose([*random_flips(), *to_tensor()]) if split == "train" else A.Compose(to_tensor())
+        return SyntheticClassificationDataset(self.split_length(split), split, self.seed, self.image_size, transform)

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.base import BaseDataModule, Split, SyntheticDataModule
 from vitdense.data.io import image_size as read_image_size
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation import _SPLIT_IDS, PredictImageFolder, _examples
 from vitdense.data.shapes import SHAPE_NAMES, dark_background, paint, shape_coverage
-from vitdense.data.transforms import to_tensor
+from vitdense.data.transforms import random_flips, to_tensor
 
 LAYOUT = "root/{split}/images/ + root/{split}/annotations.json (COCO format)"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -536,7 +536,7 @@ class SyntheticDetectionDataset(Dataset):
 
 
 @register_datamodule
-class SyntheticDetectionDataModule(BaseDataModule):
+class SyntheticDetectionDataModule(SyntheticDataModule):
     """Circles, rectangles and triangles with their boxes on dark textured backgrounds, made in code.
 
     Runs offline and trains a tiny ViT detector in minutes. 0 to ``max_shapes`` separate shapes per image, each
@@ -570,23 +570,19 @@ class SyntheticDetectionDataModule(BaseDataModule):
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
-        self.image_size = image_size
+        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
         self.max_shapes = max_shapes
-        self.seed = seed
         self.num_classes = len(SHAPE_NAMES)
         self.class_names = list(SHAPE_NAMES)
 
     def _make_dataset(self, split: Split) -> Dataset:
-        length = {"train": self.num_train, "val": self.num_val, "test": self.num_test, "predict": self.num_val}[split]
         if split == "train":
-            transform = A.Compose(
-                [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), *to_tensor()], bbox_params=bbox_params(1.0)
-            )
+            transform = A.Compose([*random_flips(), *to_tensor()], bbox_params=bbox_params(1.0))
         else:
             transform = detection_eval_transform()
-        return SyntheticDetectionDataset(length, split, self.seed, self.image_size, self.max_shapes, transform)
+        return SyntheticDetectionDataset(
+            self.split_length(split), split, self.seed, self.image_size, self.max_shapes, transform
+        )
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (as for COCO data, though all synthetic images share one size)."""

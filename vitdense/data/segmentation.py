@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.base import BaseDataModule, Split, SyntheticDataModule
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import (
     pad_collate,
+    random_flips,
     segmentation_eval_transform,
     segmentation_train_transform,
     to_tensor,
@@ -479,7 +480,7 @@ class SyntheticShapesDataset(Dataset):
 
 
 @register_datamodule
-class SyntheticSegmentationDataModule(BaseDataModule):
+class SyntheticSegmentationDataModule(SyntheticDataModule):
     """Circles, rectangles and triangles on textured backgrounds, made in code: runs offline, trains in minutes.
 
     Classes: ``background``, ``circle``, ``rectangle``, ``triangle``. Shapes have random flat colours and may
@@ -513,22 +514,17 @@ class SyntheticSegmentationDataModule(BaseDataModule):
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
-        self.image_size = image_size
+        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
         self.max_shapes = max_shapes
-        self.seed = seed
         self.ignore_index = ignore_index
         self.num_classes = len(SHAPE_CLASSES)
         self.class_names = list(SHAPE_CLASSES)
 
     def _make_dataset(self, split: Split) -> Dataset:
-        length = {"train": self.num_train, "val": self.num_val, "test": self.num_test, "predict": self.num_val}[split]
-        if split == "train":
-            transform = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), *to_tensor()])
-        else:
-            transform = segmentation_eval_transform()
-        return SyntheticShapesDataset(length, split, self.seed, self.image_size, self.max_shapes, transform)
+        transform = A.Compose([*random_flips(), *to_tensor()]) if split == "train" else segmentation_eval_transform()
+        return SyntheticShapesDataset(
+            self.split_length(split), split, self.seed, self.image_size, self.max_shapes, transform
+        )
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Stack the batch (all images share one size, so nothing is padded)."""

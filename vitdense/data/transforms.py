@@ -30,6 +30,11 @@ def to_tensor() -> list[A.BasicTransform]:
     return [A.ToFloat(max_value=255.0), A.Lambda(mask=_mask_to_int64, name="mask_to_int64"), ToTensorV2()]
 
 
+def random_flips() -> list[A.BasicTransform]:
+    """Horizontal and vertical flips: the augmentation of the synthetic sets, whose shapes have no up or left."""
+    return [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+
+
 def segmentation_train_transform(
     crop_size: int, ignore_index: int, scale_range: tuple[float, float] = (0.5, 2.0)
 ) -> A.Compose:
