@@ -115,6 +115,11 @@ class BaseTask(L.LightningModule):
         """Loss of one batch; updates ``self.metrics[stage]`` for val and test."""
         raise NotImplementedError
 
+    def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Log ``<stage>/loss``: per step and epoch in training, epoch means reduced over processes otherwise."""
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
+                 batch_size=batch_size, sync_dist=stage != "train")  # fmt: skip
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
 

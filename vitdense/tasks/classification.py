@@ -141,8 +141,7 @@ class ClassificationTask(BaseTask):
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
             if stage != "train":
                 self.metrics[stage].update(logits, labels)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
-                 batch_size=images.shape[0], sync_dist=stage != "train")  # fmt: skip
+        self.log_loss(stage, loss, images.shape[0])
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:

@@ -218,8 +218,7 @@ class DetectionTask(BaseTask):
             self.detector.eval()
             preds = self(images)
             self.metrics[stage].update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
-                 batch_size=len(images), sync_dist=stage != "train")  # fmt: skip
+        self.log_loss(stage, loss, len(images))
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:

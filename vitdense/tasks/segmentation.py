@@ -239,15 +239,7 @@ class SegmentationTask(BaseTask):
         loss = self.compute_loss(logits, mask)
         if aux is not None:
             loss = loss + self.head_cfg["aux_weight"] * self.compute_loss(aux, mask)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            prog_bar=True,
-            on_step=stage == "train",
-            on_epoch=True,
-            batch_size=images.shape[0],
-            sync_dist=stage != "train",
-        )
+        self.log_loss(stage, loss, images.shape[0])
         if stage != "train":
             self.metrics[stage].update(logits.argmax(1), mask)
         return loss
