@@ -55,7 +55,7 @@ class VitdenseCLI(LightningCLI):
         if self.subcommand != "predict" and trainer_cfg.get("logger") in (None, True):
             # CSV first: it picks the next free version folder, which TensorBoard then shares.
             csv = CSVLogger(save_dir=root, name=self._run_name())
-            kwargs["logger"] = [csv, TensorBoardLogger(save_dir=root, name=self._run_name(), version=csv.version)]
+            kwargs["logger"] = [csv, TensorBoardLogger(save_dir=root, name=csv.name, version=csv.version)]
         callbacks = list(trainer_cfg.get("callbacks") or [])
         if self.subcommand == "fit" and trainer_cfg.get("enable_checkpointing", True) is not False:
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
