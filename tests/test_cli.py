@@ -9,6 +9,7 @@ import torch
 import yaml
 from PIL import Image
 from test_data_benchmarks import FAKE_LAYOUTS, write_coco2017
+from test_layer_decay import TABLES, assert_layer_decay_matches
 
 from vitdense.cli import main
 from vitdense.tasks.base import BaseTask
@@ -203,5 +204,9 @@ def test_every_config_parses_and_builds(config: Path, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg))
     cli = main(["--config", str(path)], run=False)
     assert isinstance(cli.model, BaseTask)
+    optimizer = cli.model.optimizer_cfg
+    table = TABLES.get(cli.model.backbone_cfg["name"].split(".")[0])
+    if optimizer["layer_decay"] is not None and table is not None:  # published recipes: the BEiT/mmseg rule
+        assert_layer_decay_matches(cli.model, table, optimizer["layer_decay"], optimizer["lr"])
     with torch.no_grad():
         assert len(cli.model.eval()(torch.rand(1, 3, 64, 64))) == 1

@@ -32,12 +32,13 @@ def test_classification_shapes_and_loss(name: str) -> None:
 
 def test_deit_distilled_averages_its_two_heads() -> None:
     task = ClassificationTask(backbone=tiny("deit_tiny_distilled_patch16_224"), num_classes=3).eval()
-    model = task.backbone.model
+    model, head = task.backbone.model, task.head
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         tokens = model.forward_features(task.backbone.normalize(x))
-        expected = (model.head(tokens[:, 0]) + model.head_dist(tokens[:, 1])) / 2
+        expected = (head.fc(tokens[:, 0]) + head.fc_dist(tokens[:, 1])) / 2
         torch.testing.assert_close(task(x), expected)
+    assert not torch.allclose(head.fc.weight, head.fc_dist.weight)  # two heads, not one
 
 
 def test_classification_metrics_names() -> None:
@@ -85,7 +86,31 @@ def test_other_detection_heads(head: str) -> None:
 def test_vitdet_pyramid_from_last_block() -> None:
     task = DetectionTask(backbone=tiny(FAMILIES[0]), num_classes=1)
     assert task.backbone.out_indices == [3]
-    assert task.detector.backbone.strides == [8, 16, 32, 64]
+    assert task.detector.backbone.strides == [8, 16, 32, 64, 128]  # RetinaNet's P3-P7
+    sizes = task.detector.anchor_generator.sizes
+    assert sizes[0][0] == 32 and max(sizes[-1]) == 812  # 4 x stride x 2^(k/3), as in the RetinaNet paper
+    rcnn = DetectionTask(backbone=tiny(FAMILIES[0]), num_classes=1, head={"name": "faster_rcnn"})
+    assert rcnn.detector.backbone.strides == [4, 8, 16, 32, 64]  # RPN on P2-P6
+    assert rcnn.detector.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]  # RoIs from P2-P5 (ViTDet)
+
+
+@pytest.mark.parametrize("head", ["retinanet", "fcos", "faster_rcnn"])
+@pytest.mark.parametrize("name", [FAMILIES[0], FAMILIES[2]])
+def test_detection_every_parameter_gets_a_gradient(name: str, head: str) -> None:
+    """DDP stops on parameters that take no part in the loss: the body builds only the levels a detector reads."""
+    task = DetectionTask(backbone=tiny(name), num_classes=2, head={"name": head}).train()
+    batch = {"image": [torch.rand(3, 64, 64), torch.rand(3, 64, 64)],
+             "target": [{"boxes": torch.tensor([[4.0, 4, 40, 40]]), "labels": torch.tensor([1])},
+                        {"boxes": torch.tensor([[10.0, 8, 30, 60]]), "labels": torch.tensor([0])}]}  # fmt: skip
+    task.shared_step(batch, "train").backward()
+    unused = [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused
+
+
+def test_swin_detection_pyramid_normalises_each_stage() -> None:
+    task = DetectionTask(backbone=tiny(FAMILIES[2]), num_classes=1)
+    neck = task.detector.backbone.neck
+    assert task.backbone.strides == [8, 16, 32] and len(neck.norms) == 3  # C3-C5 feed RetinaNet's FPN
 
 
 def test_map_perfect_and_missed_box() -> None:
@@ -102,3 +127,41 @@ def test_map_perfect_and_missed_box() -> None:
     missed = [{"boxes": target[0]["boxes"][:1], "labels": target[0]["labels"][:1], "scores": torch.tensor([0.9])}]
     metric.update(missed, target)
     assert task.compute_metrics(metric, "val")["val/mAP"].item() < 1.0
+
+
+def test_classification_linear_probe_trains_the_head_at_its_own_lr() -> None:
+    """freeze_backbone leaves the classifier trainable (it lives beside the backbone) and head_lr_mult reaches it."""
+    task = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3, freeze_backbone=True,
+                              optimizer={"lr": 1e-3, "head_lr_mult": 10.0})  # fmt: skip
+    optimizer = task.configure_optimizers()["optimizer"]
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in task.head.parameters()}
+    assert [g["initial_lr"] for g in optimizer.param_groups] == pytest.approx([1e-2] * len(optimizer.param_groups))
+    full = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3, optimizer={"lr": 1e-3, "head_lr_mult": 10.0})
+    names = {id(p): n for n, p in full.named_parameters()}
+    lrs = {names[id(p)]: g["initial_lr"] for g in full.configure_optimizers()["optimizer"].param_groups
+           for p in g["params"]}  # fmt: skip
+    assert lrs["head.fc.weight"] == pytest.approx(1e-2) and lrs["backbone.model.blocks.0.attn.qkv.weight"] == 1e-3
+
+
+def test_mixup_mixes_odd_batches_too() -> None:
+    task = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=4, mixup={"mixup_alpha": 0.8, "prob": 1.0},
+                              label_smoothing=0.0)  # fmt: skip
+    images, labels = torch.rand(5, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0])
+    mixed, soft = task._mix(images.clone(), labels)
+    assert mixed.shape == images.shape and soft.shape == (5, 4)
+    assert not torch.equal(mixed[:4], images[:4])  # mixed pairs
+    torch.testing.assert_close(mixed[4], images[4])  # the odd one out keeps its image and its own label
+    assert soft[4].tolist() == [1.0, 0.0, 0.0, 0.0]
+    torch.testing.assert_close(soft.sum(1), torch.ones(5))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_segmentation_on_a_vit_with_fewer_than_four_blocks(depth: int) -> None:
+    from vitdense import SegmentationTask
+
+    task = SegmentationTask(backbone={"name": "vit_tiny_patch16_224", "model_kwargs": {**TINY, "depth": depth}},
+                            num_classes=3, head={"channels": 16}).eval()  # fmt: skip
+    assert len(task.backbone.out_indices) == 4
+    with torch.no_grad():
+        assert task(torch.rand(1, 3, 64, 48)).shape == (1, 3, 64, 48)

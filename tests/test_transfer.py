@@ -12,7 +12,6 @@ from timm.layers import resample_abs_pos_embed
 
 from vitdense import ClassificationTask, SegmentationTask
 from vitdense.cli import main
-from vitdense.tasks.optim import backbone_param_groups
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "vit_tiny_patch16_224.safetensors"
 TINY = {"depth": 4, "embed_dim": 64, "num_heads": 2}
@@ -98,21 +97,6 @@ def test_classification_checkpoint_as_segmentation_backbone(tiny_weights, tmp_pa
     trainer.save_checkpoint(tmp_path / "cls.ckpt")
     seg = SegmentationTask(backbone=backbone(tmp_path / "cls.ckpt"), num_classes=5)
     torch.testing.assert_close(seg.backbone.model.blocks[1].mlp.fc1.weight, cls.backbone.model.blocks[1].mlp.fc1.weight)
-
-
-def test_layer_decay_and_no_weight_decay_groups() -> None:
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
-    groups = backbone_param_groups(model, weight_decay=0.05, layer_decay=0.65)
-    names = {id(p): n for n, p in model.named_parameters()}
-
-    def group_of(param_name: str) -> dict:
-        return next(g for g in groups if any(names[id(p)] == param_name for p in g["params"]))
-
-    last_block = group_of("blocks.11.attn.qkv.weight")["lr_scale"]
-    assert group_of("patch_embed.proj.weight")["lr_scale"] == pytest.approx(last_block * 0.65**12)
-    for no_decay in ("pos_embed", "cls_token", "blocks.3.norm1.weight", "blocks.3.attn.qkv.bias", "norm.bias"):
-        assert group_of(no_decay)["weight_decay"] == 0.0, no_decay
-    assert group_of("blocks.3.attn.qkv.weight")["weight_decay"] == 0.05
 
 
 def _seg_fit(tmp_path: Path, epochs: int, **model_args) -> tuple[dict, dict]:

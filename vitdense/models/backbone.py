@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from timm.models import is_model_in_modules
 from torch import nn
 
+from vitdense.models.layer_decay import layer_ids
 from vitdense.models.weights import create_with_weights
 
 # timm modules whose models take `dynamic_img_size` (ViT-like token models and Swin-like windowed ones).
@@ -130,10 +131,14 @@ class Backbone(nn.Module):
         self.out_channels = [int(info[i]["num_chs"]) for i in self.out_indices]
         self.strides = [int(info[i]["reduction"]) for i in self.out_indices]
         self.size_divisor = self._size_divisor()
+        # Layer ids for lr decay come from the whole model, before pruning (see vitdense.models.layer_decay).
+        self.layer_ids, self.head_layer_id = layer_ids(self.model)
         if prune and hasattr(self.model, "prune_intermediate_layers"):
-            self.model.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
+            self.model.prune_intermediate_layers(sorted(set(self.out_indices)), prune_norm=True, prune_head=True)
         # Prefix tokens (CLS, distillation) are dropped by forward_intermediates; ViT-likes take return_prefix_tokens.
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
+        # DeiT-distilled: the classifier reads the CLS and the distillation token separately and averages.
+        self.num_pooled = 2 if getattr(self.model, "dist_token", None) is not None else 1
 
     def select_levels(self, positions: list[int]) -> None:
         """Keep only some of the ``out_indices`` levels (by position), e.g. ``[-1]`` for the last block alone."""
@@ -163,19 +168,24 @@ class Backbone(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of ``out_indices`` for already normalised images whose sides are multiples of the stride."""
-        return self.model.forward_intermediates(x, indices=self.out_indices, output_fmt="NCHW", intermediates_only=True)
+        # timm returns each requested block once, in order; out_indices may repeat a block (a ViT with < 4 blocks).
+        unique = sorted(set(self.out_indices))
+        maps = self.model.forward_intermediates(x, indices=unique, output_fmt="NCHW", intermediates_only=True)
+        return [maps[unique.index(i)] for i in self.out_indices]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the feature maps of ``out_indices`` for [0, 1] images ``x`` of any size."""
         return self.features(self.pad(self.normalize(x)))
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled embedding (CLS token, or mean of tokens where there is none) after the final norm."""
-        return self.model.forward_head(self.model.forward_features(self.pad(self.normalize(x))), pre_logits=True)
+        """The pooled embedding after the final norm: (B, D), or (B, 2, D) with CLS and distillation token (DeiT).
 
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of timm's own classifier (built with ``num_classes``); DeiT-distilled averages its two heads."""
-        return self.model(self.pad(self.normalize(x)))
+        CLS token, or the mean of the tokens where a model has none (timm's ``forward_head(pre_logits=True)``).
+        """
+        tokens = self.model.forward_features(self.pad(self.normalize(x)))
+        if self.num_pooled == 2:
+            return tokens[:, :2]
+        return self.model.forward_head(tokens, pre_logits=True)
 
 
 def default_out_indices(feature_info: list[dict[str, Any]]) -> list[int]:
@@ -187,4 +197,6 @@ def default_out_indices(feature_info: list[dict[str, Any]]) -> list[int]:
         return [3, 5, 7, 11]  # BEiT / MAE segmentation setting for ViT-B
     if n == 24:
         return [7, 11, 15, 23]
+    if n < 4:
+        return [min(n - 1, k * n // 4) for k in range(4)]  # blocks repeat: the pyramid still has four levels
     return sorted({max(0, round(n * k / 4) - 1) for k in (1, 2, 3, 4)})

@@ -7,11 +7,10 @@ from collections import OrderedDict
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 NeckName = Literal["auto", "multilevel", "layernorm", "identity"]
 
@@ -99,18 +98,38 @@ def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int]) ->
     raise ValueError(f"Unknown neck '{name}'; choose one of auto, multilevel, layernorm, identity.")
 
 
+ExtraLevels = Literal["p6p7", "maxpool"]
+
+
+def _extra_block(extra: ExtraLevels, channels: int) -> ExtraFPNBlock:
+    # RetinaNet/FCOS: P6 and P7 from P5 by stride-2 convs; Faster R-CNN (ViTDet, detectron2): P6 max-pooled from P5.
+    return LastLevelP6P7(channels, channels) if extra == "p6p7" else LastLevelMaxPool()
+
+
+def _extra_strides(extra: ExtraLevels, last: int) -> list[int]:
+    return [last * 2, last * 4] if extra == "p6p7" else [last * 2]
+
+
 class SimpleFeaturePyramid(nn.Module):
-    """ViTDet's simple feature pyramid: strides 4/8/16/32 (+ a max-pooled 64) from a plain ViT's last map.
+    """ViTDet's simple feature pyramid from a plain ViT's last map, plus extra coarser levels.
+
+    Only the levels asked for are built (a level no detector reads would get no gradient and stop DDP).
 
     Args:
         in_channels: channels of the ViT map.
         in_stride: stride of the ViT map (16 for patch-16 models).
         out_channels: channels of every output level.
-        out_strides: strides of the rescaled levels; a max-pooled level at twice the last stride is appended.
+        out_strides: strides of the rescaled levels (ViTDet: 4, 8, 16, 32).
+        extra: coarser levels after the last: ``p6p7`` (two stride-2 convs, RetinaNet/FCOS) or ``maxpool`` (P6).
     """
 
     def __init__(
-        self, in_channels: int, in_stride: int, out_channels: int = 256, out_strides: tuple[int, ...] = (4, 8, 16, 32)
+        self,
+        in_channels: int,
+        in_stride: int,
+        out_channels: int = 256,
+        out_strides: tuple[int, ...] = (4, 8, 16, 32),
+        extra: ExtraLevels = "maxpool",
     ) -> None:
         super().__init__()
         self.stages = nn.ModuleList()
@@ -132,28 +151,38 @@ class SimpleFeaturePyramid(nn.Module):
                 LayerNorm2d(out_channels),
             ]
             self.stages.append(nn.Sequential(*layers))
-        self.out_channels = [out_channels] * (len(out_strides) + 1)
-        self.strides = [*out_strides, out_strides[-1] * 2]
+        self.top_block = _extra_block(extra, out_channels)
+        self.strides = [*out_strides, *_extra_strides(extra, out_strides[-1])]
+        self.out_channels = [out_channels] * len(self.strides)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         outs = [stage(features[-1]) for stage in self.stages]
-        return [*outs, F.max_pool2d(outs[-1], kernel_size=1, stride=2)]
+        names = [str(i) for i in range(len(outs))]
+        outs, _ = self.top_block(outs, outs, names)  # appends the extra levels
+        return outs
 
 
 class FPN(nn.Module):
-    """torchvision's FPN over a hierarchical backbone's stages (+ a max-pooled extra level).
+    """torchvision's FPN over a hierarchical backbone's stages (each LayerNorm-ed first), plus extra coarser levels.
 
     Args:
         in_channels: channels of each stage.
         in_strides: stride of each stage.
         out_channels: channels of every output level.
+        extra: coarser levels after the last: ``p6p7`` (RetinaNet/FCOS) or ``maxpool`` (P6, Faster R-CNN).
     """
 
-    def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256) -> None:
+    def __init__(
+        self, in_channels: list[int], in_strides: list[int], out_channels: int = 256, extra: ExtraLevels = "maxpool"
+    ) -> None:
         super().__init__()
-        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
-        self.out_channels = [out_channels] * (len(in_channels) + 1)
-        self.strides = [*in_strides, in_strides[-1] * 2]
+        # Swin's stage outputs are not normalised (mmdet's Swin adds a norm per output stage, as the segmentation
+        # path's LayerNormNeck does).
+        self.norms = nn.ModuleList(LayerNorm2d(c) for c in in_channels)
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=_extra_block(extra, out_channels))
+        self.strides = [*in_strides, *_extra_strides(extra, in_strides[-1])]
+        self.out_channels = [out_channels] * len(self.strides)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features))).values())
+        maps = OrderedDict((str(i), norm(f)) for i, (norm, f) in enumerate(zip(self.norms, features, strict=True)))
+        return list(self.fpn(maps).values())

@@ -67,9 +67,16 @@ class BaseTask(L.LightningModule):
         self.configure_models()
         metric = self.configure_metrics()
         self.metrics = nn.ModuleDict({s: metric.clone() for s in ("val", "test")}) if metric is not None else None
+        if freeze_backbone and unfreeze_at_epoch is not None:
+            raise ValueError(
+                "freeze_backbone: true keeps the backbone frozen for the whole run; unfreeze_at_epoch "
+                f"({unfreeze_at_epoch}) trains it from that epoch on. Set only one of them."
+            )
+        self.freeze_backbone = freeze_backbone
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.ema_decay = ema_decay
         self.backbone_frozen = False
+        # With unfreeze_at_epoch the BackboneUnfreeze callback sets the state from the epoch (also on resume).
         self.set_backbone_frozen(freeze_backbone or unfreeze_at_epoch is not None)
         if grad_checkpointing:
             self.backbone.model.set_grad_checkpointing(True)
@@ -152,10 +159,13 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optimizer_cfg
+        # A linear probe leaves the backbone out; with unfreeze_at_epoch its groups are there from the start (the
+        # optimizer skips parameters without gradients), so the schedule, a replaced optimizer's settings and a
+        # resumed optimizer state cover them whatever the epoch.
         groups = (
             []
-            if self.backbone_frozen
-            else backbone_param_groups(self.backbone.model, cfg["weight_decay"], cfg["layer_decay"])
+            if self.freeze_backbone
+            else backbone_param_groups(self.backbone, cfg["weight_decay"], cfg["layer_decay"])
         )
         groups += head_param_groups(self.head_modules(), cfg["weight_decay"], cfg["head_lr_mult"])
         if self.optimizer_fn is not None:

@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from vitdense.models.backbone import Backbone, BackboneConfig
+from vitdense.models.heads import ClassificationHead
 from vitdense.tasks.base import BaseTask
 from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
@@ -43,7 +45,7 @@ MIXUP_DEFAULTS: MixupConfig = {
 
 
 class ClassificationTask(BaseTask):
-    """Image classification: CLS token (or mean pool) -> norm -> dropout -> Linear, from timm's own head.
+    """Image classification: CLS token (or mean pool) -> norm -> dropout -> Linear, a head beside the backbone.
 
     DeiT-distilled models average their class and distillation heads. ``task(images)`` maps [0, 1] images
     (B, 3, H, W) to logits (B, num_classes).
@@ -100,9 +102,12 @@ class ClassificationTask(BaseTask):
         self.save_hyperparameters()
 
     def build_backbone(self) -> Backbone:
-        return Backbone(self.backbone_cfg, prune=False, num_classes=self.num_classes, drop_rate=self.head_dropout)
+        return Backbone(self.backbone_cfg, prune=False)
 
     def configure_models(self) -> None:
+        self.head = ClassificationHead(
+            self.backbone.embed_dim, self.num_classes, self.head_dropout, self.backbone.num_pooled
+        )
         cfg = self.mixup_cfg
         self.mixup = None
         if cfg["mixup_alpha"] > 0 or cfg["cutmix_alpha"] > 0:
@@ -128,13 +133,12 @@ class ClassificationTask(BaseTask):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits (B, num_classes) for [0, 1] images (B, 3, H, W)."""
-        return self.backbone.classify(images)
+        return self.head(self.backbone.forward_pooled(images))
 
     def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
-        # timm's Mixup pairs images with the flipped batch, so it needs an even batch size.
-        if stage == "train" and self.mixup is not None and images.shape[0] % 2 == 0:
-            images, soft = self.mixup(images, labels)
+        if stage == "train" and self.mixup is not None:
+            images, soft = self._mix(images, labels)
             loss = self.soft_loss(self(images), soft)
         else:
             logits = self(images)
@@ -143,6 +147,18 @@ class ClassificationTask(BaseTask):
                 self.metrics[stage].update(logits, labels)
         self.log_loss(stage, loss, images.shape[0])
         return loss
+
+    def _mix(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup/CutMix images and soft targets; with an odd batch the last image stays unmixed.
+
+        timm's Mixup pairs each image with the one mirrored in the batch, so it needs an even count.
+        """
+        n = images.shape[0] - images.shape[0] % 2
+        rest = mixup_target(labels[n:], self.num_classes, lam=1.0, smoothing=self.label_smoothing)
+        if n == 0:
+            return images, rest
+        mixed, soft = self.mixup(images[:n].clone(), labels[:n])
+        return torch.cat([mixed, images[n:]]), torch.cat([soft, rest])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class id, name and probabilities per image: ``[{"path", "label", "class_name", "probs"}, ...]``."""

@@ -17,7 +17,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
 from vitdense.models.backbone import Backbone, BackboneConfig
-from vitdense.models.necks import FPN, SimpleFeaturePyramid
+from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
 from vitdense.tasks.base import BaseTask
 from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
@@ -26,14 +26,14 @@ class DetectionHeadConfig(TypedDict, total=False):
     """Detector settings under ``model.init_args.head``.
 
     Keys: ``name`` (retinanet, fcos or faster_rcnn), ``channels`` (pyramid width), ``anchor_scale`` (anchor side /
-    level stride; RetinaNet and Faster R-CNN), ``min_stride`` (finest pyramid level the one-stage heads use),
-    ``score_thresh``, ``nms_thresh``, ``detections_per_img``.
+    level stride; RetinaNet and Faster R-CNN), ``min_stride`` (finest pyramid level; null = 8 for the one-stage
+    heads, P3-P7, and 4 for Faster R-CNN, P2-P6), ``score_thresh``, ``nms_thresh``, ``detections_per_img``.
     """
 
     name: Literal["retinanet", "fcos", "faster_rcnn"]
     channels: int
     anchor_scale: float
-    min_stride: int
+    min_stride: int | None
     score_thresh: float
     nms_thresh: float
     detections_per_img: int
@@ -43,7 +43,7 @@ HEAD_DEFAULTS: DetectionHeadConfig = {
     "name": "retinanet",
     "channels": 256,
     "anchor_scale": 4.0,
-    "min_stride": 8,
+    "min_stride": None,
     "score_thresh": 0.05,
     "nms_thresh": 0.5,
     "detections_per_img": 100,
@@ -60,27 +60,49 @@ class _NoResizeTransform(GeneralizedRCNNTransform):
 class DetectionBody(nn.Module):
     """Backbone + pyramid as torchvision wants it: ``OrderedDict`` of equal-channel maps and ``out_channels``.
 
-    Plain ViTs get ViTDet's simple feature pyramid from their last block; hierarchical backbones an FPN.
+    Plain ViTs get ViTDet's simple feature pyramid from their last block; hierarchical backbones an FPN over the
+    stages at ``min_stride`` and coarser. Only levels the detector reads are built, so every parameter gets a
+    gradient (DDP needs that).
+
+    Args:
+        backbone: the backbone (a hierarchical one is narrowed to the stages at ``min_stride`` and coarser).
+        channels: width of every pyramid level.
+        min_stride: finest pyramid level.
+        extra: coarser levels after stride 32: ``p6p7`` (RetinaNet, FCOS) or ``maxpool`` (Faster R-CNN's RPN).
     """
 
-    def __init__(self, backbone: Backbone, channels: int, min_stride: int) -> None:
+    def __init__(self, backbone: Backbone, channels: int, min_stride: int, extra: ExtraLevels) -> None:
         super().__init__()
         self.backbone = backbone
         if len(set(backbone.strides)) == 1:
-            self.neck: nn.Module = SimpleFeaturePyramid(backbone.out_channels[-1], backbone.strides[-1], channels)
+            strides = tuple(s for s in (4, 8, 16, 32) if s >= min_stride)
+            self.neck: nn.Module = SimpleFeaturePyramid(
+                backbone.out_channels[-1], backbone.strides[-1], channels, strides, extra
+            )
         else:
-            self.neck = FPN(backbone.out_channels, backbone.strides, channels)
-        self.keep = [i for i, s in enumerate(self.neck.strides) if s >= min_stride]
-        self.strides = [self.neck.strides[i] for i in self.keep]
+            keep = [i for i, s in enumerate(backbone.strides) if s >= min_stride]
+            if not keep:
+                raise ValueError(f"head.min_stride={min_stride} is coarser than every stage {backbone.strides}.")
+            backbone.select_levels(keep)
+            self.neck = FPN(backbone.out_channels, backbone.strides, channels, extra)
+        self.strides = list(self.neck.strides)
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        maps = self.neck(self.backbone.features(x))
-        return OrderedDict((str(i), maps[k]) for i, k in enumerate(self.keep))
+        return OrderedDict((str(i), m) for i, m in enumerate(self.neck(self.backbone.features(x))))
 
 
-def build_detector(name: str, body: DetectionBody, num_classes: int, cfg: dict, backbone: Backbone) -> nn.Module:
-    """A torchvision detector on ``body`` with anchors matched to the pyramid strides."""
+def build_detector(name: str, backbone: Backbone, num_classes: int, cfg: dict) -> nn.Module:
+    """A torchvision detector on the backbone's pyramid, with anchors matched to the pyramid strides.
+
+    RetinaNet and FCOS read P3-P7 (P6/P7 by stride-2 convs, as in their papers); Faster R-CNN's RPN reads P2-P6 and
+    its RoI heads pool from P2-P5, as in ViTDet and detectron2.
+    """
+    if name not in ("retinanet", "fcos", "faster_rcnn"):
+        raise ValueError(f"Unknown detection head '{name}'; choose retinanet, fcos or faster_rcnn.")
+    two_stage = name == "faster_rcnn"
+    min_stride = cfg["min_stride"] if cfg["min_stride"] is not None else (4 if two_stage else 8)
+    body = DetectionBody(backbone, cfg["channels"], min_stride, "maxpool" if two_stage else "p6p7")
     strides = body.strides
     common = {
         "min_size": 1,
@@ -99,15 +121,13 @@ def build_detector(name: str, body: DetectionBody, num_classes: int, cfg: dict, 
         anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
         model = FCOS(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
                      nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
-    elif name == "faster_rcnn":
+    else:
         anchors = AnchorGenerator(tuple((int(2 * scale * s),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
-        names = [str(i) for i in range(len(strides))][:4]
+        names = [str(i) for i, s in enumerate(strides) if s <= 32]  # RoIs pool from P2-P5, not the max-pooled P6
         roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
         thresholds = {"box_score_thresh": cfg["score_thresh"], "box_nms_thresh": cfg["nms_thresh"]}
         model = FasterRCNN(body, num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
                            **thresholds, **common)  # fmt: skip
-    else:
-        raise ValueError(f"Unknown detection head '{name}'; choose retinanet, fcos or faster_rcnn.")
     model.transform = _NoResizeTransform(1, 1, common["image_mean"], common["image_std"],
                                          size_divisible=backbone.size_divisor)  # fmt: skip
     return model
@@ -177,8 +197,7 @@ class DetectionTask(BaseTask):
 
     def configure_models(self) -> None:
         cfg = self.head_cfg
-        body = DetectionBody(self.backbone, cfg["channels"], cfg["min_stride"])
-        self.detector = build_detector(cfg["name"], body, self.num_classes, cfg, self.backbone)
+        self.detector = build_detector(cfg["name"], self.backbone, self.num_classes, cfg)
 
     def configure_metrics(self) -> MeanAveragePrecision:
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox")

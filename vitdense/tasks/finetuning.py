@@ -1,23 +1,24 @@
-"""Freezing the backbone for a linear probe, and unfreezing it later with its own (layer-decayed) lr groups."""
+"""Unfreezing the backbone at an epoch, on one device or under DDP, also when a run resumes past that epoch."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lightning.pytorch.callbacks import BaseFinetuning
-from torch.optim import Optimizer
-
-from vitdense.tasks.optim import backbone_param_groups
+import lightning.pytorch as L
+from lightning.pytorch.strategies import DDPStrategy
+from torch.nn.parallel import DistributedDataParallel
 
 if TYPE_CHECKING:
     from vitdense.tasks.base import BaseTask
 
 
-class BackboneUnfreeze(BaseFinetuning):
-    """Keeps the backbone frozen (out of the optimizer, norms in eval) until ``unfreeze_at_epoch``.
+class BackboneUnfreeze(L.Callback):
+    """Keeps the backbone frozen (no gradients, norms in eval) before ``unfreeze_at_epoch`` and trains it after.
 
-    At that epoch the backbone joins the optimizer with the same parameter groups it would have had from the start
-    (layer-wise lr decay, no decay on norms/biases/tokens), following the running schedule.
+    The backbone's parameter groups are in the optimizer from the start (see ``BaseTask.configure_optimizers``),
+    so the state follows from the epoch alone: a run resumed after the unfreeze epoch trains the backbone with the
+    restored optimizer and schedule. DDP only all-reduces parameters that required gradients when it wrapped the
+    model, so the model is wrapped again when the state changes.
 
     Args:
         unfreeze_at_epoch: epoch at which the backbone starts training.
@@ -27,22 +28,21 @@ class BackboneUnfreeze(BaseFinetuning):
         super().__init__()
         self.unfreeze_at_epoch = unfreeze_at_epoch
 
-    def freeze_before_training(self, pl_module: BaseTask) -> None:
-        pl_module.set_backbone_frozen(True)
+    def on_fit_start(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+        if trainer.world_size > 1 and not isinstance(trainer.strategy.model, DistributedDataParallel):
+            raise ValueError(
+                f"model.unfreeze_at_epoch works on one device and with strategy ddp, not with "
+                f"{type(trainer.strategy).__name__}: train the backbone from the start, or keep it frozen with "
+                "freeze_backbone: true."
+            )
 
-    def finetune_function(self, pl_module: BaseTask, epoch: int, optimizer: Optimizer) -> None:
-        if epoch != self.unfreeze_at_epoch:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+        frozen = trainer.current_epoch < self.unfreeze_at_epoch
+        if frozen == pl_module.backbone_frozen:
             return
-        pl_module.set_backbone_frozen(False)
-        cfg = pl_module.optimizer_cfg
-        scheduler = pl_module.lr_schedulers()
-        for group in backbone_param_groups(pl_module.backbone.model, cfg["weight_decay"], cfg["layer_decay"]):
-            group["initial_lr"] = cfg["lr"] * group["lr_scale"]
-            if scheduler is not None and hasattr(scheduler, "lr_lambdas"):
-                factor = scheduler.lr_lambdas[0]
-                scheduler.base_lrs.append(group["initial_lr"])
-                scheduler.lr_lambdas.append(factor)
-                group["lr"] = group["initial_lr"] * factor(scheduler.last_epoch)
-            else:
-                group["lr"] = group["initial_lr"]
-            optimizer.add_param_group(group)
+        pl_module.set_backbone_frozen(frozen)
+        strategy = trainer.strategy
+        if isinstance(strategy, DDPStrategy) and isinstance(strategy.model, DistributedDataParallel):
+            # The old wrapper (and its gradient hooks) is released when the new one replaces it.
+            strategy.model = strategy._setup_model(pl_module)
+            strategy._register_ddp_hooks()

@@ -7,8 +7,10 @@ from collections.abc import Iterable
 from typing import Literal, TypedDict
 
 import torch
-from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
+
+from vitdense.models.backbone import Backbone
+from vitdense.models.layer_decay import layer_scales
 
 
 class OptimizerConfig(TypedDict, total=False):
@@ -94,20 +96,26 @@ def head_param_groups(modules: Iterable[nn.Module], weight_decay: float, lr_scal
     return [g for g in groups if g["params"]]
 
 
-def backbone_param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None) -> list[dict]:
-    """timm's groups on the raw timm model: layer-wise lr decay when set, never decay on norms, biases, tokens."""
+def backbone_param_groups(backbone: Backbone, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """One group per (layer, decay or not) of the backbone, with lr scales by the BEiT rule on the whole model.
+
+    No weight decay on norms, biases and what timm's ``no_weight_decay`` names (pos-embed, prefix tokens,
+    relative-position tables). Frozen parameters are included: the optimizer skips them while they have no
+    gradient, so unfreezing needs no new groups (see ``vitdense.models.layer_decay`` for the layer numbering).
+    """
+    model = backbone.model
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    if layer_decay is not None:
-        groups = param_groups_layer_decay(
-            model, weight_decay=weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay
-        )
-    else:
-        groups = param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=skip)
-    groups = [g for g in groups if g["params"]]
-    for i, g in enumerate(groups):
-        g.setdefault("lr_scale", 1.0)
-        g["name"] = f"backbone_{i:02d}_{'decay' if g['weight_decay'] else 'no_decay'}"
-    return groups
+    scales = layer_scales(backbone.layer_ids, backbone.head_layer_id, layer_decay)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        decay = not (_no_decay(name, p) or name in skip)
+        layer = backbone.layer_ids[name]
+        group = groups.setdefault((layer, decay), {
+            "params": [], "weight_decay": weight_decay if decay else 0.0, "lr_scale": scales[name],
+            "name": f"backbone_layer{layer:02d}_{'decay' if decay else 'no_decay'}",
+        })  # fmt: skip
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
 
 
 def build_adamw(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
