@@ -210,3 +210,14 @@ def test_every_config_parses_and_builds(config: Path, tmp_path: Path) -> None:
         assert_layer_decay_matches(cli.model, table, optimizer["layer_decay"], optimizer["lr"])
     with torch.no_grad():
         assert len(cli.model.eval()(torch.rand(1, 3, 64, 64))) == 1
+
+
+def test_validate_then_fit_in_one_process(tmp_path: Path) -> None:
+    """`validate` runs under inference mode, fit's validation does not: metric states must survive the switch."""
+    cfg = write_config(tmp_path / "c.yaml", synthetic(), max_epochs=1, default_root_dir=str(tmp_path), logger=False,
+                       enable_checkpointing=False)  # fmt: skip
+    cli = main(["--config", str(cfg)], run=False)
+    first = cli.trainer.validate(cli.model, cli.datamodule)[0]["val/mIoU"]
+    cli.trainer.fit(cli.model, cli.datamodule)
+    again = cli.trainer.validate(cli.model, cli.datamodule)[0]["val/mIoU"]
+    assert 0.0 <= first <= 1.0 and 0.0 <= again <= 1.0

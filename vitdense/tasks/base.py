@@ -145,7 +145,10 @@ class BaseTask(L.LightningModule):
             return
         # The metric state is already reduced over all processes, so every rank logs the same numbers.
         self.log_dict(self.compute_metrics(metric, stage), sync_dist=False)
-        metric.reset()
+        # `validate`/`test` run under inference mode, fit's validation under no_grad: states re-created as
+        # inference tensors could not be updated in place by a later fit in the same process.
+        with torch.inference_mode(False):
+            metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
