@@ -65,24 +65,56 @@ def segmentation_train_transform(
     )
 
 
-def segmentation_eval_transform(size: int | None = None) -> A.Compose:
-    """Resize so the short side equals ``size`` (keeping the aspect ratio), or keep the image as is.
+class SegmentationEvalTransform:
+    """Resize the image's short side to ``size`` (or keep it); the mask keeps its original resolution.
+
+    Predictions are resized back to the mask and scored there (as mmseg does), so an ``eval_size`` changes what
+    the model sees, never what it is scored against.
+
+    Args:
+        size: Target short side of the image in pixels; ``None`` keeps the original size.
+    """
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size
+        resize = [] if size is None else [A.SmallestMaxSize(max_size=size)]
+        self.image_transform = A.Compose([*resize, A.ToFloat(max_value=255.0), ToTensorV2()])
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
+        out = self.image_transform(image=image)
+        if mask is not None:
+            out["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        return out
+
+
+def segmentation_eval_transform(size: int | None = None) -> SegmentationEvalTransform:
+    """The val/test/predict transform: image short side resized to ``size`` (or kept), mask at full resolution.
 
     Args:
         size: Target short side in pixels; ``None`` keeps the original size.
     """
-    resize = [] if size is None else [A.SmallestMaxSize(max_size=size, mask_interpolation=cv2.INTER_NEAREST)]
-    return A.Compose([*resize, *to_tensor()])
+    return SegmentationEvalTransform(size)
 
 
 def _round_up(value: int, divisor: int) -> int:
     return -(-value // divisor) * divisor
 
 
+def _pad_stack(tensors: list[torch.Tensor], value: float, size_divisor: int) -> torch.Tensor:
+    height = _round_up(max(t.shape[-2] for t in tensors), size_divisor)
+    width = _round_up(max(t.shape[-1] for t in tensors), size_divisor)
+    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width), value)
+    for i, t in enumerate(tensors):
+        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
+    return out
+
+
 def pad_collate(batch: Sequence[dict[str, Any]], ignore_index: int, size_divisor: int = 32) -> dict[str, Any]:
     """Pad images (with 0) and masks (with ``ignore_index``) at the bottom/right and stack them.
 
-    The batch size is the largest height and width in the batch, rounded up to ``size_divisor``.
+    Images are padded to the largest image and masks to the largest mask (they differ when val images are
+    resized and masks are not), both rounded up to ``size_divisor``. ``valid_size`` and ``mask_size`` record each
+    item's own sizes, so a model can run each image at its size and score it at its mask's.
 
     Args:
         batch: Items with an ``image`` ``(3, h, w)`` float tensor, optionally a ``mask`` ``(h, w)`` tensor and
@@ -91,22 +123,17 @@ def pad_collate(batch: Sequence[dict[str, Any]], ignore_index: int, size_divisor
         size_divisor: Padded height and width are multiples of this.
 
     Returns:
-        ``{"image": (B, 3, H, W) float, "mask": (B, H, W) long}`` (``mask`` only when items have one); other
-        tensors of equal shape are stacked, everything else (``path``, ``orig_size``, ...) is collected in lists.
+        ``{"image": (B, 3, H, W) float, "valid_size": [(h, w), ...], "mask": (B, H', W') long, "mask_size":
+        [(h', w'), ...]}`` (masks only when items have one); other tensors of equal shape are stacked, everything
+        else (``path``, ``orig_size``, ...) is collected in lists.
     """
-    height = _round_up(max(item["image"].shape[-2] for item in batch), size_divisor)
-    width = _round_up(max(item["image"].shape[-1] for item in batch), size_divisor)
-    images = batch[0]["image"].new_zeros((len(batch), batch[0]["image"].shape[0], height, width))
-    for i, item in enumerate(batch):
-        h, w = item["image"].shape[-2:]
-        images[i, :, :h, :w] = item["image"]
-    out: dict[str, Any] = {"image": images}
+    out: dict[str, Any] = {
+        "image": _pad_stack([item["image"] for item in batch], 0.0, size_divisor),
+        "valid_size": [tuple(item["image"].shape[-2:]) for item in batch],
+    }
     if "mask" in batch[0]:
-        masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.long)
-        for i, item in enumerate(batch):
-            h, w = item["mask"].shape[-2:]
-            masks[i, :h, :w] = item["mask"]
-        out["mask"] = masks
+        out["mask"] = _pad_stack([item["mask"].long() for item in batch], ignore_index, size_divisor)
+        out["mask_size"] = [tuple(item["mask"].shape[-2:]) for item in batch]
     for key in batch[0]:
         if key in out:
             continue

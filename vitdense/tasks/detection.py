@@ -133,6 +133,14 @@ def build_detector(name: str, backbone: Backbone, num_classes: int, cfg: dict) -
     return model
 
 
+def _size_groups(images: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of the images, grouped by size (in order of first appearance)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+    return list(groups.values())
+
+
 class DetectionTask(BaseTask):
     """Object detection with a pretrained ViT/DeiT/Swin/hybrid backbone and a torchvision detector.
 
@@ -218,8 +226,17 @@ class DetectionTask(BaseTask):
         ]
 
     def forward(self, images: torch.Tensor | list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Detections per image (eval mode): boxes (xyxy, input pixels), scores and labels."""
-        return self._detections(self.detector(list(images)))
+        """Detections per image (eval mode): boxes (xyxy, input pixels), scores and labels.
+
+        Images of different sizes run in separate groups: torchvision pads a batch to its largest image, and a ViT
+        would attend to that padding, so an image's boxes would depend on its batch.
+        """
+        images = list(images)
+        out: list[dict[str, torch.Tensor]] = [{} for _ in images]
+        for idx in _size_groups(images):
+            for i, det in zip(idx, self._detections(self.detector([images[i] for i in idx])), strict=True):
+                out[i] = det
+        return out
 
     def _losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         return sum(self.detector(images, self._targets(targets)).values())
@@ -230,10 +247,14 @@ class DetectionTask(BaseTask):
             loss = self._losses(images, targets)
         else:
             # torchvision detectors return losses only in train mode: compute them with the body frozen in eval
-            # (no BatchNorm statistics or drop-path change), then the detections in eval mode.
+            # (no BatchNorm statistics or drop-path change), per size group as the detections, then the
+            # detections in eval mode.
             self.detector.train()
             self.detector.backbone.eval()
-            loss = self._losses(images, targets)
+            loss = sum(
+                self._losses([images[i] for i in idx], [targets[i] for i in idx]) * len(idx) / len(images)
+                for idx in _size_groups(images)
+            )
             self.detector.eval()
             preds = self(images)
             self.metrics[stage].update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -235,25 +236,56 @@ class SegmentationTask(BaseTask):
 
     def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         images, mask = batch["image"], batch["mask"]
+        if stage != "train":
+            return self._eval_step(batch, stage)
         logits, aux = self.forward_train(images)
         loss = self.compute_loss(logits, mask)
         if aux is not None:
             loss = loss + self.head_cfg["aux_weight"] * self.compute_loss(aux, mask)
         self.log_loss(stage, loss, images.shape[0])
-        if stage != "train":
-            self.metrics[stage].update(logits.argmax(1), mask)
         return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Loss and confusion matrix with each image run at its own size and scored at its mask's resolution."""
+        mask = batch["mask"]
+        mask_sizes = batch.get("mask_size") or [tuple(mask.shape[-2:])] * mask.shape[0]
+        loss = mask.new_zeros((), dtype=torch.float)
+        for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), mask_sizes):
+            h, w = mask_sizes[idx[0]]
+            target = mask[idx, :h, :w]
+            loss = loss + self.compute_loss(logits, target) * len(idx) / mask.shape[0]
+            self.metrics[stage].update(logits.argmax(1), target)
+        self.log_loss(stage, loss, mask.shape[0])
+        return loss
+
+    def logits_per_size(
+        self,
+        images: torch.Tensor,
+        valid_sizes: list[tuple[int, int]] | None,
+        out_sizes: list[tuple[int, int]],
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Logits resized to ``out_sizes``, computed once per group of images with the same valid and output size.
+
+        A padded batch would let a ViT attend to another image's padding and stretch its pos-embed to the padded
+        grid, so an image's result would depend on its batch; here it never does. Yields ``(indices, logits)``.
+        """
+        n, _, height, width = images.shape
+        valid_sizes = valid_sizes or [(height, width)] * n
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(map(tuple, valid_sizes), map(tuple, out_sizes), strict=True)):
+            groups.setdefault(key, []).append(i)
+        for ((vh, vw), (oh, ow)), idx in groups.items():
+            logits = self(images[idx, :, : int(vh), : int(vw)])
+            if (oh, ow) != (vh, vw):
+                logits = F.interpolate(logits, size=(int(oh), int(ow)), mode="bilinear", align_corners=False)
+            yield idx, logits
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class-id masks at each image's original size: ``[{"path", "mask"}, ...]``."""
-        logits = self(batch["image"])
-        out = []
-        for i, (vh, vw) in enumerate(batch["valid_size"]):
-            oh, ow = batch["orig_size"][i]
-            one = F.interpolate(
-                logits[i : i + 1, :, :vh, :vw], size=(int(oh), int(ow)), mode="bilinear", align_corners=False
-            )
-            out.append({"path": batch["path"][i], "mask": one.argmax(1)[0].cpu()})
+        out: list[dict[str, Any]] = [{} for _ in batch["path"]]
+        for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), batch["orig_size"]):
+            for i, pred in zip(idx, logits.argmax(1).cpu(), strict=True):
+                out[i] = {"path": batch["path"][i], "mask": pred}
         return out
 
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
