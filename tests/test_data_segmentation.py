@@ -233,3 +233,11 @@ def test_numbered_classes_txt_drops_the_ignore_index_line(tmp_path: Path) -> Non
     dm = SegmentationFolderDataModule(str(tmp_path), ignore_index=3)
     assert dm.num_classes == 3
     assert dm.class_names == ["Sky", "Road", "Car"]
+
+
+def test_unrepeated_distributed_sampler_takes_every_item_once() -> None:
+    from vitdense.data.base import UnrepeatedDistributedSampler
+
+    parts = [list(UnrepeatedDistributedSampler(list(range(5)), num_replicas=2, rank=r)) for r in (0, 1)]
+    assert parts == [[0, 2, 4], [1, 3]]
+    assert [len(UnrepeatedDistributedSampler(list(range(5)), num_replicas=2, rank=r)) for r in (0, 1)] == [3, 2]

@@ -1,5 +1,11 @@
-"""Two CPU processes (DDP over gloo): metrics are reduced over every process before they are computed."""
+"""Two CPU processes (DDP over gloo) through the real CLI, for every task and detector.
 
+One launch runs every config (the process start-up is the expensive part): fit + validate complete, val metrics
+equal one process's over the same split (5 val images over 2 processes: none counted twice), every rank ends with
+the same weights, also when the backbone is unfrozen mid-run.
+"""
+
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -8,41 +14,95 @@ import pytest
 import torch
 import yaml
 
-from vitdense import SegmentationTask
-from vitdense.data import SyntheticSegmentationDataModule
-from vitdense.tasks.segmentation import segmentation_scores
+from vitdense.cli import main
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+VIT = {"name": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
+       "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
+SWIN = {"name": "swin_tiny_patch4_window7_224", "pretrained": False, "img_size": 64,
+        "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 16, "num_heads": [1, 1, 2, 2],
+                         "window_size": 2}}  # fmt: skip
+TRAINER = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 1, "precision": "32",
+           "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}  # fmt: skip
+SPLITS = {"num_train": 8, "num_val": 5, "batch_size": 2, "seed": 0}
 
 
-def test_ddp_val_miou_equals_single_process_miou_over_the_whole_split(tmp_path: Path) -> None:
-    model = {"class_path": "SegmentationTask", "init_args": {
-        "backbone": {"name": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-                     "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2}},
-        "head": {"channels": 16, "aux_channels": 8}}}  # fmt: skip
-    # 6 val images over 2 processes x batch 2: each rank sees its own 3 images, one batch of them ragged.
-    data = {"class_path": "SyntheticSegmentationDataModule",
-            "init_args": {"num_train": 8, "num_val": 6, "image_size": 32, "batch_size": 2}}  # fmt: skip
-    trainer = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 1, "precision": "32",
-               "enable_progress_bar": False, "enable_model_summary": False}  # fmt: skip
-    cfg = tmp_path / "ddp.yaml"
-    cfg.write_text(yaml.safe_dump({"model": model, "data": data, "trainer": trainer}))
-    result = subprocess.run([sys.executable, "-m", "vitdense", "fit", "--config", str(cfg)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "runs" / "ddp" / "version_0"
-    ddp_miou = _last_value(run / "metrics.csv", "val/mIoU")
-
-    task = SegmentationTask.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu").eval()
-    dm = SyntheticSegmentationDataModule(num_train=8, num_val=6, image_size=32, batch_size=6)
-    dm.setup("validate")
-    batch = next(iter(dm.val_dataloader()))
-    metric = task.metrics["val"]
-    with torch.no_grad():
-        metric.update(task(batch["image"]).argmax(1), batch["mask"])
-    assert ddp_miou == pytest.approx(segmentation_scores(metric.compute())["mIoU"].item(), abs=1e-5)
+def _configs() -> dict[str, dict]:
+    seg_head = {"channels": 16, "aux_channels": 8}
+    seg = {"model": {"class_path": "SegmentationTask", "init_args": {"backbone": VIT, "head": seg_head}},
+           "data": {"class_path": "SyntheticSegmentationDataModule",
+                    "init_args": {**SPLITS, "image_size": 32}}}  # fmt: skip
+    cls = {"model": {"class_path": "ClassificationTask", "init_args": {"backbone": VIT, "unfreeze_at_epoch": 1,
+                                                                       "optimizer": {"lr": 1e-3}}},
+           "data": {"class_path": "SyntheticClassificationDataModule", "init_args": {**SPLITS, "image_size": 32}},
+           "trainer": {"max_epochs": 2}}  # fmt: skip
+    configs = {"seg_vit": seg, "cls_vit_unfreeze": cls}
+    for head in ("retinanet", "fcos", "faster_rcnn"):
+        for name, backbone in (("vit", VIT), ("swin", SWIN)):
+            configs[f"det_{head}_{name}"] = {
+                "model": {"class_path": "DetectionTask",
+                          "init_args": {"backbone": {**backbone, "img_size": 64}, "head": {"name": head,
+                                                                   "channels": 32, "score_thresh": 0.0}}},
+                "data": {"class_path": "SyntheticDetectionDataModule", "init_args": {**SPLITS, "image_size": 160}},
+            }  # fmt: skip
+    return configs
 
 
-def _last_value(path: Path, column: str) -> float:
-    import csv
+MONITOR = {"seg": ["val/mIoU", "val/pixel_acc"], "cls": ["val/acc", "val/f1"], "det": ["val/mAP", "val/mAP_50"]}
 
-    rows = [r for r in csv.DictReader(path.open()) if r.get(column)]
-    return float(rows[-1][column])
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("ddp")
+    paths = {}
+    for name, cfg in _configs().items():
+        cfg["trainer"] = {**TRAINER, **cfg.get("trainer", {}), "default_root_dir": str(root / "runs")}
+        cfg["seed_everything"] = 0
+        paths[name] = root / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(cfg))
+    out = root / "out"
+    out.mkdir()
+    result = subprocess.run([sys.executable, str(WORKER), str(out), *map(str, paths.values())],
+                            capture_output=True, text=True, timeout=900, cwd=root)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, paths
+
+
+def _results(out: Path, name: str) -> list[dict]:
+    return [torch.load(out / f"{name}.rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+@pytest.mark.parametrize("name", list(_configs()))
+def test_ddp_fit_validate_and_metrics_equal_one_process(ddp_runs, name: str, tmp_path: Path) -> None:
+    out, paths = ddp_runs
+    rank0, rank1 = _results(out, name)
+    for key in rank0["after"]:
+        assert torch.equal(rank0["after"][key], rank1["after"][key]), f"{key} differs between ranks"
+    assert rank0["validated"] == rank1["validated"]  # every rank logs the metrics of the whole split
+    assert rank0["val_items"] + rank1["val_items"] == SPLITS["num_val"]  # 3 + 2: no image repeated to even out
+
+    run = Path(rank0["log_dir"])
+    logged = _last_row(run / "metrics.csv")
+    single = main(["validate", "--config", str(paths[name]), "--ckpt_path", str(out / f"{name}.ckpt"),
+                   "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.logger", "false",
+                   "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    for key in MONITOR[name.split("_")[0]]:
+        expected = single.trainer.callback_metrics[key].item()
+        assert float(logged[key]) == pytest.approx(expected, abs=1e-4), key
+        assert rank0["validated"][key] == pytest.approx(expected, abs=1e-4), key
+
+
+def test_ddp_unfreeze_trains_the_same_backbone_on_every_rank(ddp_runs) -> None:
+    out, _ = ddp_runs
+    rank0, rank1 = _results(out, "cls_vit_unfreeze")
+    changed = [k for k in rank0["before"] if not torch.equal(rank0["before"][k], rank0["after"][k])]
+    assert "model.blocks.0.attn.qkv.weight" in changed and "model.patch_embed.proj.weight" in changed
+    assert all(torch.equal(rank0["after"][k], rank1["after"][k]) for k in rank0["after"])
+
+
+def _last_row(path: Path) -> dict[str, str]:
+    rows = list(csv.DictReader(path.open()))
+    merged: dict[str, str] = {}
+    for row in rows:
+        merged.update({k: v for k, v in row.items() if v})
+    return merged

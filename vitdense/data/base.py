@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -17,6 +18,26 @@ _STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
     "predict": ("predict",),
     None: ("train", "val"),
 }
+
+
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """Process ``r`` of ``n`` takes items ``r, r + n, ...``: every item exactly once over all processes.
+
+    PyTorch's DistributedSampler (what Lightning adds for val/test) repeats items so that every process gets as
+    many; those repeats would be counted twice in split-wide metrics. Processes may get one item more or less.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self):
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+def _distributed_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class BaseDataModule(pl.LightningDataModule):
@@ -65,10 +86,14 @@ class BaseDataModule(pl.LightningDataModule):
     def _dataloader(self, split: Split) -> DataLoader:
         dataset = self.dataset(split)
         train = split == "train"
+        sampler = None
+        if not train and len(dataset) >= _distributed_world_size() > 1:  # type: ignore[arg-type]
+            sampler = UnrepeatedDistributedSampler(dataset)  # Lightning keeps a DistributedSampler it is given
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             # dropping the last batch of a set smaller than one batch would leave nothing to train on
             drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,

@@ -141,7 +141,11 @@ class BaseTask(L.LightningModule):
             return
         metric = self.metrics[stage]
         parts = metric.values() if isinstance(metric, MetricCollection) else [metric]
-        if all(m.update_count == 0 for m in parts):
+        updates = torch.tensor(float(sum(m.update_count for m in parts)), device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # A process may have no batch of an uneven split; computing syncs over all, so all decide alike.
+            updates = self.trainer.strategy.reduce(updates, reduce_op="sum")
+        if updates.item() == 0:
             return
         # The metric state is already reduced over all processes, so every rank logs the same numbers.
         self.log_dict(self.compute_metrics(metric, stage), sync_dist=False)

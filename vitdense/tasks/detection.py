@@ -10,12 +10,12 @@ from typing import Any, Literal, TypedDict
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
+from vitdense.metrics import DetectionMAP
 from vitdense.models.backbone import Backbone, BackboneConfig
 from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
 from vitdense.tasks.base import BaseTask
@@ -100,6 +100,8 @@ def build_detector(name: str, backbone: Backbone, num_classes: int, cfg: dict) -
     """
     if name not in ("retinanet", "fcos", "faster_rcnn"):
         raise ValueError(f"Unknown detection head '{name}'; choose retinanet, fcos or faster_rcnn.")
+    if name == "fcos" and cfg["channels"] % 32:
+        raise ValueError(f"head.channels={cfg['channels']}: FCOS's head uses GroupNorm(32), so use a multiple of 32.")
     two_stage = name == "faster_rcnn"
     min_stride = cfg["min_stride"] if cfg["min_stride"] is not None else (4 if two_stage else 8)
     body = DetectionBody(backbone, cfg["channels"], min_stride, "maxpool" if two_stage else "p6p7")
@@ -207,10 +209,10 @@ class DetectionTask(BaseTask):
         cfg = self.head_cfg
         self.detector = build_detector(cfg["name"], self.backbone, self.num_classes, cfg)
 
-    def configure_metrics(self) -> MeanAveragePrecision:
-        return MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+    def configure_metrics(self) -> DetectionMAP:
+        return DetectionMAP(box_format="xyxy", iou_type="bbox")
 
-    def compute_metrics(self, metric: MeanAveragePrecision, stage: str) -> dict[str, torch.Tensor]:
+    def compute_metrics(self, metric: DetectionMAP, stage: str) -> dict[str, torch.Tensor]:
         result = metric.compute()
         return {f"{stage}/mAP": result["map"], f"{stage}/mAP_50": result["map_50"], f"{stage}/mAP_75": result["map_75"]}
 
