@@ -36,7 +36,14 @@ class BackboneUnfreeze(L.Callback):
                 "freeze_backbone: true."
             )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch.
+        self._follow_epoch(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+        self._follow_epoch(trainer, pl_module)
+
+    def _follow_epoch(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
         frozen = trainer.current_epoch < self.unfreeze_at_epoch
         if frozen == pl_module.backbone_frozen:
             return

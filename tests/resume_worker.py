@@ -1,0 +1,41 @@
+"""Callbacks for the resume test: record each step's learning rates, and kill the process at a given step.
+
+Usage: ``python resume_worker.py CONFIG`` runs ``vitdense fit`` with that config (which names these callbacks).
+"""
+
+import json
+import os
+import signal
+import sys
+
+import lightning.pytorch as L
+
+from vitdense.cli import main
+
+
+class LrRecorder(L.Callback):
+    """Appends ``{"step", "lrs", "backbone_trainable"}`` per training batch to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        lrs = [group["lr"] for group in trainer.optimizers[0].param_groups]
+        trainable = all(p.requires_grad for p in pl_module.backbone.parameters())
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": trainer.global_step, "lrs": lrs, "backbone_trainable": trainable}) + "\n")
+
+
+class KillAt(L.Callback):
+    """SIGKILLs its own process when training reaches ``step`` (no clean-up, as a crash or a pre-emption)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main(["fit", "--config", sys.argv[1]])

@@ -1,0 +1,95 @@
+"""Resuming a run killed after the unfreeze epoch: the backbone trains on, at the same learning rates."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vitdense import ClassificationTask
+from vitdense.cli import main
+
+TESTS = Path(__file__).parent
+BACKBONE = {"name": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
+            "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
+KILL_STEP = 6  # 4 steps per epoch, backbone unfrozen from epoch 1 (step 4)
+
+
+def _config(path: Path, root: Path, optimizer: dict, scheduler: dict, kill: bool, run_dir: Path | None = None) -> Path:
+    callbacks = [
+        {"class_path": "resume_worker.LrRecorder", "init_args": {"path": str(root / "lrs.jsonl")}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 1, "save_last": True}},
+    ]  # fmt: skip
+    if kill:
+        callbacks.insert(0, {"class_path": "resume_worker.KillAt", "init_args": {"step": KILL_STEP}})
+    cfg = {
+        "seed_everything": 0,
+        "model": {"class_path": "ClassificationTask", "init_args": {
+            "backbone": BACKBONE, "unfreeze_at_epoch": 1, "optimizer": optimizer, "scheduler": scheduler}},
+        "data": {"class_path": "SyntheticClassificationDataModule",
+                 "init_args": {"num_train": 16, "num_val": 4, "image_size": 32, "batch_size": 4}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 3, "precision": "32", "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                    "default_root_dir": str(run_dir or root), "callbacks": callbacks},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _steps(path: Path) -> dict[int, dict]:
+    return {row["step"]: row for row in map(json.loads, path.read_text().splitlines())}
+
+
+OPTIMIZERS = {
+    "adamw_poly": ({"lr": 1e-3, "layer_decay": 0.75}, {"name": "poly", "warmup_steps": 2}),
+    "sgd_steplr": ({"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9}},
+                   {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", list(OPTIMIZERS))
+def test_resume_after_sigkill_past_the_unfreeze_epoch(tmp_path: Path, recipe: str) -> None:
+    optimizer, scheduler = OPTIMIZERS[recipe]
+    whole = tmp_path / "whole"
+    main(["fit", "--config", str(_config(tmp_path / "whole.yaml", whole, optimizer, scheduler, kill=False))])
+
+    killed = tmp_path / "killed"
+    cfg = _config(tmp_path / "killed.yaml", killed, optimizer, scheduler, kill=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(TESTS / "resume_worker.py"), str(cfg)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == -9, result.stderr[-3000:]
+    last = killed / "ckpt" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == KILL_STEP
+
+    resumed_cfg = _config(tmp_path / "resumed.yaml", killed, optimizer, scheduler, kill=False, run_dir=tmp_path / "r")
+    main(["fit", "--config", str(resumed_cfg), "--ckpt_path", str(last)])
+    expected, got = _steps(whole / "lrs.jsonl"), _steps(killed / "lrs.jsonl")
+    assert max(got) == max(expected) == 11
+    for step in range(KILL_STEP, 12):
+        assert got[step]["backbone_trainable"], step
+        assert got[step]["lrs"] == pytest.approx(expected[step]["lrs"], rel=1e-9), step
+    final = torch.load(killed / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    key = "backbone.model.blocks.0.attn.qkv.weight"
+    assert not torch.equal(final[key], saved["state_dict"][key])  # the backbone trained after resuming
+
+
+def test_unfreezing_keeps_a_replaced_optimizers_settings() -> None:
+    """Backbone groups built for SGD get SGD's lr and weight decay, not vitdense's AdamW defaults."""
+    task = ClassificationTask(
+        backbone=BACKBONE, num_classes=3, unfreeze_at_epoch=1,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4),
+    )  # fmt: skip
+    optimizer = task.configure_optimizers()["optimizer"]
+    names = {id(p): n for n, p in task.named_parameters()}
+    groups = {names[id(p)]: g for g in optimizer.param_groups for p in g["params"]}
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert groups["backbone.model.blocks.0.attn.qkv.weight"]["lr"] == 0.01
+    assert groups["backbone.model.blocks.0.attn.qkv.weight"]["weight_decay"] == 1e-4
+    assert groups["backbone.model.pos_embed"]["weight_decay"] == 0.0
