@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from vitdense.cli import main
+from vitdense.cli import end_processes_at_exit, main
 
 
 def backbone_state(cli) -> dict[str, torch.Tensor]:
@@ -21,6 +21,7 @@ def run(out: Path, configs: list[str]) -> None:
         cli = main(["--config", cfg], run=False)
         before = backbone_state(cli)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        end_processes_at_exit(cli.trainer)  # as `vitdense fit` does
         after = backbone_state(cli)  # before validate, whose set-up may copy rank 0's weights to every rank
         validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
         rank, name = cli.trainer.global_rank, Path(cfg).stem

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -105,6 +108,38 @@ class VitdenseCLI(LightningCLI):
                 self._say(f"wrote {cb.count} predictions to {cb.output_dir}")
 
 
+def _end_processes(children: list[subprocess.Popen], timeout: float = 300.0) -> None:
+    """Tear a multi-process run down in order: the launching process waits for the processes it started, then every
+    process destroys its process group before the interpreter exits.
+
+    Left to interpreter shutdown, a process whose peers had already gone could abort in gloo's teardown (exit code
+    -6 on a busy machine), and a launcher leaving first takes the TCP store its children still talk to.
+    """
+    for proc in children:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(
+                f"[vitdense] process {proc.pid} has not finished {timeout:.0f} s after this one; leaving it.",
+                flush=True,
+            )
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_ENDING_REGISTERED = False
+
+
+def end_processes_at_exit(trainer: Trainer) -> None:
+    """After the first multi-process run of this process, end the processes in order at exit (once)."""
+    global _ENDING_REGISTERED
+    if _ENDING_REGISTERED or not (dist.is_available() and dist.is_initialized()):
+        return
+    launcher = getattr(trainer.strategy, "launcher", None)
+    atexit.register(_end_processes, list(getattr(launcher, "procs", None) or []))
+    _ENDING_REGISTERED = True
+
+
 def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI:
     """Entry point of ``python -m vitdense`` and the ``vitdense`` console script.
 
@@ -112,7 +147,7 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI:
         args: command-line arguments (default ``sys.argv[1:]``).
         run: run the subcommand; ``False`` only parses the config and builds the model, data and trainer.
     """
-    return VitdenseCLI(
+    cli = VitdenseCLI(
         BaseTask,
         BaseDataModule,
         subclass_mode_model=True,
@@ -122,3 +157,6 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI:
         run=run,
         args=args,
     )
+    if run:
+        end_processes_at_exit(cli.trainer)
+    return cli

@@ -54,6 +54,11 @@ class BaseTask(L.LightningModule):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}.")
+        if freeze_backbone and unfreeze_at_epoch is not None:
+            raise ValueError(
+                "freeze_backbone: true keeps the backbone frozen for the whole run; unfreeze_at_epoch "
+                f"({unfreeze_at_epoch}) trains it from that epoch on. Set only one of them."
+            )
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.backbone_cfg = resolve_backbone_config(backbone, pretrained=pretrained, img_size=img_size)
@@ -67,11 +72,6 @@ class BaseTask(L.LightningModule):
         self.configure_models()
         metric = self.configure_metrics()
         self.metrics = nn.ModuleDict({s: metric.clone() for s in ("val", "test")}) if metric is not None else None
-        if freeze_backbone and unfreeze_at_epoch is not None:
-            raise ValueError(
-                "freeze_backbone: true keeps the backbone frozen for the whole run; unfreeze_at_epoch "
-                f"({unfreeze_at_epoch}) trains it from that epoch on. Set only one of them."
-            )
         self.freeze_backbone = freeze_backbone
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.ema_decay = ema_decay
