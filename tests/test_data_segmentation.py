@@ -241,3 +241,15 @@ def test_unrepeated_distributed_sampler_takes_every_item_once() -> None:
     parts = [list(UnrepeatedDistributedSampler(list(range(5)), num_replicas=2, rank=r)) for r in (0, 1)]
     assert parts == [[0, 2, 4], [1, 3]]
     assert [len(UnrepeatedDistributedSampler(list(range(5)), num_replicas=2, rank=r)) for r in (0, 1)] == [3, 2]
+
+
+def test_training_augmentation_follows_the_torch_seed(dataset_root: Path) -> None:
+    """albumentations has its own generator: seed_everything must still give the same crops, flips and colours."""
+
+    def first_item(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        dataset = SegmentationFolderDataset(dataset_root, "train", 3, transform=segmentation_train_transform(16, 255))
+        return torch.cat([dataset[0]["image"].flatten(), dataset[1]["image"].flatten()])
+
+    assert torch.equal(first_item(0), first_item(0))
+    assert not torch.equal(first_item(0), first_item(1))

@@ -26,7 +26,7 @@ from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation import _SPLIT_IDS, PredictImageFolder, _examples
 from vitdense.data.shapes import SHAPE_NAMES, dark_background, paint, shape_coverage
-from vitdense.data.transforms import random_flips, to_tensor
+from vitdense.data.transforms import random_flips, seed_transform, to_tensor
 
 LAYOUT = "root/{split}/images/ + root/{split}/annotations.json (COCO format)"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -91,6 +91,7 @@ def detection_eval_transform(image_size: int | None = None, min_box_size: float 
 
 def _apply_boxes(transform: Callable[..., dict[str, Any]], image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
     """Run an albumentations pipeline on an image and its boxes; return ``(image, target)``."""
+    seed_transform(transform)
     out = transform(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
     target = {
         "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),

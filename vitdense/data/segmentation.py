@@ -20,6 +20,7 @@ from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import (
     pad_collate,
     random_flips,
+    seed_transform,
     segmentation_eval_transform,
     segmentation_train_transform,
     to_tensor,
@@ -79,6 +80,7 @@ def pair_folders(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def _apply(transform: Callable[..., dict[str, Any]], image: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    seed_transform(transform)
     if mask is None:
         return transform(image=image)
     # int32: cv2 cannot resample int64 and uint8 cannot hold every class id / ignore_index

@@ -25,6 +25,19 @@ def _mask_to_int64(mask: np.ndarray, **_: Any) -> np.ndarray:
     return mask.astype(np.int64)
 
 
+def seed_transform(transform: Any) -> None:
+    """Seed an albumentations pipeline from torch's seed of this process or DataLoader worker, once per seed.
+
+    albumentations draws from a generator of its own that ``seed_everything`` does not reach, so without this two
+    runs with the same seed would see different crops, flips and colours. Lightning's seeding gives each worker its
+    own torch seed, so workers still differ from each other.
+    """
+    seed = torch.initial_seed()
+    if hasattr(transform, "set_random_seed") and getattr(transform, "_vitdense_seed", None) != seed:
+        transform.set_random_seed(seed % 2**32)
+        transform._vitdense_seed = seed
+
+
 def to_tensor() -> list[A.BasicTransform]:
     """Final steps of every preset: uint8 HWC image -> float CHW in [0, 1], mask -> int64 tensor."""
     return [A.ToFloat(max_value=255.0), A.Lambda(mask=_mask_to_int64, name="mask_to_int64"), ToTensorV2()]
