@@ -1,0 +1,336 @@
+"""CamVid recipe benchmark: fine-tune UPerNet + ViT-Ti through vitdense's own CLI, one results row per run.
+
+    python benchmarks/recipes.py                                   # the default recipe, row "default"
+    python benchmarks/recipes.py --lr 3e-4 --layer-decay off       # row "lr=3e-4,layer_decay=off"
+    python benchmarks/recipes.py --loss-json '{"dice_weight": 1.0}' --ema 0.999
+    python benchmarks/recipes.py --set model.init_args.freeze_backbone=true --name "linear probe"
+    python benchmarks/recipes.py --peer                            # this recipe, then the smp DPT peer
+    python benchmarks/recipes.py --peer-only --steps 600 --batch 8
+
+The recipe is the shipped template, configs/segmentation_folder.yaml (model and data settings), with the
+benchmark's budget (--steps, --batch, --crop), a CPU-sized head (--head-channels) and the ViT-Ti ImageNet weights;
+each recipe flag, when given, overrides the template's value and names the row.
+Each run writes its config to <out>/runs/<name>/recipe.yaml and calls `vitdense.cli.main(["fit", ...])` on it:
+training for --steps optimizer steps, then one validation over the whole val split, scored at full resolution.
+The row (val mIoU, pixel accuracy, per-class IoU, train time, the machine's fp32 matmul rate, git commit) replaces
+the row of the same name in <out>/results.json, and <out>/results.md is rewritten from all rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch.callbacks import Timer
+
+from vitdense.cli import main as vitdense_main
+from vitdense.data import SegmentationFolderDataModule
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PEER_SCRIPT = SHARED / "peers" / "peer_camvid.py"
+TEMPLATE = REPO / "configs" / "segmentation_folder.yaml"
+PEER_ROW = "peer: smp DPT (plain loop)"
+NUM_CLASSES, VOID = 11, 11
+# Flags that shape the recipe; a row's default name lists those that differ from their defaults.
+KNOBS = ("steps", "batch", "crop", "head_channels", "seed", "weights")
+# Recipe flags: None = the template's value; given = an override that names the row.
+RECIPE = ("scale_range", "lr", "weight_decay", "layer_decay", "head_lr_mult", "warmup", "drop_path", "aux_weight",
+          "ema")  # fmt: skip
+OFF = "off"
+SHORT_NAMES = {"Building": "bldg", "Pavement": "pave", "SignSymbol": "sign", "Pedestrian": "ped", "Bicyclist": "bike"}
+
+
+def float_or_off(text: str) -> float | str:
+    """A float, or "off"."""
+    return OFF if text.lower() == OFF else float(text)
+
+
+def json_dict(text: str) -> dict:
+    """A JSON object."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE split at the first "="."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the usage examples as written and shows each flag's default."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add = p.add_argument
+    add("--root", type=Path, default=SHARED / "data" / "camvid", help="CamVid root: {train,val}/{images,masks}")
+    add("--weights", default=str(SHARED / "weights" / "vit_tiny_patch16_224.safetensors"), help="ViT-Ti weights")
+    add("--steps", type=int, default=600, help="optimizer steps (trainer.max_steps)")
+    add("--batch", type=int, default=8, help="training batch size (also the val batch size)")
+    add("--crop", type=int, default=224, help="training crop side; also the backbone's img_size")
+    add("--head-channels", type=int, default=128, help="UPerNet channels, CPU-sized (the auxiliary head gets half)")
+    recipe = p.add_argument_group("recipe overrides (default: the template's value)").add_argument
+    recipe("--scale-range", type=float, nargs=2, metavar=("LO", "HI"), help="random rescale range")
+    recipe("--lr", type=float, help="AdamW base learning rate")
+    recipe("--weight-decay", type=float, help="AdamW weight decay")
+    recipe("--layer-decay", type=float_or_off, help='layer-wise lr decay, or "off"')
+    recipe("--head-lr-mult", type=float, help="lr multiplier of neck and heads")
+    recipe("--warmup", type=int, help="linear warmup steps before the poly decay")
+    recipe("--drop-path", type=float, help="backbone stochastic depth rate")
+    recipe("--aux-weight", type=float, help="auxiliary FCN head loss weight (0 = no auxiliary head)")
+    recipe("--ema", type=float_or_off, help='EMA decay of the weights (e.g. 0.999), or "off"')
+    recipe("--loss-json", dest="loss", type=json_dict, metavar="JSON", help="model.init_args.loss keys, as JSON")
+    add("--set", type=key_value, action="append", metavar="KEY=VALUE", help="CLI override --KEY VALUE, repeatable")
+    add("--seed", type=int, default=0, help="seed_everything")
+    add("--threads", type=int, default=2, help="torch threads (also OMP_NUM_THREADS of the peer)")
+    add("--name", help="row name; unset: the flags that differ from their defaults, or 'default'")
+    add("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes", help="results folder")
+    add("--peer", action="store_true", help="after this recipe, run the smp DPT peer too")
+    add("--peer-only", action="store_true", help="run only the smp DPT peer")
+    return p
+
+
+def short(value: Any) -> str:
+    """Compact text of a flag value for row names: 3e-4, off, 0.5..2, a weights file's stem."""
+    if value is None:
+        return "off"
+    if isinstance(value, list):
+        return "..".join(short(v) for v in value)
+    if isinstance(value, str):
+        return value if value == OFF else Path(value).stem
+    if isinstance(value, float):
+        plain, sci = f"{value:g}", f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+        return sci if float(sci) == value and len(sci) < len(plain) else plain
+    return str(value)
+
+
+def default_name(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    defaults = parser.parse_args([])
+    parts = [f"{k}={short(getattr(args, k))}" for k in KNOBS if getattr(args, k) != getattr(defaults, k)]
+    parts += [f"{k}={short(getattr(args, k))}" for k in RECIPE if getattr(args, k) is not None]
+    parts += [f"{k}={short(v)}" for k, v in (args.loss or {}).items()]
+    parts += [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in args.set or []]
+    return ",".join(parts) or "default"
+
+
+def _given(value: Any) -> Any:
+    return None if value == OFF else value
+
+
+def build_config(args: argparse.Namespace, run_dir: Path) -> dict:
+    """The LightningCLI config of one recipe run: the template, the benchmark's budget, the given overrides."""
+    template = yaml.safe_load(TEMPLATE.read_text())
+    model = template["model"]["init_args"]
+    model["backbone"].update(pretrained=args.weights, img_size=args.crop)
+    model["head"] = {**model.get("head", {}), "channels": args.head_channels, "aux_channels": args.head_channels // 2}
+    optimizer, scheduler = model.setdefault("optimizer", {}), model.setdefault("scheduler", {})
+    overrides = {
+        ("backbone", "drop_path_rate"): args.drop_path,
+        ("head", "aux_weight"): args.aux_weight,
+        ("optimizer", "lr"): args.lr,
+        ("optimizer", "weight_decay"): args.weight_decay,
+        ("optimizer", "layer_decay"): args.layer_decay,
+        ("optimizer", "head_lr_mult"): args.head_lr_mult,
+        ("scheduler", "warmup_steps"): args.warmup,
+    }
+    targets = {"backbone": model["backbone"], "head": model["head"], "optimizer": optimizer, "scheduler": scheduler}
+    for (section, key), value in overrides.items():
+        if value is not None:
+            targets[section][key] = _given(value)
+    if args.ema is not None:
+        model["ema_decay"] = _given(args.ema)
+    if args.loss:
+        model["loss"] = {**model.get("loss", {}), **args.loss}
+    data = {**template["data"]["init_args"], "root": str(args.root), "num_classes": NUM_CLASSES, "ignore_index": VOID,
+            "crop_size": args.crop, "batch_size": args.batch, "num_workers": 0}  # fmt: skip
+    if args.scale_range is not None:
+        data["scale_range"] = args.scale_range
+    trainer = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "precision": 32,
+        "max_steps": args.steps,
+        # one validation, after the last step, over the whole val split
+        "check_val_every_n_epoch": None,
+        "val_check_interval": args.steps,
+        "num_sanity_val_steps": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "default_root_dir": str(run_dir),
+        # times training and validation apart; an explicit interval, as jsonargparse cannot represent its enum default
+        "callbacks": [{"class_path": "lightning.pytorch.callbacks.Timer", "init_args": {"interval": "step"}}],
+    }
+    return {
+        "seed_everything": args.seed,
+        "model": {"class_path": template["model"]["class_path"], "init_args": model},
+        "data": {"class_path": template["data"]["class_path"], "init_args": data},
+        "trainer": trainer,
+    }
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 8) -> float:
+    """fp32 matmul rate of this process (at torch's current thread count), in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def git_commit() -> str:
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
+def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) -> dict:
+    """Train and validate one recipe through ``vitdense.cli.main``; return its results row."""
+    run_dir = args.out / "runs" / re.sub(r"[^\w.=,-]+", "_", name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The CLI saves the resolved config here and refuses to overwrite the one of an earlier run of this row.
+    (run_dir / "config.yaml").unlink(missing_ok=True)
+    config = run_dir / "recipe.yaml"
+    config.write_text(yaml.safe_dump(build_config(args, run_dir), sort_keys=False))
+    cli_args = ["fit", "--config", str(config)] + [a for key, value in args.set or [] for a in (f"--{key}", value)]
+    gflops = matmul_gflops()
+    # sys.argv holds this script's flags, not the CLI's: LightningCLI's warning about both does not apply
+    warnings.filterwarnings("ignore", "LightningCLI's args parameter")
+    start = time.perf_counter()
+    cli = vitdense_main(cli_args)
+    total_s = time.perf_counter() - start
+    trainer = cli.trainer
+    val_batches = trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed
+    if val_batches != sum(trainer.num_val_batches):
+        raise SystemExit(f"expected one full validation ({sum(trainer.num_val_batches)} batches), ran {val_batches}")
+    timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return {
+        "name": name,
+        "mIoU": metrics["val/mIoU"],
+        "pixel_acc": metrics["val/pixel_acc"],
+        "iou": {c: metrics.get(f"val/IoU/{c}") for c in class_names},
+        "train_s": timer.time_elapsed("train") - timer.time_elapsed("validate"),
+        "val_s": timer.time_elapsed("validate"),
+        "total_s": total_s,
+        "gflops": gflops,
+        "threads": torch.get_num_threads(),
+        "steps": trainer.global_step,
+        "batch": args.batch,
+        "crop": args.crop,
+        "commit": git_commit(),
+        "command": shlex.join(["python", "-m", "vitdense", *cli_args]),
+    }
+
+
+def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
+    """Run the shared smp DPT peer script (same python, same budget) and return its results row."""
+    cmd = [sys.executable, str(PEER_SCRIPT), "--arch", "dpt", "--small-decoder", "--steps", str(args.steps),
+           "--batch", str(args.batch), "--crop", str(args.crop), "--root", str(args.root)]  # fmt: skip
+    gflops = matmul_gflops()
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        print(line, end="", flush=True)
+        lines.append(line.strip())
+    if proc.wait() != 0 or not any(line.startswith("RESULT ") for line in lines):
+        raise SystemExit(f"peer failed (exit code {proc.returncode}, no RESULT line): {shlex.join(cmd)}")
+    result = dict(re.findall(r"(\w+)=(\S+)", next(line for line in reversed(lines) if line.startswith("RESULT "))))
+    ious = ast.literal_eval(next(line for line in reversed(lines) if line.startswith("per-class IoU "))[14:])
+    return {
+        "name": PEER_ROW,
+        "mIoU": float(result["test_mIoU"]),
+        "pixel_acc": float(result["pixel_acc"]),
+        "iou": dict(zip(class_names, ious, strict=True)),
+        "train_s": float(result["train_s"]),
+        "total_s": time.perf_counter() - start,
+        "gflops": gflops,
+        "threads": args.threads,
+        "steps": args.steps,
+        "batch": args.batch,
+        "crop": args.crop,
+        "commit": git_commit(),
+        "command": shlex.join(["python", *cmd[1:]]),
+    }
+
+
+def markdown(rows: dict[str, dict], class_names: list[str]) -> str:
+    """The results table: one row per run, in stored order."""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    classes = [SHORT_NAMES.get(c, c.lower()) for c in class_names]
+    header = ["name", "mIoU", "pixel acc", *classes, "train s", "GFLOP/s", "steps x batch", "crop", "commit"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows.values():
+        scores = [num(r["mIoU"]), num(r["pixel_acc"]), *(num(r["iou"].get(c)) for c in class_names)]
+        run = [f"{r['train_s']:.0f}", f"{r['gflops']:.1f}", f"{r['steps']}x{r['batch']}", str(r["crop"]), r["commit"]]
+        lines.append("| " + " | ".join([r["name"], *scores, *run]) + " |")
+    note = ("CamVid val (101 frames, full resolution), UPerNet + vit_tiny_patch16_224 unless named otherwise. "
+            "IoU per class (- = class absent from prediction and ground truth); train s = training wall time "
+            "without validation; GFLOP/s = fp32 1024x1024 matmul rate measured just before the run.")  # fmt: skip
+    return f"# CamVid recipes\n\n{note}\n\n" + "\n".join(lines) + "\n"
+
+
+def save_row(out: Path, row: dict, class_names: list[str]) -> dict[str, dict]:
+    """Replace (or append) ``row`` in results.json, rewrite results.md; return all rows."""
+    path = out / "results.json"
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    rows[row["name"]] = row
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(rows, class_names))
+    return rows
+
+
+def main() -> None:
+    parser = build_parser()
+    args = parser.parse_args()
+    if not all((args.root / split).is_dir() for split in ("train", "val")):
+        raise SystemExit(f"CamVid not found at '{args.root}' (expected {{train,val}}/{{images,masks}}): pass --root.")
+    torch.set_num_threads(args.threads)
+    class_names = SegmentationFolderDataModule(str(args.root), NUM_CLASSES, VOID).class_names
+    name = args.name or default_name(args, parser)
+    rows: dict[str, dict] = {}
+    if not args.peer_only:
+        if not Path(args.weights).is_file():
+            raise SystemExit(f"weights '{args.weights}' not found: pass --weights.")
+        rows = save_row(args.out, run_vitdense(args, name, class_names), class_names)
+    if args.peer or args.peer_only:
+        if not PEER_SCRIPT.is_file():
+            raise SystemExit(f"peer script '{PEER_SCRIPT}' not found.")
+        rows = save_row(args.out, run_peer(args, class_names), class_names)
+    print("\n" + markdown(rows, class_names))
+    if PEER_ROW in rows and name in rows:
+        ours, peer = rows[name], rows[PEER_ROW]
+        budget = "" if all(ours[k] == peer[k] for k in ("steps", "batch", "crop")) else ", different budgets"
+        print(f"vitdense - peer = {ours['mIoU'] - peer['mIoU']:+.3f} mIoU ({name!r} vs the peer{budget})")
+    print(f"results: {args.out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
