@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from vitdense.losses import ohem_cross_entropy
 from vitdense.models.backbone import BackboneConfig
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
@@ -41,7 +42,8 @@ class SegmentationLossConfig(TypedDict, total=False):
     """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal terms.
 
     Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``class_weights`` (per-class CE weights),
-    ``label_smoothing``.
+    ``label_smoothing``, ``ohem_thresh`` (train the main head's cross-entropy on hard pixels only, as mmseg's OHEM
+    sampler: true-class probability below this; null = off) and ``ohem_min_kept`` (fewest pixels kept per batch).
     """
 
     ce_weight: float
@@ -49,6 +51,8 @@ class SegmentationLossConfig(TypedDict, total=False):
     focal_weight: float
     class_weights: list[float] | None
     label_smoothing: float
+    ohem_thresh: float | None
+    ohem_min_kept: int
 
 
 HEAD_DEFAULTS: UPerNetConfig = {
@@ -65,6 +69,8 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
     "focal_weight": 0.0,
     "class_weights": None,
     "label_smoothing": 0.0,
+    "ohem_thresh": None,
+    "ohem_min_kept": 100_000,
 }
 
 
@@ -217,17 +223,18 @@ class SegmentationTask(BaseTask):
         """Segmentation logits (B, num_classes, H, W) for [0, 1] images (B, 3, H, W)."""
         return self.forward_train(images)[0]
 
-    def compute_loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def compute_loss(self, logits: torch.Tensor, mask: torch.Tensor, ohem: bool = False) -> torch.Tensor:
+        """The configured loss terms; ``ohem``: the cross-entropy over hard pixels (main head in training)."""
         cfg = self.loss_cfg
         if not (mask != self.ignore_index).any():
             return logits.sum() * 0.0  # cross-entropy over zero pixels is NaN
-        loss = cfg["ce_weight"] * F.cross_entropy(
-            logits,
-            mask,
-            weight=self.ce_class_weights,
-            ignore_index=self.ignore_index,
-            label_smoothing=cfg["label_smoothing"],
-        )
+        ce_args = {"weight": self.ce_class_weights, "ignore_index": self.ignore_index,
+                   "label_smoothing": cfg["label_smoothing"]}  # fmt: skip
+        if ohem and cfg["ohem_thresh"] is not None:
+            ce = ohem_cross_entropy(logits, mask, thresh=cfg["ohem_thresh"], min_kept=cfg["ohem_min_kept"], **ce_args)
+        else:
+            ce = F.cross_entropy(logits, mask, **ce_args)
+        loss = cfg["ce_weight"] * ce
         if self.dice_loss is not None:
             loss = loss + cfg["dice_weight"] * self.dice_loss(logits, mask)
         if self.focal_loss is not None:
@@ -239,7 +246,7 @@ class SegmentationTask(BaseTask):
         if stage != "train":
             return self._eval_step(batch, stage)
         logits, aux = self.forward_train(images)
-        loss = self.compute_loss(logits, mask)
+        loss = self.compute_loss(logits, mask, ohem=True)
         if aux is not None:
             loss = loss + self.head_cfg["aux_weight"] * self.compute_loss(aux, mask)
         self.log_loss(stage, loss, images.shape[0])

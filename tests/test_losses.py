@@ -1,0 +1,31 @@
+"""OHEM cross-entropy: the mean over hard pixels, at least min_kept of them, void never counted."""
+
+import torch
+import torch.nn.functional as F
+
+from vitdense import SegmentationTask
+from vitdense.losses import ohem_cross_entropy
+
+
+def test_ohem_keeps_hard_pixels_and_at_least_min_kept() -> None:
+    target = torch.tensor([[[0, 1, 1, 255]]])  # (1, 1, 4); last pixel void
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 0, 0, 0] = 5.0  # pixel 0: confident and right (easy)
+    logits[0, 0, 0, 1] = 5.0  # pixel 1: confident and wrong (hard)
+    logits[0, 1, 0, 2] = 1.0  # pixel 2: right, p = 0.73 (easy at 0.7)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")[0, 0]
+    loss = ohem_cross_entropy(logits, target, ignore_index=255, thresh=0.7, min_kept=1)
+    torch.testing.assert_close(loss, per_pixel[1])
+    two = ohem_cross_entropy(logits, target, ignore_index=255, thresh=0.7, min_kept=2)  # the two hardest
+    torch.testing.assert_close(two, (per_pixel[1] + per_pixel[2]) / 2)
+    everything = ohem_cross_entropy(logits, target, ignore_index=255, thresh=1.0, min_kept=1)
+    torch.testing.assert_close(everything, F.cross_entropy(logits, target, ignore_index=255))
+
+
+def test_ohem_trains_the_main_head_only_in_training() -> None:
+    backbone = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+    ohem = {"ohem_thresh": 0.7, "ohem_min_kept": 10}
+    task = SegmentationTask(backbone=backbone, num_classes=3, head={"channels": 8}, loss=ohem)
+    logits, mask = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    assert task.compute_loss(logits, mask) == F.cross_entropy(logits, mask)
+    assert task.compute_loss(logits, mask, ohem=True) >= F.cross_entropy(logits, mask)  # hard pixels weigh more

@@ -1,0 +1,42 @@
+"""Per-pixel losses that the libraries vitdense builds on do not provide: OHEM cross-entropy (mmseg's sampler)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    thresh: float = 0.7,
+    min_kept: int = 100_000,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only, as mmseg's ``OHEMPixelSampler``.
+
+    A pixel is hard when the predicted probability of its true class is below ``thresh``; when fewer than
+    ``min_kept`` pixels are, the threshold rises to keep the ``min_kept`` hardest. The loss is the mean over kept
+    pixels, so easy, frequent classes (road, sky) stop drowning thin, rare ones (poles, signs).
+
+    Args:
+        logits: (B, K, H, W) scores.
+        target: (B, H, W) class ids, ``ignore_index`` for void.
+        ignore_index: void label.
+        thresh: probability of the true class below which a pixel is hard.
+        min_kept: fewest pixels kept per batch.
+        weight: optional per-class weights of the cross-entropy.
+        label_smoothing: label smoothing of the cross-entropy.
+    """
+    valid = target != ignore_index
+    with torch.no_grad():
+        prob = logits.detach().softmax(1).gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
+        ranked = prob[valid].sort().values
+        threshold = max(thresh, float(ranked[min(min_kept, ranked.numel()) - 1])) if ranked.numel() else thresh
+        kept = valid & (prob <= threshold)
+    losses = F.cross_entropy(
+        logits, target, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="none"
+    )
+    return (losses * kept).sum() / kept.sum().clamp(min=1)
