@@ -18,6 +18,7 @@ from vitdense.losses import ohem_cross_entropy
 from vitdense.models.backbone import BackboneConfig
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
+from vitdense.models.resize import resize_bilinear
 from vitdense.tasks.base import BaseTask
 from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
@@ -216,8 +217,8 @@ class SegmentationTask(BaseTask):
 
     @staticmethod
     def _to_input_size(logits: torch.Tensor, padded: torch.Size, size: tuple[int, int]) -> torch.Tensor:
-        logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
-        return logits[..., : size[0], : size[1]]
+        # Bilinear to the padded input, cropped to the image: as F.interpolate, with a matmul backward.
+        return resize_bilinear(logits, (padded[0], padded[1]), keep=size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Segmentation logits (B, num_classes, H, W) for [0, 1] images (B, 3, H, W)."""
@@ -283,9 +284,7 @@ class SegmentationTask(BaseTask):
             groups.setdefault(key, []).append(i)
         for ((vh, vw), (oh, ow)), idx in groups.items():
             logits = self(images[idx, :, : int(vh), : int(vw)])
-            if (oh, ow) != (vh, vw):
-                logits = F.interpolate(logits, size=(int(oh), int(ow)), mode="bilinear", align_corners=False)
-            yield idx, logits
+            yield idx, resize_bilinear(logits, (int(oh), int(ow)))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class-id masks at each image's original size: ``[{"path", "mask"}, ...]``."""

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitdense.models.resize import resize_bilinear
+
 
 class ConvModule(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU, named ``conv``/``bn``/``activate`` as in mmcv."""
@@ -29,7 +31,7 @@ class ConvModule(nn.Sequential):
 
 
 def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return resize_bilinear(x, (int(size[0]), int(size[1])))  # F.interpolate's numbers, matmul backward
 
 
 class UPerHead(nn.Module):

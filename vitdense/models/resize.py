@@ -1,0 +1,44 @@
+"""Bilinear resizing of logits as two small matrix products: the same numbers as ``F.interpolate``, fast backward.
+
+``F.interpolate(mode="bilinear", align_corners=False)`` is a separable linear map, so it can be written as
+``R_h @ x @ R_w^T`` with two sparse-in-effect (out x in) interpolation matrices. Its backward is then two GEMMs
+instead of interpolate's scatter with atomics (measured at 48% of a GPU training step for full-size logits).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=64)
+def interpolation_matrix(out_size: int, in_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(out_size, in_size) matrix of PyTorch's bilinear weights along one axis (align_corners=False, no antialias)."""
+    scale = in_size / out_size
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    low = src.floor().long().clamp(max=in_size - 1)
+    high = (low + 1).clamp(max=in_size - 1)
+    frac = src - low
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    matrix.index_put_((rows, low), 1 - frac, accumulate=True)
+    matrix.index_put_((rows, high), frac, accumulate=True)
+    return matrix.to(device=device, dtype=dtype)
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int], keep: tuple[int, int] | None = None) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)[..., :keep[0], :keep[1]]`` by two matmuls.
+
+    Args:
+        x: (..., H, W) maps.
+        size: output (height, width) of the resize.
+        keep: only the first rows and columns of the output (e.g. the image inside a padded canvas); default all.
+    """
+    (out_h, out_w), (in_h, in_w) = size, x.shape[-2:]
+    keep_h, keep_w = keep if keep is not None else size
+    if (out_h, out_w) == (in_h, in_w):
+        return x[..., :keep_h, :keep_w]
+    rows = interpolation_matrix(int(out_h), int(in_h), x.device, x.dtype)[:keep_h]
+    cols = interpolation_matrix(int(out_w), int(in_w), x.device, x.dtype)[:keep_w]
+    return torch.matmul(torch.matmul(rows, x), cols.T)
