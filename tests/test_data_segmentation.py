@@ -253,3 +253,26 @@ def test_training_augmentation_follows_the_torch_seed(dataset_root: Path) -> Non
 
     assert torch.equal(first_item(0), first_item(0))
     assert not torch.equal(first_item(0), first_item(1))
+
+
+def test_median_frequency_class_weights_from_the_training_masks(tmp_path: Path) -> None:
+    """SegNet's median-frequency balancing: f_c = pixels of c / pixels of the images holding c; w = median(f) / f."""
+    from vitdense.tasks.segmentation import frequency_weights
+
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir(parents=True)
+    masks = {"a": np.zeros((10, 10), np.uint8), "b": np.ones((10, 10), np.uint8)}
+    masks["b"][:2, :5] = 2  # class 2: 10 pixels, only in image b
+    masks["b"][9, 9] = 255  # void, never counted
+    for stem, mask in masks.items():
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "train" / "images" / f"{stem}.png")
+        Image.fromarray(mask).save(tmp_path / "train" / "masks" / f"{stem}.png")
+    dm = SegmentationFolderDataModule(str(tmp_path), num_classes=4)
+    pixels, image_pixels = dm.class_pixel_counts()
+    assert pixels.tolist() == [100, 89, 10, 0] and image_pixels.tolist() == [100, 99, 99, 0]
+    weights = frequency_weights(pixels, image_pixels)
+    freq = np.array([1.0, 89 / 99, 10 / 99])
+    np.testing.assert_allclose(weights.numpy(), [*(np.median(freq) / freq), 1.0], rtol=1e-6)
+    sqrt = frequency_weights(pixels, image_pixels, sqrt=True)
+    np.testing.assert_allclose(sqrt.numpy() ** 2, weights.numpy(), rtol=1e-6)

@@ -29,3 +29,27 @@ def test_ohem_trains_the_main_head_only_in_training() -> None:
     logits, mask = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
     assert task.compute_loss(logits, mask) == F.cross_entropy(logits, mask)
     assert task.compute_loss(logits, mask, ohem=True) >= F.cross_entropy(logits, mask)  # hard pixels weigh more
+
+
+def test_class_weights_from_the_datamodule_when_fitting(tmp_path) -> None:
+    import yaml
+    from test_cli import write_folder_dataset
+
+    from vitdense.cli import main
+
+    root = write_folder_dataset(tmp_path / "data")
+    backbone = {
+        "name": "vit_tiny_patch16_224",
+        "img_size": 32,
+        "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+    }
+    cfg = {"model": {"class_path": "SegmentationTask", "init_args": {
+               "backbone": backbone, "head": {"channels": 8}, "loss": {"class_weights": "sqrt_median_frequency"}}},
+           "data": {"class_path": "SegmentationFolderDataModule",
+                    "init_args": {"root": str(root), "crop_size": 32, "batch_size": 2}},
+           "trainer": {"accelerator": "cpu", "fast_dev_run": True, "default_root_dir": str(tmp_path),
+                       "enable_progress_bar": False}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+    weights = cli.model.ce_class_weights
+    assert weights is not None and weights.shape == (3,) and torch.isfinite(weights).all() and (weights > 0).all()

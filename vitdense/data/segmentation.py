@@ -173,6 +173,24 @@ class SegmentationFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def class_pixel_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class: its pixels, and the pixels of the images it appears in (void left out), over the split.
+
+        What median-frequency class weights need (SegNet; ``loss.class_weights: median_frequency``).
+        """
+        pixels = np.zeros(self.num_classes, np.int64)
+        image_pixels = np.zeros(self.num_classes, np.int64)
+        for _, mask_path in self.samples:
+            mask = load_mask(mask_path)
+            if self.label_map is not None:
+                mask = self._relabel(mask, mask_path)
+            self._check_mask(mask, mask_path)
+            labelled = mask[mask != self.ignore_index].astype(np.int64)
+            counts = np.bincount(labelled, minlength=self.num_classes)[: self.num_classes]
+            pixels += counts
+            image_pixels += (counts > 0) * labelled.size
+        return pixels, image_pixels
+
     def _check_mask(self, mask: np.ndarray, path: Path) -> None:
         if mask.min(initial=0) >= 0 and mask.max(initial=0) < self.num_classes:
             return
@@ -347,6 +365,10 @@ class SegmentationFolderDataModule(BaseDataModule):
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
         return SegmentationFolderDataset(self.root, split, self.num_classes, self.ignore_index, transform)
+
+    def class_pixel_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class, its pixels and those of the images it appears in, over the training masks (one pass)."""
+        return self.dataset("train").class_pixel_counts()  # type: ignore[attr-defined]
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Pad each batch to its largest image (masks padded with ``ignore_index``)."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -42,7 +43,8 @@ class UPerNetConfig(TypedDict, total=False):
 class SegmentationLossConfig(TypedDict, total=False):
     """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal terms.
 
-    Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``class_weights`` (per-class CE weights),
+    Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``class_weights`` (per-class CE weights, or
+    ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting),
     ``label_smoothing``, ``ohem_thresh`` (train the main head's cross-entropy on hard pixels only, as mmseg's OHEM
     sampler: true-class probability below this; null = off) and ``ohem_min_kept`` (fewest pixels kept per batch).
     """
@@ -50,7 +52,7 @@ class SegmentationLossConfig(TypedDict, total=False):
     ce_weight: float
     dice_weight: float
     focal_weight: float
-    class_weights: list[float] | None
+    class_weights: list[float] | Literal["median_frequency", "sqrt_median_frequency"] | None
     label_smoothing: float
     ohem_thresh: float | None
     ohem_min_kept: int
@@ -73,6 +75,20 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
     "ohem_thresh": None,
     "ohem_min_kept": 100_000,
 }
+
+
+FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency")
+
+
+def frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray, sqrt: bool = False) -> torch.Tensor:
+    """Median-frequency balancing (Eigen & Fergus; SegNet on CamVid): ``median(f) / f_c``, optionally its square root.
+
+    ``f_c`` is class c's pixels over the pixels of the images it appears in. Classes absent from training get 1.
+    """
+    present = pixels > 0
+    freq = np.where(present, pixels / np.maximum(image_pixels, 1), np.nan)
+    weights = np.where(present, np.nanmedian(freq) / freq, 1.0) if present.any() else np.ones(len(pixels))
+    return torch.tensor(np.sqrt(weights) if sqrt else weights, dtype=torch.float)
 
 
 def segmentation_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -180,7 +196,11 @@ class SegmentationTask(BaseTask):
 
         cfg = self.loss_cfg
         weights = cfg["class_weights"]
-        if weights is not None and len(weights) != self.num_classes:
+        if isinstance(weights, str):
+            if weights not in FREQUENCY_WEIGHTS:
+                raise ValueError(f"loss.class_weights: '{weights}' is not one of {FREQUENCY_WEIGHTS} or a list.")
+            weights = None  # derived from the training masks in setup("fit")
+        elif weights is not None and len(weights) != self.num_classes:
             raise ValueError(f"loss.class_weights has {len(weights)} values but num_classes is {self.num_classes}.")
         self.register_buffer(
             "ce_class_weights", torch.tensor(weights, dtype=torch.float) if weights else None, persistent=False
@@ -191,6 +211,22 @@ class SegmentationTask(BaseTask):
         self.focal_loss = (
             smp.losses.FocalLoss("multiclass", ignore_index=self.ignore_index) if cfg["focal_weight"] > 0 else None
         )
+
+    def setup(self, stage: str) -> None:
+        rule = self.loss_cfg["class_weights"]
+        if stage != "fit" or not isinstance(rule, str):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        counts = getattr(datamodule, "class_pixel_counts", None)
+        if counts is None:
+            raise ValueError(
+                f"loss.class_weights: {rule} needs a DataModule that can count the pixels of each class in its "
+                f"training masks ({type(datamodule).__name__} cannot); give a list of {self.num_classes} weights."
+            )
+        weights = frequency_weights(*counts(), sqrt=rule.startswith("sqrt"))
+        self.ce_class_weights = weights.to(self.device)
+        names = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weights.tolist(), strict=True))
+        rank_zero_info(f"[vitdense] class weights ({rule} of the training masks): {names}")
 
     def configure_metrics(self) -> MulticlassConfusionMatrix:
         # One confusion matrix over the whole split (summed over batches and processes), never per-batch means.
