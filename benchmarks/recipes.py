@@ -214,7 +214,7 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
     config = run_dir / "recipe.yaml"
     config.write_text(yaml.safe_dump(build_config(args, run_dir), sort_keys=False))
     cli_args = ["fit", "--config", str(config)] + [a for key, value in args.set or [] for a in (f"--{key}", value)]
-    gflops = matmul_gflops()
+    commit, gflops = git_commit(), matmul_gflops()  # the code this run starts from
     # sys.argv holds this script's flags, not the CLI's: LightningCLI's warning about both does not apply
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")
     start = time.perf_counter()
@@ -239,7 +239,7 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         "steps": trainer.global_step,
         "batch": args.batch,
         "crop": args.crop,
-        "commit": git_commit(),
+        "commit": commit,
         "command": shlex.join(["python", "-m", "vitdense", *cli_args]),
     }
 
@@ -248,7 +248,7 @@ def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
     """Run the shared smp DPT peer script (same python, same budget) and return its results row."""
     cmd = [sys.executable, str(PEER_SCRIPT), "--arch", "dpt", "--small-decoder", "--steps", str(args.steps),
            "--batch", str(args.batch), "--crop", str(args.crop), "--root", str(args.root)]  # fmt: skip
-    gflops = matmul_gflops()
+    commit, gflops = git_commit(), matmul_gflops()
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -272,7 +272,7 @@ def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
         "steps": args.steps,
         "batch": args.batch,
         "crop": args.crop,
-        "commit": git_commit(),
+        "commit": commit,
         "command": shlex.join(["python", *cmd[1:]]),
     }
 

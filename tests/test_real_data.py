@@ -11,13 +11,17 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "camvid_sample").is_dir(), reason="no ../shared/data/camvid_sample")
+@pytest.mark.skipif(
+    not (SHARED / "data" / "camvid_sample").is_dir() or not (SHARED / "weights").is_dir(),
+    reason="no ../shared/data/camvid_sample or ../shared/weights",
+)
 def test_camvid_sample_trains_and_validates(tmp_path: Path) -> None:
     cli = main(
         [
             "fit",
             "--config", str(CONFIGS / "segmentation_folder.yaml"),
             "--data.root", str(SHARED / "data" / "camvid_sample"),
+            "--model.init_args.backbone.pretrained", str(SHARED / "weights" / "vit_tiny_patch16_224.safetensors"),
             "--data.num_classes", "11",
             "--data.ignore_index", "11",
             "--data.num_workers", "0",
