@@ -201,7 +201,7 @@ def git_commit() -> str:
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")  # not our rows
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
