@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import lightning.pytorch as L
@@ -22,6 +23,14 @@ from vitdense.tasks.optim import (
 )
 
 STAGES = ("train", "val", "test")
+
+
+def group_indices(keys: Iterable[Hashable]) -> list[list[int]]:
+    """Positions grouped by equal key, in order of first appearance (e.g. images of one size, run together)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 class BaseTask(L.LightningModule):

@@ -18,7 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from vitdense.metrics import DetectionMAP
 from vitdense.models.backbone import Backbone, BackboneConfig
 from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
-from vitdense.tasks.base import BaseTask
+from vitdense.tasks.base import BaseTask, group_indices
 from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
 
@@ -135,14 +135,6 @@ def build_detector(name: str, backbone: Backbone, num_classes: int, cfg: dict) -
     return model
 
 
-def _size_groups(images: list[torch.Tensor]) -> list[list[int]]:
-    """Indices of the images, grouped by size (in order of first appearance)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
-    return list(groups.values())
-
-
 class DetectionTask(BaseTask):
     """Object detection with a pretrained ViT/DeiT/Swin/hybrid backbone and a torchvision detector.
 
@@ -235,7 +227,7 @@ class DetectionTask(BaseTask):
         """
         images = list(images)
         out: list[dict[str, torch.Tensor]] = [{} for _ in images]
-        for idx in _size_groups(images):
+        for idx in group_indices(tuple(image.shape[-2:]) for image in images):
             for i, det in zip(idx, self._detections(self.detector([images[i] for i in idx])), strict=True):
                 out[i] = det
         return out
@@ -255,7 +247,7 @@ class DetectionTask(BaseTask):
             self.detector.backbone.eval()
             loss = sum(
                 self._losses([images[i] for i in idx], [targets[i] for i in idx]) * len(idx) / len(images)
-                for idx in _size_groups(images)
+                for idx in group_indices(tuple(image.shape[-2:]) for image in images)
             )
             self.detector.eval()
             preds = self(images)

@@ -20,7 +20,7 @@ from vitdense.models.backbone import BackboneConfig
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
-from vitdense.tasks.base import BaseTask
+from vitdense.tasks.base import BaseTask, group_indices
 from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
 
 
@@ -315,10 +315,8 @@ class SegmentationTask(BaseTask):
         """
         n, _, height, width = images.shape
         valid_sizes = valid_sizes or [(height, width)] * n
-        groups: dict[tuple, list[int]] = {}
-        for i, key in enumerate(zip(map(tuple, valid_sizes), map(tuple, out_sizes), strict=True)):
-            groups.setdefault(key, []).append(i)
-        for ((vh, vw), (oh, ow)), idx in groups.items():
+        for idx in group_indices(zip(map(tuple, valid_sizes), map(tuple, out_sizes), strict=True)):
+            (vh, vw), (oh, ow) = valid_sizes[idx[0]], out_sizes[idx[0]]
             logits = self(images[idx, :, : int(vh), : int(vw)])
             yield idx, resize_bilinear(logits, (int(oh), int(ow)))
 
