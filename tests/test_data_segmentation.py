@@ -276,3 +276,19 @@ def test_median_frequency_class_weights_from_the_training_masks(tmp_path: Path) 
     np.testing.assert_allclose(weights.numpy(), [*(np.median(freq) / freq), 1.0], rtol=1e-6)
     sqrt = frequency_weights(pixels, image_pixels, sqrt=True)
     np.testing.assert_allclose(sqrt.numpy() ** 2, weights.numpy(), rtol=1e-6)
+
+
+def test_color_jitter_zero_keeps_the_crop_colours() -> None:
+    from vitdense.data.transforms import segmentation_train_transform
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (32, 32), dtype=np.uint8)
+    plain = segmentation_train_transform(32, 255, scale_range=(1.0, 1.0), color_jitter=0.0)
+    jittered = segmentation_train_transform(32, 255, scale_range=(1.0, 1.0), color_jitter=0.4)
+    seen_plain = {tuple(sorted(plain(image=image, mask=mask)["image"].flatten().tolist())) for _ in range(8)}
+    seen_jitter = {tuple(sorted(jittered(image=image, mask=mask)["image"].flatten().tolist())) for _ in range(8)}
+    assert len(seen_plain) == 1  # flips move pixels, never change their values
+    assert len(seen_jitter) > 1
+    with pytest.raises(ValueError, match="color_jitter"):
+        segmentation_train_transform(32, 255, color_jitter=-0.1)

@@ -53,3 +53,20 @@ def test_class_weights_from_the_datamodule_when_fitting(tmp_path) -> None:
     cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
     weights = cli.model.ce_class_weights
     assert weights is not None and weights.shape == (3,) and torch.isfinite(weights).all() and (weights > 0).all()
+
+
+def test_lovasz_term_adds_smp_lovasz_over_labelled_pixels_only() -> None:
+    import segmentation_models_pytorch as smp
+
+    backbone = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+    task = SegmentationTask(backbone=backbone, num_classes=3, head={"channels": 8}, loss={"lovasz_weight": 0.5})
+    torch.manual_seed(0)
+    logits, mask = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    mask[:, :2] = 255  # void rows
+    lovasz = smp.losses.LovaszLoss("multiclass", ignore_index=255)(logits, mask)
+    expected = F.cross_entropy(logits, mask, ignore_index=255) + 0.5 * lovasz
+    torch.testing.assert_close(task.compute_loss(logits, mask), expected)
+    # Void pixels change nothing: other scores there give the same loss.
+    noisy = logits.clone()
+    noisy[:, :, :2] = torch.randn_like(noisy[:, :, :2]) * 10
+    torch.testing.assert_close(task.compute_loss(noisy, mask), expected)

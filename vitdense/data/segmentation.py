@@ -294,6 +294,7 @@ class SegmentationFolderDataModule(BaseDataModule):
         crop_size: int = 512,
         eval_size: int | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
+        color_jitter: float = 0.2,
         batch_size: int = 8,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -310,6 +311,7 @@ class SegmentationFolderDataModule(BaseDataModule):
             crop_size: Side of the square training crops.
             eval_size: Short side that val/test/predict images are resized to; ``None`` keeps their size.
             scale_range: Range of the random rescale factor applied before cropping in training.
+            color_jitter: Brightness/contrast/saturation jitter of training crops (hue a quarter of it); 0 = off.
             batch_size: Samples per batch (per device).
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
@@ -322,6 +324,7 @@ class SegmentationFolderDataModule(BaseDataModule):
         self.crop_size = crop_size
         self.eval_size = eval_size
         self.scale_range = scale_range
+        self.color_jitter = color_jitter
         self.predict_dir = predict_dir
         self.num_classes, self.class_names = self._resolve_classes(num_classes, class_names)
         if 0 <= ignore_index < self.num_classes:
@@ -357,7 +360,9 @@ class SegmentationFolderDataModule(BaseDataModule):
                 )
             return PredictImageFolder(self.predict_dir, segmentation_eval_transform(self.eval_size))
         if split == "train":
-            transform = segmentation_train_transform(self.crop_size, self.ignore_index, self.scale_range)
+            transform = segmentation_train_transform(
+                self.crop_size, self.ignore_index, self.scale_range, self.color_jitter
+            )
         else:
             transform = segmentation_eval_transform(self.eval_size)
         return self._labelled_dataset(split, transform)

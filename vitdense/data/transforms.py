@@ -49,7 +49,7 @@ def random_flips() -> list[A.BasicTransform]:
 
 
 def segmentation_train_transform(
-    crop_size: int, ignore_index: int, scale_range: tuple[float, float] = (0.5, 2.0)
+    crop_size: int, ignore_index: int, scale_range: tuple[float, float] = (0.5, 2.0), color_jitter: float = 0.2
 ) -> A.Compose:
     """Random scale, pad, random crop, horizontal flip and colour jitter.
 
@@ -57,8 +57,17 @@ def segmentation_train_transform(
         crop_size: Side of the square training crop.
         ignore_index: Mask value written where the crop extends past the image.
         scale_range: Range of the random rescale factor.
+        color_jitter: Strength of the brightness, contrast and saturation jitter (hue a quarter of it), applied
+            to 80% of the crops; 0 turns photometric augmentation off.
     """
     low, high = scale_range
+    if color_jitter < 0:
+        raise ValueError(f"color_jitter={color_jitter} must be >= 0 (0 turns colour jitter off).")
+    photometric = (
+        [A.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
+                       hue=min(color_jitter / 4, 0.5), p=0.8)]
+        if color_jitter > 0 else []
+    )  # fmt: skip
     return A.Compose(
         [
             A.RandomScale(scale_limit=(low - 1.0, high - 1.0), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
@@ -72,7 +81,7 @@ def segmentation_train_transform(
             ),
             A.RandomCrop(height=crop_size, width=crop_size),
             A.HorizontalFlip(p=0.5),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=0.8),
+            *photometric,
             *to_tensor(),
         ]
     )

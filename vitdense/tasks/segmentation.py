@@ -41,10 +41,10 @@ class UPerNetConfig(TypedDict, total=False):
 
 
 class SegmentationLossConfig(TypedDict, total=False):
-    """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal terms.
+    """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal / Lovasz terms.
 
-    Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``class_weights`` (per-class CE weights, or
-    ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting),
+    Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``lovasz_weight``, ``class_weights`` (per-class CE
+    weights, or ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting),
     ``label_smoothing``, ``ohem_thresh`` (train the main head's cross-entropy on hard pixels only, as mmseg's OHEM
     sampler: true-class probability below this; null = off) and ``ohem_min_kept`` (fewest pixels kept per batch).
     """
@@ -52,6 +52,7 @@ class SegmentationLossConfig(TypedDict, total=False):
     ce_weight: float
     dice_weight: float
     focal_weight: float
+    lovasz_weight: float
     class_weights: list[float] | Literal["median_frequency", "sqrt_median_frequency"] | None
     label_smoothing: float
     ohem_thresh: float | None
@@ -70,6 +71,7 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
     "ce_weight": 1.0,
     "dice_weight": 0.0,
     "focal_weight": 0.0,
+    "lovasz_weight": 0.0,
     "class_weights": None,
     "label_smoothing": 0.0,
     "ohem_thresh": None,
@@ -151,7 +153,8 @@ class SegmentationTask(BaseTask):
             ignore_index: mask value excluded from loss and metrics (linked from the DataModule in the CLI).
             neck: pyramid neck; auto = multilevel for plain ViTs, layernorm for hierarchical backbones.
             head: UPerNet settings (channels, pool_scales, dropout, aux_weight, aux_channels, aux_in_index).
-            loss: loss terms (ce_weight, dice_weight, focal_weight, class_weights, label_smoothing).
+            loss: loss terms (ce_weight, dice_weight, focal_weight, lovasz_weight, class_weights, label_smoothing,
+                ohem_thresh, ohem_min_kept).
             optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
                 class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
             scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
@@ -210,6 +213,9 @@ class SegmentationTask(BaseTask):
         )
         self.focal_loss = (
             smp.losses.FocalLoss("multiclass", ignore_index=self.ignore_index) if cfg["focal_weight"] > 0 else None
+        )
+        self.lovasz_loss = (
+            smp.losses.LovaszLoss("multiclass", ignore_index=self.ignore_index) if cfg["lovasz_weight"] > 0 else None
         )
 
     def setup(self, stage: str) -> None:
@@ -276,6 +282,8 @@ class SegmentationTask(BaseTask):
             loss = loss + cfg["dice_weight"] * self.dice_loss(logits, mask)
         if self.focal_loss is not None:
             loss = loss + cfg["focal_weight"] * self.focal_loss(logits, mask)
+        if self.lovasz_loss is not None:
+            loss = loss + cfg["lovasz_weight"] * self.lovasz_loss(logits, mask)
         return loss
 
     def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
