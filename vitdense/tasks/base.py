@@ -8,12 +8,15 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
-from vitdense.models.backbone import Backbone, resolve_backbone_config
+from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
 from vitdense.tasks.finetuning import BackboneUnfreeze
 from vitdense.tasks.optim import (
+    OptimizerConfig,
+    SchedulerConfig,
     backbone_param_groups,
     build_adamw,
     head_param_groups,
@@ -21,8 +24,6 @@ from vitdense.tasks.optim import (
     resolve_optimizer_config,
     resolve_scheduler_config,
 )
-
-STAGES = ("train", "val", "test")
 
 
 def group_indices(keys: Iterable[Hashable]) -> list[list[int]]:
@@ -46,19 +47,47 @@ class BaseTask(L.LightningModule):
 
     def __init__(
         self,
-        backbone: Any,
-        num_classes: int,
-        class_names: list[str] | None,
-        optimizer: dict | None,
-        scheduler: dict | None,
-        pretrained: bool | str | None,
-        img_size: int | None,
+        backbone: str | BackboneConfig = "vit_base_patch16_224",
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerConfig | OptimizerCallable | None = None,
+        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
+        pretrained: bool | str | None = None,
+        img_size: int | None = None,
         freeze_backbone: bool = False,
         unfreeze_at_epoch: int | None = None,
         ema_decay: float | None = None,
         grad_checkpointing: bool = False,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
+        """Build the model; the task's own arguments are read from ``self.hparams`` by its hooks.
+
+        Args:
+            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, out_indices,
+                model_kwargs.
+            num_classes: number of classes (linked from the DataModule in the CLI).
+            class_names: class names for per-class metrics and predictions (linked from the DataModule in the CLI).
+            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
+                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
+            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
+                any lr scheduler as class_path + init_args (stepped per epoch).
+            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
+            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+            freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
+            unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
+            ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
+                checkpoints.
+            grad_checkpointing: recompute backbone activations in the backward pass to save memory.
+            compile: ``torch.compile`` the backbone, neck and heads when the Trainer sets the model up (the first
+                steps then take longer while the graphs compile; a new input size compiles again). Off by default:
+                it pays on GPUs, rarely on CPUs.
+            channels_last: keep images and convolution weights in channels-last memory layout (faster convolutions
+                on recent GPUs under mixed precision).
+        """
         super().__init__()
+        # Saved first: the hooks below (configure_models, ...) read the subclass's own arguments from hparams.
+        self.save_hyperparameters()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
         if class_names is not None and len(class_names) != num_classes:
@@ -89,6 +118,7 @@ class BaseTask(L.LightningModule):
         self.set_backbone_frozen(freeze_backbone or unfreeze_at_epoch is not None)
         if grad_checkpointing:
             self.backbone.model.set_grad_checkpointing(True)
+        self._compiled = False
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze (no gradients, held in eval mode: no drop-path, norm statistics fixed) or unfreeze the backbone."""
@@ -110,6 +140,24 @@ class BaseTask(L.LightningModule):
             # Lightning swaps the averaged weights in for validation and for the saved checkpoints.
             callbacks.append(EMAWeightAveraging(decay=self.ema_decay))
         return callbacks
+
+    def setup(self, stage: str) -> None:
+        """Memory layout and compilation, once the Trainer sets the model up (compilation itself is lazy)."""
+        if self.hparams.get("channels_last"):
+            self.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile") and not self._compiled:
+            for module in self.compile_targets():
+                module.compile()  # in place: parameter names and checkpoints are unchanged
+            self._compiled = True
+
+    def compile_targets(self) -> list[nn.Module]:
+        """The modules ``compile: true`` compiles: the tensor-only hot path (backbone, neck, heads)."""
+        return [self.backbone, *self.head_modules()]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.hparams.get("channels_last") and isinstance(batch, dict) and torch.is_tensor(batch.get("image")):
+            batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
+        return batch
 
     def build_backbone(self) -> Backbone:
         """The backbone; dense tasks use the feature pyramid of a pruned timm model."""

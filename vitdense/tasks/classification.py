@@ -8,17 +8,16 @@ from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from vitdense.models.backbone import Backbone, BackboneConfig
+from vitdense.models.backbone import Backbone
 from vitdense.models.heads import ClassificationHead
 from vitdense.tasks.base import BaseTask
-from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
+from vitdense.tasks.optim import merge_config
 
 
 class MixupConfig(TypedDict, total=False):
@@ -56,59 +55,32 @@ class ClassificationTask(BaseTask):
 
     def __init__(
         self,
-        backbone: str | BackboneConfig = "vit_base_patch16_224",
         num_classes: int = 2,
-        class_names: list[str] | None = None,
         head_dropout: float = 0.0,
         label_smoothing: float = 0.1,
         mixup: MixupConfig | None = None,
-        optimizer: OptimizerConfig | OptimizerCallable | None = None,
-        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
-        pretrained: bool | str | None = None,
-        img_size: int | None = None,
-        freeze_backbone: bool = False,
-        unfreeze_at_epoch: int | None = None,
-        ema_decay: float | None = None,
-        grad_checkpointing: bool = False,
+        **kwargs: Any,
     ) -> None:
-        """Build the model.
+        """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
 
         Args:
-            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, model_kwargs.
             num_classes: number of classes (linked from the DataModule in the CLI).
-            class_names: class names (linked from the DataModule in the CLI).
             head_dropout: dropout before the classifier.
             label_smoothing: label smoothing of the cross-entropy (also applied to Mixup/CutMix targets).
             mixup: timm Mixup/CutMix settings (mixup_alpha, cutmix_alpha, prob, switch_prob, mode); off by default.
-            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
-                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
-            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
-                any lr scheduler as class_path + init_args (stepped per epoch).
-            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
-            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
-            freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
-            unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
-            ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
-                checkpoints.
-            grad_checkpointing: recompute backbone activations in the backward pass to save memory.
         """
-        self.head_dropout = head_dropout
-        self.label_smoothing = label_smoothing
-        self.mixup_cfg = merge_config(mixup, dict(MIXUP_DEFAULTS), "mixup")
-        super().__init__(
-            backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
-            freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(num_classes=num_classes, **kwargs)
 
     def build_backbone(self) -> Backbone:
         return Backbone(self.backbone_cfg, prune=False)
 
     def configure_models(self) -> None:
+        hp = self.hparams
+        self.label_smoothing = hp.label_smoothing
         self.head = ClassificationHead(
-            self.backbone.embed_dim, self.num_classes, self.head_dropout, self.backbone.num_pooled
+            self.backbone.embed_dim, self.num_classes, hp.head_dropout, self.backbone.num_pooled
         )
-        cfg = self.mixup_cfg
+        self.mixup_cfg = cfg = merge_config(hp.mixup, dict(MIXUP_DEFAULTS), "mixup")
         self.mixup = None
         if cfg["mixup_alpha"] > 0 or cfg["cutmix_alpha"] > 0:
             self.mixup = Mixup(

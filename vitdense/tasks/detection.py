@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -16,10 +15,10 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
 from vitdense.metrics import DetectionMAP
-from vitdense.models.backbone import Backbone, BackboneConfig
+from vitdense.models.backbone import Backbone
 from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
 from vitdense.tasks.base import BaseTask, group_indices
-from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
+from vitdense.tasks.optim import merge_config
 
 
 class DetectionHeadConfig(TypedDict, total=False):
@@ -145,50 +144,15 @@ class DetectionTask(BaseTask):
     monitor = "val/mAP"
     monitor_mode = "max"
 
-    def __init__(
-        self,
-        backbone: str | BackboneConfig = "vit_base_patch16_224",
-        num_classes: int = 1,
-        class_names: list[str] | None = None,
-        head: DetectionHeadConfig | None = None,
-        optimizer: OptimizerConfig | OptimizerCallable | None = None,
-        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
-        pretrained: bool | str | None = None,
-        img_size: int | None = None,
-        freeze_backbone: bool = False,
-        unfreeze_at_epoch: int | None = None,
-        ema_decay: float | None = None,
-        grad_checkpointing: bool = False,
-    ) -> None:
-        """Build the model.
+    def __init__(self, num_classes: int = 1, head: DetectionHeadConfig | None = None, **kwargs: Any) -> None:
+        """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
 
         Args:
-            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, out_indices,
-                model_kwargs.
             num_classes: number of object classes, without background (linked from the DataModule in the CLI).
-            class_names: class names (linked from the DataModule in the CLI).
             head: detector settings (name: retinanet|fcos|faster_rcnn, channels, anchor_scale, min_stride,
                 score_thresh, nms_thresh, detections_per_img).
-            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
-                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
-            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
-                any lr scheduler as class_path + init_args (stepped per epoch).
-            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
-            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
-            freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
-            unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
-            ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
-                checkpoints.
-            grad_checkpointing: recompute backbone activations in the backward pass to save memory.
         """
-        self.head_cfg = merge_config(head, dict(HEAD_DEFAULTS), "head")
-        # The faster R-CNN labels are shifted by one for its background class.
-        self.label_offset = 1 if self.head_cfg["name"] == "faster_rcnn" else 0
-        super().__init__(
-            backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
-            freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(num_classes=num_classes, **kwargs)
 
     def build_backbone(self) -> Backbone:
         backbone = Backbone(self.backbone_cfg)
@@ -198,7 +162,9 @@ class DetectionTask(BaseTask):
         return backbone
 
     def configure_models(self) -> None:
-        cfg = self.head_cfg
+        self.head_cfg = cfg = merge_config(self.hparams.head, dict(HEAD_DEFAULTS), "head")
+        # The faster R-CNN labels are shifted by one for its background class.
+        self.label_offset = 1 if cfg["name"] == "faster_rcnn" else 0
         self.detector = build_detector(cfg["name"], self.backbone, self.num_classes, cfg)
 
     def configure_metrics(self) -> DetectionMAP:
@@ -210,6 +176,10 @@ class DetectionTask(BaseTask):
 
     def head_modules(self) -> list[nn.Module]:
         return [m for name, m in self.detector.named_children() if name != "backbone"] + [self.detector.backbone.neck]
+
+    def compile_targets(self) -> list[nn.Module]:
+        # The detector's anchors, sampling and box decoding are Python over per-image lists: only the body compiles.
+        return [self.backbone, self.detector.backbone.neck]
 
     def _targets(self, targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         return [{"boxes": t["boxes"].float(), "labels": t["labels"].long() + self.label_offset} for t in targets]

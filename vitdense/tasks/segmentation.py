@@ -9,19 +9,17 @@ from typing import Any, Literal, TypedDict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from vitdense.losses import ohem_cross_entropy
-from vitdense.models.backbone import BackboneConfig
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
 from vitdense.tasks.base import BaseTask, group_indices
-from vitdense.tasks.optim import OptimizerConfig, SchedulerConfig, merge_config
+from vitdense.tasks.optim import merge_config
 
 
 class UPerNetConfig(TypedDict, total=False):
@@ -127,59 +125,31 @@ class SegmentationTask(BaseTask):
 
     def __init__(
         self,
-        backbone: str | BackboneConfig = "vit_base_patch16_224",
         num_classes: int = 2,
-        class_names: list[str] | None = None,
         ignore_index: int = 255,
         neck: NeckName = "auto",
         head: UPerNetConfig | None = None,
         loss: SegmentationLossConfig | None = None,
-        optimizer: OptimizerConfig | OptimizerCallable | None = None,
-        scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
-        pretrained: bool | str | None = None,
-        img_size: int | None = None,
-        freeze_backbone: bool = False,
-        unfreeze_at_epoch: int | None = None,
-        ema_decay: float | None = None,
-        grad_checkpointing: bool = False,
+        **kwargs: Any,
     ) -> None:
-        """Build the model.
+        """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
 
         Args:
-            backbone: a timm model name, or a dict with name, pretrained, img_size, drop_path_rate, out_indices,
-                model_kwargs.
             num_classes: number of classes (linked from the DataModule in the CLI).
-            class_names: class names for per-class metrics (linked from the DataModule in the CLI).
             ignore_index: mask value excluded from loss and metrics (linked from the DataModule in the CLI).
             neck: pyramid neck; auto = multilevel for plain ViTs, layernorm for hierarchical backbones.
             head: UPerNet settings (channels, pool_scales, dropout, aux_weight, aux_channels, aux_in_index).
             loss: loss terms (ce_weight, dice_weight, focal_weight, lovasz_weight, class_weights, label_smoothing,
                 ohem_thresh, ohem_min_kept).
-            optimizer: AdamW settings (lr, weight_decay, layer_decay, head_lr_mult, betas, eps), or any optimizer as
-                class_path + init_args, which gets the same parameter groups (no decay on norms/biases/tokens).
-            scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
-                any lr scheduler as class_path + init_args (stepped per epoch).
-            pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
-            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
-            freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
-            unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
-            ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
-                checkpoints.
-            grad_checkpointing: recompute backbone activations in the backward pass to save memory.
         """
-        self.ignore_index = ignore_index
-        self.neck_name = neck
-        self.head_cfg = merge_config(head, dict(HEAD_DEFAULTS), "head")
-        self.loss_cfg = merge_config(loss, dict(LOSS_DEFAULTS), "loss")
-        super().__init__(
-            backbone, num_classes, class_names, optimizer, scheduler, pretrained, img_size,
-            freeze_backbone, unfreeze_at_epoch, ema_decay, grad_checkpointing,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(num_classes=num_classes, **kwargs)
 
     def configure_models(self) -> None:
-        cfg = self.head_cfg
-        self.neck = build_neck(self.neck_name, self.backbone.out_channels, self.backbone.strides)
+        hp = self.hparams
+        self.ignore_index = hp.ignore_index
+        self.head_cfg = cfg = merge_config(hp.head, dict(HEAD_DEFAULTS), "head")
+        self.loss_cfg = merge_config(hp.loss, dict(LOSS_DEFAULTS), "loss")
+        self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides)
         channels = self.neck.out_channels
         self.decode_head = UPerHead(
             channels, self.num_classes, cfg["channels"], tuple(cfg["pool_scales"]), cfg["dropout"]
@@ -219,6 +189,7 @@ class SegmentationTask(BaseTask):
         )
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         rule = self.loss_cfg["class_weights"]
         if stage != "fit" or not isinstance(rule, str):
             return
