@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,13 +141,47 @@ def end_processes_at_exit(trainer: Trainer) -> None:
     _ENDING_REGISTERED = True
 
 
-def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI:
+def estimate_main(args: list[str]) -> str:
+    """``vitdense estimate --config X [--batch B] [--size H [W]]``: the cost table of a configuration, printed and
+    returned, before any training (see ``vitdense.estimate``)."""
+    import argparse
+
+    from vitdense.estimate import estimate, input_size
+
+    parser = argparse.ArgumentParser(
+        prog="vitdense estimate",
+        description="Tokens, attention and other FLOPs, parameters and activation memory of a configuration, per "
+        "stage, at its training input size, before any training. Every other argument is a `fit` argument "
+        "(--config, --model.*, --data.*).",
+    )
+    parser.add_argument("--batch", type=int, help="batch size for the memory figures (default: the data's)")
+    parser.add_argument("--size", type=int, nargs="+", metavar="PX", help="input H [W] (default: the crop size)")
+    own, rest = parser.parse_known_args(args)
+    cli = VitdenseCLI(
+        BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        auto_configure_optimizers=False, run=False, args=rest,
+    )  # fmt: skip
+    task, datamodule = cli.model, cli.datamodule
+    size = input_size(datamodule, task, own.size)
+    batch = own.batch or getattr(datamodule, "batch_size", 1)
+    table = estimate(task, size, batch).table()
+    print(table, flush=True)
+    return table
+
+
+def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     """Entry point of ``python -m vitdense`` and the ``vitdense`` console script.
+
+    ``estimate`` prints the cost table of a configuration (``estimate_main``); every other subcommand is
+    LightningCLI's (fit, validate, test, predict).
 
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
         run: run the subcommand; ``False`` only parses the config and builds the model, data and trainer.
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["estimate"]:
+        return estimate_main(argv[1:])
     cli = VitdenseCLI(
         BaseTask,
         BaseDataModule,

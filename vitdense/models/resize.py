@@ -7,9 +7,30 @@ instead of interpolate's scatter with atomics (measured at 48% of a GPU training
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 import torch
+
+# Active recorders of resize calls: (calls list, context function); see record_resizes.
+_RECORDERS: list[tuple[list, Callable[[], Any]]] = []
+
+
+@contextmanager
+def record_resizes(context: Callable[[], Any] = lambda: None) -> Iterator[list[tuple[Any, tuple[int, ...], int, int]]]:
+    """Record the resizes that run inside the block, as ``(context(), input shape, kept rows, kept columns)``.
+
+    ``vitdense.estimate`` counts their matrix products this way (they run outside any layer it can hook).
+    """
+    calls: list[tuple[Any, tuple[int, ...], int, int]] = []
+    entry = (calls, context)
+    _RECORDERS.append(entry)
+    try:
+        yield calls
+    finally:
+        _RECORDERS.remove(entry)
 
 
 @lru_cache(maxsize=64)
@@ -39,6 +60,8 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int], keep: tuple[int, int
     keep_h, keep_w = keep if keep is not None else size
     if (out_h, out_w) == (in_h, in_w):
         return x[..., :keep_h, :keep_w]
+    for calls, context in _RECORDERS:
+        calls.append((context(), tuple(x.shape), int(keep_h), int(keep_w)))
     rows = interpolation_matrix(int(out_h), int(in_h), x.device, x.dtype)[:keep_h]
     cols = interpolation_matrix(int(out_w), int(in_w), x.device, x.dtype)[:keep_w]
     return torch.matmul(torch.matmul(rows, x), cols.T)

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+import vitdense.estimate  # noqa: F401  (registers the CPU attention FLOPs that the model summary counts)
 from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
 from vitdense.tasks.finetuning import BackboneUnfreeze
 from vitdense.tasks.optim import (
@@ -119,6 +120,18 @@ class BaseTask(L.LightningModule):
         if grad_checkpointing:
             self.backbone.model.set_grad_checkpointing(True)
         self._compiled = False
+        if not compile:
+            # Lightning's model summary counts the forward FLOPs of this input (it would compile a graph just for it).
+            self.example_input_array = self.example_input(self.input_size())
+
+    def input_size(self) -> tuple[int, int]:
+        """The backbone's configured input size (``img_size``), else its default."""
+        size = self.backbone_cfg.get("img_size") or getattr(self.backbone.model, "img_size", None) or 224
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def example_input(self, size: tuple[int, int]) -> Any:
+        """One image of ``size`` as ``forward`` takes it (for the model summary)."""
+        return torch.zeros(1, 3, *size)
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze (no gradients, held in eval mode: no drop-path, norm statistics fixed) or unfreeze the backbone."""

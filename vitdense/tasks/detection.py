@@ -177,6 +177,9 @@ class DetectionTask(BaseTask):
     def head_modules(self) -> list[nn.Module]:
         return [m for name, m in self.detector.named_children() if name != "backbone"] + [self.detector.backbone.neck]
 
+    def example_input(self, size: tuple[int, int]) -> Any:
+        return [[torch.zeros(3, *size)]]  # forward(images: list of tensors)
+
     def compile_targets(self) -> list[nn.Module]:
         # The detector's anchors, sampling and box decoding are Python over per-image lists: only the body compiles.
         return [self.backbone, self.detector.backbone.neck]
