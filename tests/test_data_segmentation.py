@@ -292,3 +292,18 @@ def test_color_jitter_zero_keeps_the_crop_colours() -> None:
     assert len(seen_jitter) > 1
     with pytest.raises(ValueError, match="color_jitter"):
         segmentation_train_transform(32, 255, color_jitter=-0.1)
+
+
+def test_synthetic_samples_are_rendered_once_and_stay_the_same() -> None:
+    from vitdense.data.segmentation import SyntheticShapesDataset
+
+    dataset = SyntheticShapesDataset(8, "train", seed=3, image_size=32)
+    calls = []
+    render = dataset.render
+    dataset.render = lambda i: calls.append(i) or render(i)
+    first, again = dataset[5], dataset[5]
+    assert calls == [5]  # the second access reuses the rendered sample
+    assert torch.equal(first["image"], again["image"]) and torch.equal(first["mask"], again["mask"])
+    fresh = SyntheticShapesDataset(8, "train", seed=3, image_size=32)[5]
+    assert torch.equal(first["image"], fresh["image"])
+    assert SyntheticShapesDataset(10**6, "train", image_size=64).cache.items is None  # too large to keep

@@ -20,6 +20,25 @@ _STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
 }
 
 
+class SampleCache:
+    """Rendered synthetic samples kept in memory, so that an epoch after the first costs only its augmentation.
+
+    Synthetic items are a pure function of their index; sets larger than ``max_bytes`` (estimated from
+    ``bytes_per_item``) are rendered on every access instead. Each DataLoader worker holds its own cache.
+    """
+
+    def __init__(self, length: int, bytes_per_item: int, max_bytes: int = 256 * 2**20) -> None:
+        self.items: dict[int, Any] | None = {} if length * bytes_per_item <= max_bytes else None
+
+    def get(self, index: int, render: Callable[[int], Any]) -> Any:
+        """The sample of ``index``, rendered by ``render(index)`` on first use."""
+        if self.items is None:
+            return render(index)
+        if index not in self.items:
+            self.items[index] = render(index)
+        return self.items[index]
+
+
 class UnrepeatedDistributedSampler(DistributedSampler):
     """Process ``r`` of ``n`` takes items ``r, r + n, ...``: every item exactly once over all processes.
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from vitdense.data.base import BaseDataModule, Split, SyntheticDataModule
+from vitdense.data.base import BaseDataModule, SampleCache, Split, SyntheticDataModule
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation import (
@@ -292,22 +292,28 @@ class SyntheticClassificationDataset(Dataset):
         self.seed = seed
         self.image_size = image_size
         self.transform = transform or A.Compose(to_tensor())
+        self.cache = SampleCache(length, image_size**2 * 3)
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
+    def render(self, index: int) -> np.ndarray:
+        """The uint8 image of item ``index`` before the transform: a light shape on a darkened background (with
+        both colours random, telling shape from background is itself a relation a small ViT learns slowly from 512
+        images; colour carries no class information)."""
         rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
-        label = index % len(SHAPE_NAMES)
-        # A light shape on a darkened background: with both colours random, telling shape from background is
-        # itself a relation a small ViT learns slowly from 512 images; colour still carries no class information.
         image = dark_background(rng, self.image_size)
         centre = (0.5 + rng.uniform(-0.06, 0.06, size=2)) * self.image_size
         extent = rng.uniform(0.28, 0.4) * self.image_size
+        label = index % len(SHAPE_NAMES)
         image = paint(image, shape_coverage(rng, label, (centre[0], centre[1]), extent, self.image_size), rng)
-        out = _apply(self.transform, np.round(image).astype(np.uint8))
+        return np.round(image).astype(np.uint8)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        label = index % len(SHAPE_NAMES)
+        out = _apply(self.transform, self.cache.get(index, self.render))
         return {
             "image": out["image"],
             "label": torch.tensor(label, dtype=torch.long),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, Split, SyntheticDataModule
+from vitdense.data.base import BaseDataModule, SampleCache, Split, SyntheticDataModule
 from vitdense.data.io import image_size as read_image_size
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
@@ -516,15 +516,20 @@ class SyntheticDetectionDataset(Dataset):
         self.image_size = image_size
         self.max_shapes = max_shapes
         self.transform = transform or detection_eval_transform()
+        self.cache = SampleCache(length, image_size**2 * 3)
 
     def __len__(self) -> int:
         return self.length
 
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image, boxes and labels of item ``index`` before the transform."""
+        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
+        return render_detection_sample(rng, self.image_size, self.max_shapes)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
-        image, boxes, labels = render_detection_sample(rng, self.image_size, self.max_shapes)
+        image, boxes, labels = self.cache.get(index, self.render)
         tensor, target = _apply_boxes(self.transform, image, boxes, labels)
         size = (self.image_size, self.image_size)
         return {

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, Split, SyntheticDataModule
+from vitdense.data.base import BaseDataModule, SampleCache, Split, SyntheticDataModule
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import (
@@ -461,7 +461,8 @@ def render_shapes(rng: np.random.Generator, size: int, max_shapes: int = 3) -> t
 
 
 class SyntheticShapesDataset(Dataset):
-    """Random shapes on textured backgrounds, generated on access; item ``i`` of a split is always the same."""
+    """Random shapes on textured backgrounds, generated on first access (and kept, for sets up to 256 MiB); item
+    ``i`` of a split is always the same."""
 
     def __init__(
         self,
@@ -488,15 +489,20 @@ class SyntheticShapesDataset(Dataset):
         self.image_size = image_size
         self.max_shapes = max_shapes
         self.transform = transform or segmentation_eval_transform()
+        self.cache = SampleCache(length, image_size**2 * 4)
 
     def __len__(self) -> int:
         return self.length
 
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and mask of item ``index`` before the transform."""
+        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
+        return render_shapes(rng, self.image_size, self.max_shapes)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
-        image, mask = render_shapes(rng, self.image_size, self.max_shapes)
+        image, mask = self.cache.get(index, self.render)
         out = _apply(self.transform, image, mask)
         size = (self.image_size, self.image_size)
         return {
