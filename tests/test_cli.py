@@ -221,3 +221,20 @@ def test_validate_then_fit_in_one_process(tmp_path: Path) -> None:
     cli.trainer.fit(cli.model, cli.datamodule)
     again = cli.trainer.validate(cli.model, cli.datamodule)[0]["val/mIoU"]
     assert 0.0 <= first <= 1.0 and 0.0 <= again <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("task", "own"),
+    [("SegmentationTask", "ignore_index"), ("DetectionTask", "head"), ("ClassificationTask", "label_smoothing")],
+)
+def test_fit_help_documents_the_tasks_own_and_shared_arguments(task: str, own: str, capsys) -> None:
+    """Tasks declare only their own arguments and pass the rest to BaseTask: the help still lists every one."""
+    from vitdense.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", f"vitdense.{task}"])
+    text = capsys.readouterr().out
+    for name in (own, "num_classes", "backbone", "optimizer", "freeze_backbone", "ema_decay", "compile"):
+        assert f"--model.{name} " in text, name
+    described = " ".join(text.rsplit("--model.compile ", 1)[1].split())[:300]  # its entry, not the usage line
+    assert "(type: bool, default: False)" in described

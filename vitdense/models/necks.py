@@ -20,8 +20,8 @@ def _rescale(channels: int, factor: float) -> nn.Module:
     steps = round(math.log2(factor))
     if steps == 0:
         return nn.Identity()
-    if steps < 0:
-        return nn.Sequential(*[nn.MaxPool2d(kernel_size=2, stride=2) for _ in range(-steps)])
+    if steps < 0:  # one 2^k pool: the same maxima as k stride-2 pools, in one pass
+        return nn.MaxPool2d(kernel_size=2**-steps, stride=2**-steps)
     layers: list[nn.Module] = []
     for i in range(steps):
         layers.append(nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2))
