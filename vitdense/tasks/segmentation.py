@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
 from vitdense.losses import ohem_cross_entropy
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
@@ -130,6 +131,7 @@ class SegmentationTask(BaseTask):
         neck: NeckName = "auto",
         head: UPerNetConfig | None = None,
         loss: SegmentationLossConfig | None = None,
+        inference: InferenceConfig | None = None,
         **kwargs: Any,
     ) -> None:
         """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
@@ -141,6 +143,7 @@ class SegmentationTask(BaseTask):
             head: UPerNet settings (channels, pool_scales, dropout, aux_weight, aux_channels, aux_in_index).
             loss: loss terms (ce_weight, dice_weight, focal_weight, lovasz_weight, class_weights, label_smoothing,
                 ohem_thresh, ohem_min_kept).
+            inference: how val, test and predict compute logits (mode: whole|slide, crop, stride, flip, scales).
         """
         super().__init__(num_classes=num_classes, **kwargs)
 
@@ -149,6 +152,8 @@ class SegmentationTask(BaseTask):
         self.ignore_index = hp.ignore_index
         self.head_cfg = cfg = merge_config(hp.head, dict(HEAD_DEFAULTS), "head")
         self.loss_cfg = merge_config(hp.loss, dict(LOSS_DEFAULTS), "loss")
+        self.inference_cfg = merge_config(hp.get("inference"), dict(INFERENCE_DEFAULTS), "inference")
+        check_inference_config(self.inference_cfg)
         self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides)
         channels = self.neck.out_channels
         self.decode_head = UPerHead(
@@ -296,7 +301,7 @@ class SegmentationTask(BaseTask):
         valid_sizes = valid_sizes or [(height, width)] * n
         for idx in group_indices(zip(map(tuple, valid_sizes), map(tuple, out_sizes), strict=True)):
             (vh, vw), (oh, ow) = valid_sizes[idx[0]], out_sizes[idx[0]]
-            logits = self(images[idx, :, : int(vh), : int(vw)])
+            logits = infer_logits(self, images[idx, :, : int(vh), : int(vw)], self.inference_cfg, self.input_size())
             yield idx, resize_bilinear(logits, (int(oh), int(ow)))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:

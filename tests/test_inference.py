@@ -1,0 +1,97 @@
+"""Segmentation inference modes: whole, sliding window, flip and multi-scale, shared by val, test and predict."""
+
+import resource
+
+import pytest
+import torch
+
+from vitdense import SegmentationTask
+from vitdense.inference import infer_logits, slide_logits
+
+BACKBONE = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+
+
+def task_with(inference: dict | None = None, **kwargs) -> SegmentationTask:
+    torch.manual_seed(0)
+    task = SegmentationTask(backbone=BACKBONE, num_classes=4, pretrained=False, img_size=64,
+                            head={"channels": 8, "aux_weight": 0.0}, inference=inference, **kwargs)  # fmt: skip
+    return task.eval()
+
+
+def test_slide_with_the_crop_at_the_image_size_is_whole_inference() -> None:
+    task = task_with()
+    images = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        whole = task(images)
+        assert torch.equal(slide_logits(task, images, (64, 96), (32, 32)), whole)
+        assert torch.equal(slide_logits(task, images, (128, 128), (64, 64)), whole)  # crop larger than the image
+
+
+def test_slide_averages_overlapping_windows_and_covers_every_pixel() -> None:
+    calls = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # a "model" whose logit is the window's index, so the mean shows
+        calls.append(tuple(x.shape[-2:]))
+        return torch.full((x.shape[0], 1, *x.shape[-2:]), float(len(calls)))
+
+    out = slide_logits(forward, torch.zeros(1, 3, 40, 50), crop=(20, 30), stride=(15, 15))
+    # rows at y 0, 15 and 30 -> 20, columns at x 0, 15 and 30 -> 20: the last window of each is shifted inside
+    assert calls == [(20, 30)] * 9
+    assert out[0, 0, 0, 0] == 1  # only the first window
+    assert out[0, 0, 0, 20] == pytest.approx((1 + 2 + 3) / 3)  # the three windows of the first row overlap here
+    assert out[0, 0, 30, 25] == pytest.approx((4 + 5 + 6 + 7 + 8 + 9) / 6)
+    assert out[0, 0, 39, 49] == 9  # only the last window
+    assert torch.isfinite(out).all()
+
+
+def test_flip_and_scales_average_probabilities() -> None:
+    task = task_with()
+    images = torch.rand(1, 3, 64, 64)
+    cfg = {"mode": "whole", "crop": None, "stride": None, "flip": True, "scales": [1.0, 0.5]}
+    with torch.no_grad():
+        out = infer_logits(task, images, cfg, (64, 64))
+        views = [task(images), task(images.flip(-1)).flip(-1)]
+        half = torch.nn.functional.interpolate(images, (32, 32), mode="bilinear", align_corners=False)
+        views += [task(half), task(half.flip(-1)).flip(-1)]
+        from vitdense.models.resize import resize_bilinear
+
+        expected = torch.stack([resize_bilinear(v, (64, 64)).softmax(1) for v in views]).mean(0)
+    torch.testing.assert_close(out.exp(), expected)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(1, 64, 64))
+
+
+def test_inference_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"inference\.mode"):
+        task_with({"mode": "tiles"})
+    with pytest.raises(ValueError, match=r"inference\.crop"):
+        task_with({"mode": "slide", "crop": [64]})
+    with pytest.raises(ValueError, match=r"inference\.scales"):
+        task_with({"scales": []})
+    with pytest.raises(ValueError, match="Unknown inference key"):
+        task_with({"flips": True})
+
+
+def test_eval_step_uses_the_configured_inference() -> None:
+    """Val/test/predict all go through logits_per_size: slide there changes what the model sees."""
+    whole, slide = task_with(), task_with({"mode": "slide", "crop": [32, 32], "stride": [16, 16]})
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ((_, whole_logits),) = whole.logits_per_size(images, None, [(64, 64)])
+        ((_, slide_logits_),) = slide.logits_per_size(images, None, [(64, 64)])
+        expected = slide_logits(slide, images, (32, 32), (16, 16))
+    torch.testing.assert_close(slide_logits_, expected)
+    assert not torch.allclose(whole_logits, slide_logits_)
+
+
+@pytest.mark.slow
+def test_a_2048x1024_frame_through_vit_base_at_crop_512_on_cpu() -> None:
+    """Memory is bounded by the crop: 8 windows of 512x512 through a ViT-B UPerNet, not one 2048x1024 forward."""
+    task = SegmentationTask(backbone="vit_base_patch16_224", num_classes=19, pretrained=False, img_size=512,
+                            head={"channels": 64, "aux_weight": 0.0},
+                            inference={"mode": "slide", "crop": [512, 512], "stride": [512, 512]}).eval()  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        ((_, logits),) = task.logits_per_size(torch.rand(1, 3, 1024, 2048), None, [(1024, 2048)])
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mib:.0f} MiB (before the forward {before / 1024:.0f} MiB)")
+    assert logits.shape == (1, 19, 1024, 2048) and torch.isfinite(logits).all()

@@ -1,0 +1,25 @@
+"""The three quickstarts as shipped reach their quality bars (slow: about 90 s each on 2 CPU cores)."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from vitdense.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "metric", "bar"),
+    [("quickstart.yaml", "val/mIoU", 0.85), ("quickstart_classification.yaml", "val/acc", 0.95),
+     ("quickstart_detection.yaml", "val/mAP_50", 0.6)],
+)  # fmt: skip
+def test_quickstart_reaches_its_quality_bar(config: str, metric: str, bar: float, tmp_path: Path) -> None:
+    cli = main(["fit", "--config", str(REPO / "configs" / config), "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    with open(Path(cli.trainer.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    scores = [float(r[metric]) for r in rows if r.get(metric)]
+    assert scores and scores[-1] >= bar, f"{config}: last {metric} {scores[-1:]} < {bar}"

@@ -1,0 +1,107 @@
+"""Test-time segmentation: whole-image or sliding-window inference, with flip and multi-scale averaging.
+
+One setting, ``model.init_args.inference``, serves val, test and predict:
+
+- ``mode: whole`` runs each image at once; ``slide`` runs overlapping ``crop`` windows every ``stride`` pixels
+  (mmseg's ``slide_inference``: windows at the border are shifted inside the image, logits are summed and divided by
+  the number of windows covering each pixel). Memory is then bounded by the crop, not the image, and a ViT sees the
+  token grid it was trained on.
+- ``flip: true`` adds the horizontally flipped image; ``scales: [0.75, 1.0, 1.25]`` runs the image resized by each
+  factor. Their softmax probabilities, resized back to the image, are averaged; the result is returned as log
+  probabilities (valid logits: their softmax is the average, their cross-entropy its negative log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TypedDict
+
+import torch
+import torch.nn.functional as F
+
+from vitdense.models.resize import resize_bilinear
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+class InferenceConfig(TypedDict, total=False):
+    """Test-time settings under ``model.init_args.inference``.
+
+    Keys: ``mode`` (whole | slide), ``crop`` ([h, w] window of slide; default the backbone's img_size), ``stride``
+    ([h, w] between windows; default 2/3 of the crop, as mmseg's 512/341), ``flip`` (add the horizontal flip),
+    ``scales`` (image resize factors, averaged).
+    """
+
+    mode: Literal["whole", "slide"]
+    crop: list[int] | None
+    stride: list[int] | None
+    flip: bool
+    scales: list[float]
+
+
+INFERENCE_DEFAULTS: InferenceConfig = {"mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0]}
+
+
+def check_inference_config(cfg: dict) -> None:
+    """Reject settings that cannot run, naming the key."""
+    if cfg["mode"] not in ("whole", "slide"):
+        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'slide'.")
+    for key in ("crop", "stride"):
+        value = cfg[key]
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ValueError(f"inference.{key}: {value} must be two positive sizes [height, width].")
+    if not cfg["scales"] or min(cfg["scales"]) <= 0:
+        raise ValueError(f"inference.scales: {cfg['scales']} must be a non-empty list of positive factors.")
+
+
+def slide_logits(forward: Logits, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """Logits of ``images`` (B, 3, H, W) from ``crop`` windows every ``stride`` pixels, averaged where they overlap.
+
+    A side shorter than the crop is run whole. With the crop equal to the image this is one window: ``forward``
+    itself.
+    """
+    height, width = images.shape[-2:]
+    crop_h, crop_w = min(crop[0], height), min(crop[1], width)
+    rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
+    cols = max(width - crop_w + stride[1] - 1, 0) // stride[1] + 1
+    total = count = None
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride[0] + crop_h, height), min(c * stride[1] + crop_w, width)
+            y1, x1 = y2 - crop_h, x2 - crop_w
+            logits = forward(images[:, :, y1:y2, x1:x2])
+            if total is None:
+                total = logits.new_zeros(*logits.shape[:2], height, width)
+                count = logits.new_zeros(1, 1, height, width)
+            total[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+    return total / count
+
+
+def infer_logits(forward: Logits, images: torch.Tensor, cfg: dict, default_crop: tuple[int, int]) -> torch.Tensor:
+    """Logits (B, K, H, W) of ``images`` by the configured mode, flips and scales (see the module docstring)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if cfg["mode"] == "whole":
+            return forward(x)
+        crop = tuple(cfg["crop"] or default_crop)
+        stride = tuple(cfg["stride"] or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)))
+        return slide_logits(forward, x, crop, stride)
+
+    scales, flip = [float(s) for s in cfg["scales"]], bool(cfg["flip"])
+    if scales == [1.0] and not flip:
+        return run(images)
+    height, width = images.shape[-2:]
+    probs = None
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = (
+            images if size == (height, width) else F.interpolate(images, size, mode="bilinear", align_corners=False)
+        )
+        for flipped in (False, True) if flip else (False,):
+            view = scaled.flip(-1) if flipped else scaled
+            logits = run(view)
+            logits = logits.flip(-1) if flipped else logits
+            p = resize_bilinear(logits, (height, width)).softmax(1)
+            probs = p if probs is None else probs + p
+    return (probs / (len(scales) * (2 if flip else 1))).clamp_min(1e-12).log()
