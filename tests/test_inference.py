@@ -95,3 +95,15 @@ def test_a_2048x1024_frame_through_vit_base_at_crop_512_on_cpu() -> None:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_mib:.0f} MiB (before the forward {before / 1024:.0f} MiB)")
     assert logits.shape == (1, 19, 1024, 2048) and torch.isfinite(logits).all()
+
+
+def test_inference_is_set_from_the_command_line() -> None:
+    from pathlib import Path
+
+    from vitdense.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    cli = main(["--config", str(config), "--model.init_args.inference",
+                "{mode: slide, crop: [48, 48], stride: [32, 32], flip: true, scales: [0.75, 1.0]}"], run=False)  # fmt: skip
+    assert cli.model.inference_cfg == {"mode": "slide", "crop": [48, 48], "stride": [32, 32], "flip": True,
+                                       "scales": [0.75, 1.0]}  # fmt: skip
