@@ -103,7 +103,7 @@ def test_inference_is_set_from_the_command_line() -> None:
     from vitdense.cli import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-    cli = main(["--config", str(config), "--model.init_args.inference",
-                "{mode: slide, crop: [48, 48], stride: [32, 32], flip: true, scales: [0.75, 1.0]}"], run=False)  # fmt: skip
+    setting = "{mode: slide, crop: [48, 48], stride: [32, 32], flip: true, scales: [0.75, 1.0]}"
+    cli = main(["--config", str(config), "--model.init_args.inference", setting], run=False)
     assert cli.model.inference_cfg == {"mode": "slide", "crop": [48, 48], "stride": [32, 32], "flip": True,
                                        "scales": [0.75, 1.0]}  # fmt: skip
