@@ -1,5 +1,11 @@
 """DataModules, datasets, transforms and image I/O."""
 
+import os
+
+# Set before any module here imports albumentations, which otherwise asks PyPI for a newer version on every run (a
+# warning offline that a user cannot act on).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 from vitdense.data.base import BaseDataModule
 from vitdense.data.benchmarks import (
     ADE20KDataModule,

@@ -7,10 +7,6 @@ Masks are always resampled with nearest-neighbour.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
-
 from collections.abc import Sequence
 from typing import Any
 
