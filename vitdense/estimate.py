@@ -149,8 +149,7 @@ def stage_modules(task: nn.Module) -> list[tuple[str, nn.Module, bool]]:
     for child_name, child in model.named_children():
         if child_name in _STAGE_CONTAINERS and isinstance(child, nn.Sequential | nn.ModuleList):
             blocks = list(child)
-            hierarchical = len({int(s) for s in backbone.strides}) > 1
-            if hierarchical or child_name != "blocks":
+            if backbone.hierarchical or child_name != "blocks":
                 stages += [(f"backbone.{child_name}.{i}", block, False) for i, block in enumerate(blocks)]
                 continue
             ends = sorted({i % len(blocks) for i in backbone.out_indices} | {len(blocks) - 1})

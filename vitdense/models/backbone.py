@@ -123,6 +123,8 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(pcfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(pcfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), False)
         info = self.model.feature_info
+        # The one answer to "is this a plain ViT" (all blocks at one stride) that necks and detectors use.
+        self.hierarchical = is_hierarchical(info)
         self.out_indices = list(cfg["out_indices"]) if cfg["out_indices"] is not None else default_out_indices(info)
         for i in self.out_indices:
             if not -len(info) <= i < len(info):
@@ -188,10 +190,15 @@ class Backbone(nn.Module):
         return self.model.forward_head(tokens, pre_logits=True)
 
 
+def is_hierarchical(feature_info: list[dict[str, Any]]) -> bool:
+    """Whether a timm model's feature maps come at several strides (Swin, hybrids' stages) or one (a plain ViT)."""
+    return len({int(f["reduction"]) for f in feature_info}) > 1
+
+
 def default_out_indices(feature_info: list[dict[str, Any]]) -> list[int]:
     """Four levels: every stage of a hierarchical model, or four blocks spread over a plain ViT's depth."""
     n = len(feature_info)
-    if len({int(f["reduction"]) for f in feature_info}) > 1:
+    if is_hierarchical(feature_info):
         return list(range(n))[-4:]
     if n == 12:
         return [3, 5, 7, 11]  # BEiT / MAE segmentation setting for ViT-B

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -85,17 +86,21 @@ class IdentityNeck(nn.Module):
         return list(features)
 
 
-def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int]) -> nn.Module:
-    """Pick the pyramid neck: ``auto`` = multilevel for single-stride backbones, layernorm for hierarchical ones."""
+SEGMENTATION_NECKS: dict[str, Callable[[list[int], list[int]], nn.Module]] = {
+    "multilevel": MultiLevelNeck,
+    "layernorm": LayerNormNeck,
+    "identity": IdentityNeck,
+}
+
+
+def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int], hierarchical: bool) -> nn.Module:
+    """The pyramid neck named in ``SEGMENTATION_NECKS``; ``auto`` = multilevel for plain ViTs (one stride),
+    layernorm for hierarchical backbones (``Backbone.hierarchical``)."""
     if name == "auto":
-        name = "multilevel" if len(set(in_strides)) == 1 else "layernorm"
-    if name == "multilevel":
-        return MultiLevelNeck(in_channels, in_strides)
-    if name == "layernorm":
-        return LayerNormNeck(in_channels, in_strides)
-    if name == "identity":
-        return IdentityNeck(in_channels, in_strides)
-    raise ValueError(f"Unknown neck '{name}'; choose one of auto, multilevel, layernorm, identity.")
+        name = "layernorm" if hierarchical else "multilevel"
+    if name not in SEGMENTATION_NECKS:
+        raise ValueError(f"Unknown neck '{name}'; choose one of auto, {', '.join(SEGMENTATION_NECKS)}.")
+    return SEGMENTATION_NECKS[name](in_channels, in_strides)
 
 
 ExtraLevels = Literal["p6p7", "maxpool"]

@@ -154,7 +154,7 @@ class SegmentationTask(BaseTask):
         self.loss_cfg = merge_config(hp.loss, dict(LOSS_DEFAULTS), "loss")
         self.inference_cfg = merge_config(hp.get("inference"), dict(INFERENCE_DEFAULTS), "inference")
         check_inference_config(self.inference_cfg)
-        self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides)
+        self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides, self.backbone.hierarchical)
         channels = self.neck.out_channels
         self.decode_head = UPerHead(
             channels, self.num_classes, cfg["channels"], tuple(cfg["pool_scales"]), cfg["dropout"]

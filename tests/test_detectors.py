@@ -1,0 +1,47 @@
+"""Detectors: a name -> builder table, and a neck a config can name."""
+
+import pytest
+import torch
+
+from vitdense import DetectionTask
+from vitdense.models.heads import DETECTORS
+from vitdense.models.necks import FPN, SimpleFeaturePyramid
+
+VIT = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+SWIN = {"name": "swin_tiny_patch4_window7_224",
+        "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}}  # fmt: skip
+
+
+def detector(backbone: dict, **head) -> DetectionTask:
+    return DetectionTask(backbone=backbone, num_classes=2, pretrained=False, img_size=64,
+                         head={"channels": 32, **head})  # fmt: skip
+
+
+def test_the_table_names_every_detector() -> None:
+    assert set(DETECTORS) == {"retinanet", "fcos", "faster_rcnn"}
+    with pytest.raises(ValueError, match="Unknown detection head 'yolo'; choose one of retinanet, fcos, faster_rcnn"):
+        detector(VIT, name="yolo")
+
+
+@pytest.mark.parametrize(
+    ("backbone", "neck", "expected"),
+    [(VIT, "auto", SimpleFeaturePyramid), (SWIN, "auto", FPN), (SWIN, "simple_fpn", SimpleFeaturePyramid)],
+)
+def test_a_detection_config_can_name_its_neck(backbone: dict, neck: str, expected: type) -> None:
+    task = detector(backbone, neck=neck)
+    assert isinstance(task.detector.backbone.neck, expected)
+    if expected is SimpleFeaturePyramid:  # ViTDet's pyramid reads the last block or stage alone
+        assert len(task.backbone.out_indices) == 1
+    task.train()
+    images = [torch.rand(3, 64, 64)]
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}]
+    loss = task._losses(images, targets)
+    loss.backward()
+    assert all(p.grad is not None for p in task.parameters() if p.requires_grad)  # DDP needs every gradient
+
+
+def test_fpn_on_a_plain_vit_is_refused_with_what_to_use() -> None:
+    with pytest.raises(ValueError, match=r"head\.neck=fpn needs stages at several strides.*use simple_fpn"):
+        detector(VIT, neck="fpn")
+    with pytest.raises(ValueError, match="Unknown detection neck 'bifpn'"):
+        detector(VIT, neck="bifpn")

@@ -1,0 +1,165 @@
+"""Detectors on a ViT/Swin/hybrid body: the body (backbone + pyramid) and a name -> builder table of torchvision
+RetinaNet, FCOS and Faster R-CNN heads."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal, TypedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from vitdense.models.backbone import Backbone
+from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
+
+
+class DetectionHeadConfig(TypedDict, total=False):
+    """Detector settings under ``model.init_args.head``.
+
+    Keys: ``name`` (retinanet, fcos or faster_rcnn), ``neck`` (auto, simple_fpn or fpn; auto = ViTDet's simple
+    feature pyramid for plain ViTs, an FPN for hierarchical backbones), ``channels`` (pyramid width),
+    ``anchor_scale`` (anchor side / level stride; RetinaNet and Faster R-CNN), ``min_stride`` (finest pyramid level;
+    null = 8 for the one-stage heads, P3-P7, and 4 for Faster R-CNN, P2-P6), ``score_thresh``, ``nms_thresh``,
+    ``detections_per_img``.
+    """
+
+    name: Literal["retinanet", "fcos", "faster_rcnn"]
+    neck: Literal["auto", "simple_fpn", "fpn"]
+    channels: int
+    anchor_scale: float
+    min_stride: int | None
+    score_thresh: float
+    nms_thresh: float
+    detections_per_img: int
+
+
+HEAD_DEFAULTS: DetectionHeadConfig = {
+    "name": "retinanet",
+    "neck": "auto",
+    "channels": 256,
+    "anchor_scale": 4.0,
+    "min_stride": None,
+    "score_thresh": 0.05,
+    "nms_thresh": 0.5,
+    "detections_per_img": 100,
+}
+
+
+class _NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detector transform without its resize: the DataModule sizes images; this normalises and pads."""
+
+    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
+        return image, target
+
+
+class DetectionBody(nn.Module):
+    """Backbone + pyramid as torchvision wants it: ``OrderedDict`` of equal-channel maps and ``out_channels``.
+
+    ``neck: simple_fpn`` is ViTDet's simple feature pyramid from the last map (the default for plain ViTs, whose
+    detection backbone keeps only its last block); ``fpn`` an FPN over the stages at ``min_stride`` and coarser (the
+    default for hierarchical backbones). Only levels the detector reads are built, so every parameter gets a gradient
+    (DDP needs that).
+
+    Args:
+        backbone: the backbone (an FPN narrows it to the stages at ``min_stride`` and coarser).
+        channels: width of every pyramid level.
+        min_stride: finest pyramid level.
+        extra: coarser levels after stride 32: ``p6p7`` (RetinaNet, FCOS) or ``maxpool`` (Faster R-CNN's RPN).
+        neck: auto, simple_fpn or fpn.
+    """
+
+    def __init__(
+        self, backbone: Backbone, channels: int, min_stride: int, extra: ExtraLevels, neck: str = "auto"
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        neck = detection_neck_name(neck, backbone)
+        if neck == "simple_fpn":
+            strides = tuple(s for s in (4, 8, 16, 32) if s >= min_stride)
+            self.neck: nn.Module = SimpleFeaturePyramid(
+                backbone.out_channels[-1], backbone.strides[-1], channels, strides, extra
+            )
+        else:
+            keep = [i for i, s in enumerate(backbone.strides) if s >= min_stride]
+            if not keep:
+                raise ValueError(f"head.min_stride={min_stride} is coarser than every stage {backbone.strides}.")
+            backbone.select_levels(keep)
+            self.neck = FPN(backbone.out_channels, backbone.strides, channels, extra)
+        self.strides = list(self.neck.strides)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return OrderedDict((str(i), m) for i, m in enumerate(self.neck(self.backbone.features(x))))
+
+
+def detection_neck_name(neck: str, backbone: Backbone) -> str:
+    """The neck a detector gets: ``auto`` resolved from the backbone, and a check that the choice can be built."""
+    if neck not in DETECTION_NECKS:
+        raise ValueError(f"Unknown detection neck '{neck}'; choose one of {', '.join(DETECTION_NECKS)}.")
+    if neck == "auto":
+        return "fpn" if backbone.hierarchical else "simple_fpn"
+    if neck == "fpn" and not backbone.hierarchical:
+        raise ValueError(
+            f"head.neck=fpn needs stages at several strides, and '{backbone.cfg['name']}' is a plain ViT (one "
+            "stride): use simple_fpn (ViTDet's pyramid from the last block) or auto."
+        )
+    return neck
+
+
+DETECTION_NECKS = ("auto", "simple_fpn", "fpn")
+
+
+def _retinanet(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
+    strides, scale = body.strides, cfg["anchor_scale"]
+    sizes = tuple(tuple(int(scale * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
+    return RetinaNet(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
+                     nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+
+
+def _fcos(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
+    if cfg["channels"] % 32:
+        raise ValueError(f"head.channels={cfg['channels']}: FCOS's head uses GroupNorm(32), so use a multiple of 32.")
+    strides = body.strides
+    anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
+    return FCOS(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
+                nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+
+
+def _faster_rcnn(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
+    strides, scale = body.strides, cfg["anchor_scale"]
+    anchors = AnchorGenerator(tuple((int(2 * scale * s),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
+    names = [str(i) for i, s in enumerate(strides) if s <= 32]  # RoIs pool from P2-P5, not the max-pooled P6
+    roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+    thresholds = {"box_score_thresh": cfg["score_thresh"], "box_nms_thresh": cfg["nms_thresh"]}
+    return FasterRCNN(body, num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
+                      **thresholds, **common)  # fmt: skip
+
+
+# name -> (builder, finest default level, extra levels): RetinaNet and FCOS read P3-P7 (P6/P7 by stride-2 convs, as
+# in their papers); Faster R-CNN's RPN reads P2-P6 and its RoI heads pool from P2-P5, as in ViTDet and detectron2.
+DETECTORS: dict[str, tuple[Callable[..., nn.Module], int, ExtraLevels]] = {
+    "retinanet": (_retinanet, 8, "p6p7"),
+    "fcos": (_fcos, 8, "p6p7"),
+    "faster_rcnn": (_faster_rcnn, 4, "maxpool"),
+}
+
+
+def build_detector(name: str, backbone: Backbone, num_classes: int, cfg: dict) -> nn.Module:
+    """A torchvision detector (``DETECTORS``) on the backbone's pyramid, with anchors matched to its strides."""
+    if name not in DETECTORS:
+        raise ValueError(f"Unknown detection head '{name}'; choose one of {', '.join(DETECTORS)}.")
+    builder, default_min_stride, extra = DETECTORS[name]
+    min_stride = cfg["min_stride"] if cfg["min_stride"] is not None else default_min_stride
+    body = DetectionBody(backbone, cfg["channels"], min_stride, extra, cfg.get("neck", "auto"))
+    mean, std = backbone.mean.flatten().tolist(), backbone.std.flatten().tolist()
+    common = {"min_size": 1, "max_size": 1, "image_mean": mean, "image_std": std,
+              "detections_per_img": cfg["detections_per_img"]}  # fmt: skip
+    model = builder(body, num_classes, cfg, common)
+    model.transform = _NoResizeTransform(1, 1, mean, std, size_divisible=backbone.size_divisor)
+    return model
