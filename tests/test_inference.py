@@ -107,3 +107,22 @@ def test_inference_is_set_from_the_command_line() -> None:
     cli = main(["--config", str(config), "--model.init_args.inference", setting], run=False)
     assert cli.model.inference_cfg == {"mode": "slide", "crop": [48, 48], "stride": [32, 32], "flip": True,
                                        "scales": [0.75, 1.0]}  # fmt: skip
+
+
+def test_classification_flip_averages_the_probabilities_of_both_views() -> None:
+    from vitdense import ClassificationTask
+
+    def classifier(**kwargs) -> ClassificationTask:
+        torch.manual_seed(0)
+        return ClassificationTask(backbone=BACKBONE, num_classes=3, pretrained=False, img_size=32, **kwargs).eval()
+
+    plain, flipped = classifier(), classifier(inference={"flip": True})
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = (plain(images).softmax(-1) + plain(images.flip(-1)).softmax(-1)) / 2
+        torch.testing.assert_close(flipped.eval_logits(images).exp(), expected)
+        torch.testing.assert_close(plain.eval_logits(images), plain(images))
+        paths = {"image": images, "path": ["a.png", "b.png"]}
+        torch.testing.assert_close(torch.stack([p["probs"] for p in flipped.predict_step(paths, 0)]), expected)
+    with pytest.raises(ValueError, match="Unknown inference key"):
+        classifier(inference={"scales": [1.0]})

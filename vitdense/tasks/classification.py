@@ -20,6 +20,13 @@ from vitdense.tasks.base import BaseTask
 from vitdense.tasks.optim import merge_config
 
 
+class ClassificationInferenceConfig(TypedDict, total=False):
+    """Test-time settings under ``model.init_args.inference``: ``flip`` (average the probabilities of the image and
+    its horizontal flip)."""
+
+    flip: bool
+
+
 class MixupConfig(TypedDict, total=False):
     """timm Mixup/CutMix under ``model.init_args.mixup`` (training batches only).
 
@@ -59,6 +66,7 @@ class ClassificationTask(BaseTask):
         head_dropout: float = 0.0,
         label_smoothing: float = 0.1,
         mixup: MixupConfig | None = None,
+        inference: ClassificationInferenceConfig | None = None,
         **kwargs: Any,
     ) -> None:
         """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
@@ -68,6 +76,7 @@ class ClassificationTask(BaseTask):
             head_dropout: dropout before the classifier.
             label_smoothing: label smoothing of the cross-entropy (also applied to Mixup/CutMix targets).
             mixup: timm Mixup/CutMix settings (mixup_alpha, cutmix_alpha, prob, switch_prob, mode); off by default.
+            inference: how val, test and predict score images (flip: average with the horizontal flip).
         """
         super().__init__(num_classes=num_classes, **kwargs)
 
@@ -76,6 +85,7 @@ class ClassificationTask(BaseTask):
 
     def configure_models(self) -> None:
         hp = self.hparams
+        self.inference_cfg = merge_config(hp.get("inference"), {"flip": False}, "inference")
         self.label_smoothing = hp.label_smoothing
         self.head = ClassificationHead(
             self.backbone.embed_dim, self.num_classes, hp.head_dropout, self.backbone.num_pooled
@@ -107,13 +117,21 @@ class ClassificationTask(BaseTask):
         """Class logits (B, num_classes) for [0, 1] images (B, 3, H, W)."""
         return self.head(self.backbone.forward_pooled(images))
 
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for val, test and predict: with ``inference.flip``, the log of the mean probabilities of the
+        image and its horizontal flip."""
+        if not self.inference_cfg["flip"]:
+            return self(images)
+        probs = (self(images).softmax(-1) + self(images.flip(-1)).softmax(-1)) / 2
+        return probs.clamp_min(1e-12).log()
+
     def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
         if stage == "train" and self.mixup is not None:
             images, soft = self._mix(images, labels)
             loss = self.soft_loss(self(images), soft)
         else:
-            logits = self(images)
+            logits = self(images) if stage == "train" else self.eval_logits(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
             if stage != "train":
                 self.metrics[stage].update(logits, labels)
@@ -134,7 +152,7 @@ class ClassificationTask(BaseTask):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class id, name and probabilities per image: ``[{"path", "label", "class_name", "probs"}, ...]``."""
-        probs = self(batch["image"]).softmax(-1).cpu()
+        probs = self.eval_logits(batch["image"]).softmax(-1).cpu()
         labels = probs.argmax(-1)
         return [
             {"path": path, "label": int(k), "class_name": self.class_names[int(k)], "probs": p}
