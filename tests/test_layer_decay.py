@@ -54,7 +54,7 @@ def assert_layer_decay_matches(task: BaseTask, table: list[tuple[str, int]], dec
             name = names[id(p)]
             seen.add(name)
             assert group["initial_lr"] == pytest.approx(base_lr * expected_scale(table, name, decay), rel=1e-9), name
-            no_decay = p.ndim <= 1 or re.search(r"(pos_embed|cls_token|relative_position_bias_table)$", name)
+            no_decay = p.ndim <= 1 or re.search(r"(pos_embed|cls_token|reg_token|relative_position_bias_table)$", name)
             assert (group["weight_decay"] == 0.0) == bool(no_decay), name
     assert seen == {n for n, p in task.named_parameters()}, "every parameter is in exactly one group"
 
@@ -118,3 +118,28 @@ def test_adamw_is_fused_and_updates_as_the_loop_implementation_does() -> None:
         results.append([p.detach() for p in params])
     for fused_param, loop_param in zip(*results, strict=True):
         torch.testing.assert_close(fused_param, loop_param)
+
+
+# Today's backbones, as tiny 2-block variants: stem (class and register tokens, pos-embed, patch embedding) at
+# decay**3, block i at decay**(2 - i), the final norms (norm, fc_norm) and everything after the backbone at 1.0.
+TINY_FOUNDATION = ["vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3", "eva02_tiny_patch14_224"]
+TINY_TABLE = [
+    (r"backbone\.model\.(cls_token|reg_token|pos_embed|patch_embed\.)", 3),
+    (r"backbone\.model\.blocks\.0\.", 2),
+    (r"backbone\.model\.blocks\.1\.", 1),
+    (r"backbone\.model\.(norm|fc_norm|head_norm)\.", 0),
+    (r"(?!backbone\.)", 0),
+]
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "classification"])
+@pytest.mark.parametrize("name", TINY_FOUNDATION)
+def test_foundation_backbones_follow_the_beit_rule_with_register_tokens(kind: str, name: str) -> None:
+    backbone = {"name": name, "pretrained": False, "model_kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}}
+    optimizer = {"lr": 1e-4, "layer_decay": DECAY}
+    task = (
+        SegmentationTask(backbone=backbone, num_classes=3, optimizer=optimizer, head={"channels": 8})
+        if kind == "segmentation"
+        else ClassificationTask(backbone=backbone, num_classes=3, optimizer=optimizer)
+    )
+    assert_layer_decay_matches(task, TINY_TABLE, DECAY, 1e-4)

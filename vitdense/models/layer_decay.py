@@ -20,12 +20,15 @@ from torch import nn
 _HEAD_SUFFIX = (99999,)
 
 
-def _head_patterns(model: nn.Module) -> list[re.Pattern[str]]:
+def _body_patterns(model: nn.Module) -> list[re.Pattern[str]]:
+    """The group matcher's stem and block patterns (not the ones it merges into the last block, such as the norm)."""
     matcher = model.group_matcher(coarse=False)
     patterns = []
     for spec in matcher.values():
-        for entry in spec if isinstance(spec, (list, tuple)) else []:
-            if isinstance(entry, (list, tuple)) and len(entry) == 2 and tuple(entry[1] or ()) == _HEAD_SUFFIX:
+        for entry in [spec] if isinstance(spec, str) else spec:
+            if isinstance(entry, str):
+                patterns.append(re.compile(entry))
+            elif isinstance(entry, (list, tuple)) and len(entry) == 2 and tuple(entry[1] or ()) != _HEAD_SUFFIX:
                 patterns.append(re.compile(entry[0]))
     return patterns
 
@@ -34,12 +37,13 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     """Layer id of every parameter of a full timm model and the id of the head level (``L + 1``).
 
     Parameters that timm's group matcher does not place in the stem or a block (final norm, ``fc_norm``, a
-    classifier) are at the head level.
+    classifier) are at the head level: timm gives an unmatched name a group of its own after the last block, which
+    would add one more decay step to every layer (EVA-02's ``fc_norm``).
     """
     if hasattr(model, "group_matcher"):
         ids = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
-        head = _head_patterns(model)
-        ids = {name: i for name, i in ids.items() if not any(p.match(name) for p in head)}
+        body = _body_patterns(model)
+        ids = {name: i for name, i in ids.items() if any(p.match(name) for p in body)}
     else:
         ids = auto_group_layers(model)
     head_id = max(ids.values(), default=0) + 1
