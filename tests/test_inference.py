@@ -126,3 +126,18 @@ def test_classification_flip_averages_the_probabilities_of_both_views() -> None:
         torch.testing.assert_close(torch.stack([p["probs"] for p in flipped.predict_step(paths, 0)]), expected)
     with pytest.raises(ValueError, match="Unknown inference key"):
         classifier(inference={"scales": [1.0]})
+
+
+def test_predicted_masks_are_palette_pngs_of_class_ids(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from vitdense.tasks.segmentation import class_palette
+
+    task = task_with()
+    mask = torch.tensor([[0, 1], [2, 3]])
+    (path,) = task.save_predictions([{"path": "photos/img_7.jpg", "mask": mask}], tmp_path)
+    image = Image.open(path)
+    assert path.name == "img_7.png" and image.mode == "P"
+    assert np.array_equal(np.array(image), mask.numpy())  # the pixel values are the class ids
+    assert image.getpalette()[:12] == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] == class_palette(4)

@@ -115,6 +115,21 @@ def segmentation_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def class_palette(n: int) -> list[int]:
+    """PASCAL VOC's colour map (class 0 black, then well-separated colours), as a flat RGB list of ``n`` entries."""
+    palette = []
+    for k in range(n):
+        r = g = b = 0
+        c = k
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
 class SegmentationTask(BaseTask):
     """Semantic segmentation with a pretrained ViT/DeiT/Swin/hybrid backbone and a UPerNet head.
 
@@ -313,12 +328,18 @@ class SegmentationTask(BaseTask):
         return out
 
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
-        """Write each predicted mask as a PNG of class ids named after its image."""
-        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        """Write each predicted mask as a PNG of class ids named after its image: a palette PNG (the pixel values are
+        the class ids, image viewers show them in colour) up to 256 classes, 16-bit grey above."""
         written = []
         for pred in predictions:
             path = output_dir / f"{Path(pred['path']).stem}.png"
-            Image.fromarray(pred["mask"].numpy().astype(dtype)).save(path)
+            mask = pred["mask"].numpy()
+            if self.num_classes <= 256:
+                image = Image.fromarray(mask.astype(np.uint8))
+                image.putpalette(class_palette(256))  # an "L" image with a palette is a "P" image
+            else:
+                image = Image.fromarray(mask.astype(np.uint16))
+            image.save(path)
             written.append(path)
         return written
 
