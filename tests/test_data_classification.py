@@ -11,7 +11,8 @@ from vitdense.data import (
     get_datamodule,
     list_datamodules,
 )
-from vitdense.data.classification import ImageFolderDataset, classification_train_transform
+from vitdense.data.imagefolder import ImageFolderDataset
+from vitdense.data.transforms import classification_train_transform
 
 
 def write_image(path: Path, size=(40, 30), mode: str = "RGB", seed: int = 0) -> None:

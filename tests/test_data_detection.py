@@ -15,13 +15,8 @@ from vitdense.data import (
     get_datamodule,
     list_datamodules,
 )
-from vitdense.data.detection import (
-    CocoDetectionDataset,
-    bbox_params,
-    detection_train_transform,
-    read_categories,
-)
-from vitdense.data.transforms import to_tensor
+from vitdense.data.coco import CocoDetectionDataset, read_categories
+from vitdense.data.transforms import bbox_params, detection_train_transform, to_tensor
 
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 1, "name": "bird"}, {"id": 3, "name": "cat"}]
 

@@ -295,7 +295,7 @@ def test_color_jitter_zero_keeps_the_crop_colours() -> None:
 
 
 def test_synthetic_samples_are_rendered_once_and_stay_the_same() -> None:
-    from vitdense.data.segmentation import SyntheticShapesDataset
+    from vitdense.data.synthetic_datamodules import SyntheticShapesDataset
 
     dataset = SyntheticShapesDataset(8, "train", seed=3, image_size=32)
     calls = []

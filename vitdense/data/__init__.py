@@ -1,4 +1,11 @@
-"""DataModules, datasets, transforms and image I/O."""
+"""DataModules, datasets, transforms and image I/O.
+
+One module per concern: ``folders`` (listing and pairing the files of folder datasets), ``transforms`` (augmentation
+presets and collate functions), ``synthetic`` (seeded generators and shape renderers) with
+``synthetic_datamodules``, ``base``, ``io`` and ``registry``; and one per format: ``segmentation`` (images + masks),
+``imagefolder`` (classification), ``coco`` (COCO detection JSON) and ``benchmarks`` (ADE20K, Cityscapes, VOC, COCO
+2017). Importing this package registers every DataModule.
+"""
 
 import os
 
@@ -13,11 +20,17 @@ from vitdense.data.benchmarks import (
     COCO2017DataModule,
     VOCSegmentationDataModule,
 )
-from vitdense.data.classification import ImageFolderDataModule, SyntheticClassificationDataModule
-from vitdense.data.detection import CocoDetectionDataModule, SyntheticDetectionDataModule, detection_collate
+from vitdense.data.coco import CocoDetectionDataModule
+from vitdense.data.imagefolder import ImageFolderDataModule
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
-from vitdense.data.segmentation import SegmentationFolderDataModule, SyntheticSegmentationDataModule
+from vitdense.data.segmentation import SegmentationFolderDataModule
+from vitdense.data.synthetic_datamodules import (
+    SyntheticClassificationDataModule,
+    SyntheticDetectionDataModule,
+    SyntheticSegmentationDataModule,
+)
+from vitdense.data.transforms import detection_collate
 
 __all__ = [
     "ADE20KDataModule",

@@ -16,15 +16,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from vitdense.data.base import Split
-from vitdense.data.detection import CocoDetectionDataModule
+from vitdense.data.coco import CocoDetectionDataModule
+from vitdense.data.folders import examples, pair_by_key, pair_folders
 from vitdense.data.registry import register_datamodule
-from vitdense.data.segmentation import (
-    SegmentationFolderDataModule,
-    SegmentationFolderDataset,
-    _examples,
-    pair_by_key,
-    pair_folders,
-)
+from vitdense.data.segmentation import SegmentationFolderDataModule, SegmentationFolderDataset
 
 IGNORE_INDEX = 255
 
@@ -188,7 +183,7 @@ class VOCSegmentationDataset(SegmentationFolderDataset):
         missing = [p.name for pair in pairs for p in pair if not p.is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{len(missing)} file(s) listed by '{id_file}' are missing from '{voc}' (e.g. {_examples(missing)}). "
+                f"{len(missing)} file(s) listed by '{id_file}' are missing from '{voc}' (e.g. {examples(missing)}). "
                 f"Expected the official layout {self.LAYOUT}."
             )
         return pairs

@@ -1,13 +1,17 @@
-"""Albumentations presets for segmentation and the collate function that pads a batch to one size.
+"""Albumentations presets for segmentation, classification and detection, and the collate functions of batches.
 
-Pipelines take an ``(H, W, 3)`` uint8 image and an ``(H, W)`` integer mask and return a float32 ``(3, H, W)``
-image in [0, 1] and an int64 ``(H, W)`` mask. They do not normalise: the model applies its backbone's mean/std.
-Masks are always resampled with nearest-neighbour.
+Pipelines take an ``(H, W, 3)`` uint8 image (and an ``(H, W)`` integer mask, or ``xyxy`` boxes with their labels)
+and return a float32 ``(3, H, W)`` image in [0, 1] (and an int64 ``(H, W)`` mask). They do not normalise: the model
+applies its backbone's mean/std. Masks are always resampled with nearest-neighbour.
+
+Detection boxes are ``xyxy`` float pixels of the transformed image. Detection eval transforms are pure resizes (no
+crop or pad), so a model maps its boxes back to the original image by scaling x by ``orig_w / valid_w`` and y by
+``orig_h / valid_h``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
@@ -15,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
+from torchvision.transforms import v2
 
 
 def _mask_to_int64(mask: np.ndarray, **_: Any) -> np.ndarray:
@@ -32,6 +37,17 @@ def seed_transform(transform: Any) -> None:
     if hasattr(transform, "set_random_seed") and getattr(transform, "_vitdense_seed", None) != seed:
         transform.set_random_seed(seed % 2**32)
         transform._vitdense_seed = seed
+
+
+def apply_transform(
+    transform: Callable[..., dict[str, Any]], image: np.ndarray, mask: np.ndarray | None = None
+) -> dict:
+    """Seed ``transform`` (see ``seed_transform``) and run it on an image and, when given, its mask."""
+    seed_transform(transform)
+    if mask is None:
+        return transform(image=image)
+    # int32: cv2 cannot resample int64 and uint8 cannot hold every class id / ignore_index
+    return transform(image=image, mask=mask.astype(np.int32))
 
 
 def to_tensor() -> list[A.BasicTransform]:
@@ -114,6 +130,135 @@ def segmentation_eval_transform(size: int | None = None) -> SegmentationEvalTran
     return SegmentationEvalTransform(size)
 
 
+EVAL_CROP_RATIO = 0.875  # eval resizes the short side to image_size / 0.875, then centre-crops (the timm default)
+
+
+class RandAugment:
+    """torchvision's ``RandAugment`` on an ``(H, W, 3)`` uint8 array (albumentations has none); use in ``A.Lambda``."""
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9) -> None:
+        """Configure the policy.
+
+        Args:
+            num_ops: Operations applied in a row.
+            magnitude: Strength of every operation (0-30).
+        """
+        self.transform = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+
+    def __call__(self, image: np.ndarray, **_: Any) -> np.ndarray:
+        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return self.transform(chw).permute(1, 2, 0).numpy()
+
+
+def classification_train_transform(
+    image_size: int, scale: tuple[float, float] = (0.08, 1.0), randaugment: bool = False
+) -> A.Compose:
+    """Random resized crop and horizontal flip, optionally followed by RandAugment.
+
+    RandAugment is torchvision's (``transforms.v2.RandAugment``, 2 ops at magnitude 9), run on the uint8 crop
+    before it is turned into a float tensor.
+
+    Args:
+        image_size: Side of the square crop.
+        scale: Range of the crop's area as a fraction of the image's.
+        randaugment: Add RandAugment.
+    """
+    extra = [A.Lambda(image=RandAugment(), name="randaugment", p=1.0)] if randaugment else []
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(image_size, image_size), scale=scale),
+            A.HorizontalFlip(p=0.5),
+            *extra,
+            *to_tensor(),
+        ]
+    )
+
+
+def classification_eval_transform(image_size: int) -> A.Compose:
+    """Resize the short side to ``int(image_size / 0.875)``, then centre-crop ``image_size`` x ``image_size``.
+
+    Args:
+        image_size: Side of the square crop.
+    """
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=int(image_size / EVAL_CROP_RATIO)),
+            A.CenterCrop(height=image_size, width=image_size),
+            *to_tensor(),
+        ]
+    )
+
+
+def bbox_params(min_box_size: float = 1.0) -> A.BboxParams:
+    """Box handling of every detection pipeline: ``pascal_voc`` (xyxy pixel) boxes with a ``labels`` field.
+
+    A box that a transform cuts below ``min_box_size`` pixels wide or high, or to nothing, is dropped with its
+    label; boxes are clipped to the image after every step.
+
+    Args:
+        min_box_size: Smallest width and height, in pixels, that a box keeps after a transform.
+    """
+    return A.BboxParams(
+        format="pascal_voc",
+        label_fields=["labels"],
+        min_visibility=0.0,
+        min_area=0.0,
+        min_width=min_box_size,
+        min_height=min_box_size,
+        clip=True,
+    )
+
+
+def detection_train_transform(
+    image_size: int, scale_range: tuple[float, float] = (0.5, 1.5), min_box_size: float = 1.0
+) -> A.Compose:
+    """Resize the long side to a random ``s * image_size``, pad (bottom/right) or randomly crop to a square, flip.
+
+    Args:
+        image_size: Side of the square training image.
+        scale_range: Range of ``s``, the random long-side scale relative to ``image_size``.
+        min_box_size: Boxes narrower or lower than this (pixels, after the transform) are dropped.
+    """
+    low, high = scale_range
+    sizes = list(range(max(1, round(low * image_size)), max(1, round(high * image_size)) + 1))
+    return A.Compose(
+        [
+            A.LongestMaxSize(max_size=sizes),  # one random long side from the list
+            A.PadIfNeeded(min_height=image_size, min_width=image_size, position="top_left", fill=0),
+            A.RandomCrop(height=image_size, width=image_size),
+            A.HorizontalFlip(p=0.5),
+            *to_tensor(),
+        ],
+        bbox_params=bbox_params(min_box_size),
+    )
+
+
+def detection_eval_transform(image_size: int | None = None, min_box_size: float | None = 1.0) -> A.Compose:
+    """Resize the long side to ``image_size`` keeping the aspect ratio (no crop or pad), or keep the image as is.
+
+    Args:
+        image_size: Target long side in pixels; ``None`` keeps the original size.
+        min_box_size: Boxes narrower or lower than this (pixels, after the resize) are dropped; ``None`` builds a
+            pipeline for images only (predict).
+    """
+    resize = [] if image_size is None else [A.LongestMaxSize(max_size=image_size)]
+    boxes = None if min_box_size is None else bbox_params(min_box_size)
+    return A.Compose([*resize, *to_tensor()], bbox_params=boxes)
+
+
+def apply_box_transform(
+    transform: Callable[..., dict[str, Any]], image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+):
+    """Run an albumentations pipeline on an image and its boxes; return ``(image, target)``."""
+    seed_transform(transform)
+    out = transform(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
+    target = {
+        "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+        "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
+    }
+    return out["image"], target
+
+
 def _round_up(value: int, divisor: int) -> int:
     return -(-value // divisor) * divisor
 
@@ -159,3 +304,13 @@ def pad_collate(batch: Sequence[dict[str, Any]], ignore_index: int, size_divisor
         same_shape = all(isinstance(v, torch.Tensor) and v.shape == values[0].shape for v in values)
         out[key] = torch.stack(values) if same_shape else values
     return out
+
+
+def detection_collate(batch: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Collect every key of the items in lists: images may differ in size, so nothing is stacked or padded.
+
+    Returns:
+        ``{"image": [(3, h, w), ...], "target": [{"boxes", "labels"}, ...], "path": [...], "orig_size": [...],
+        "valid_size": [...]}`` (``target`` only when the items have one).
+    """
+    return {key: [item[key] for item in batch] for key in batch[0]}

@@ -1,90 +1,22 @@
-"""Image classification data: an ImageFolder DataModule and a synthetic one-shape-per-image DataModule."""
+"""Image classification from folders, one per class (torchvision's ImageFolder layout): the dataset, its DataModule
+and the class names read from the folder names."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
-import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from vitdense.data.base import BaseDataModule, SampleCache, Split, SyntheticDataModule
+from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.folders import IMAGE_EXTENSIONS, PredictImageFolder, examples, list_files
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
-from vitdense.data.segmentation import (
-    _SPLIT_IDS,
-    IMAGE_EXTENSIONS,
-    PredictImageFolder,
-    _apply,
-    _examples,
-    _list_files,
-)
-from vitdense.data.shapes import SHAPE_NAMES, dark_background, paint, shape_coverage
-from vitdense.data.transforms import random_flips, to_tensor
+from vitdense.data.transforms import apply_transform, classification_eval_transform, classification_train_transform
 
 LAYOUT = "root/{split}/<class name>/*.jpg (or .png, ...), one folder per class"
-EVAL_CROP_RATIO = 0.875  # eval resizes the short side to image_size / 0.875, then centre-crops (the timm default)
-
-
-class RandAugment:
-    """torchvision's ``RandAugment`` on an ``(H, W, 3)`` uint8 array (albumentations has none); use in ``A.Lambda``."""
-
-    def __init__(self, num_ops: int = 2, magnitude: int = 9) -> None:
-        """Configure the policy.
-
-        Args:
-            num_ops: Operations applied in a row.
-            magnitude: Strength of every operation (0-30).
-        """
-        self.transform = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
-
-    def __call__(self, image: np.ndarray, **_: Any) -> np.ndarray:
-        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        return self.transform(chw).permute(1, 2, 0).numpy()
-
-
-def classification_train_transform(
-    image_size: int, scale: tuple[float, float] = (0.08, 1.0), randaugment: bool = False
-) -> A.Compose:
-    """Random resized crop and horizontal flip, optionally followed by RandAugment.
-
-    RandAugment is torchvision's (``transforms.v2.RandAugment``, 2 ops at magnitude 9), run on the uint8 crop
-    before it is turned into a float tensor.
-
-    Args:
-        image_size: Side of the square crop.
-        scale: Range of the crop's area as a fraction of the image's.
-        randaugment: Add RandAugment.
-    """
-    extra = [A.Lambda(image=RandAugment(), name="randaugment", p=1.0)] if randaugment else []
-    return A.Compose(
-        [
-            A.RandomResizedCrop(size=(image_size, image_size), scale=scale),
-            A.HorizontalFlip(p=0.5),
-            *extra,
-            *to_tensor(),
-        ]
-    )
-
-
-def classification_eval_transform(image_size: int) -> A.Compose:
-    """Resize the short side to ``int(image_size / 0.875)``, then centre-crop ``image_size`` x ``image_size``.
-
-    Args:
-        image_size: Side of the square crop.
-    """
-    return A.Compose(
-        [
-            A.SmallestMaxSize(max_size=int(image_size / EVAL_CROP_RATIO)),
-            A.CenterCrop(height=image_size, width=image_size),
-            *to_tensor(),
-        ]
-    )
 
 
 def _class_folders(split_dir: Path) -> list[str]:
@@ -165,12 +97,12 @@ class ImageFolderDataset(Dataset):
         if unknown:
             raise ValueError(
                 f"'{split_dir}' has class folder(s) {unknown} that are not among the {len(self.class_names)} "
-                f"classes of the training split ({_examples(self.class_names, 10)}). Rename or remove them, "
+                f"classes of the training split ({examples(self.class_names, 10)}). Rename or remove them, "
                 "or add the same folders to the training split."
             )
         samples = []
         for name in folders:
-            files = _list_files(split_dir / name, IMAGE_EXTENSIONS)
+            files = list_files(split_dir / name, IMAGE_EXTENSIONS)
             if not files:
                 raise ValueError(
                     f"Class folder '{split_dir / name}' holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}). "
@@ -185,7 +117,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        out = _apply(self.transform, load_image(path))
+        out = apply_transform(self.transform, load_image(path))
         return {"image": out["image"], "label": torch.tensor(label, dtype=torch.long), "path": str(path)}
 
 
@@ -243,7 +175,7 @@ class ImageFolderDataModule(BaseDataModule):
         if num_classes is not None and num_classes != len(self.class_names):
             raise ValueError(
                 f"num_classes={num_classes} but '{self.root}' has {len(self.class_names)} class folders "
-                f"({_examples(self.class_names, 10)}). Set num_classes to {len(self.class_names)} or leave it "
+                f"({examples(self.class_names, 10)}). Set num_classes to {len(self.class_names)} or leave it "
                 "unset to take it from the folders."
             )
         self.num_classes = len(self.class_names)
@@ -261,101 +193,3 @@ class ImageFolderDataModule(BaseDataModule):
         else:
             transform = eval_transform
         return ImageFolderDataset(self.root, split, self.class_names, transform)
-
-
-class SyntheticClassificationDataset(Dataset):
-    """One large light shape on a darkened textured background per image; item ``i`` of a split is always the same.
-
-    Shapes are roughly centred and span 55-80% of the image (never cut by its border: half a circle looks like a
-    rectangle). Labels cycle through ``SHAPE_NAMES`` (``index % 3``), so every split is balanced.
-    """
-
-    def __init__(
-        self,
-        length: int,
-        split: str,
-        seed: int = 0,
-        image_size: int = 64,
-        transform: Callable[..., dict[str, Any]] | None = None,
-    ) -> None:
-        """Set up the generator.
-
-        Args:
-            length: Number of items.
-            split: Split name; each split draws different images.
-            seed: Base seed; the same seed gives the same images.
-            image_size: Image side in pixels.
-            transform: Albumentations pipeline; defaults to converting to a tensor.
-        """
-        self.length = length
-        self.split = split
-        self.seed = seed
-        self.image_size = image_size
-        self.transform = transform or A.Compose(to_tensor())
-        self.cache = SampleCache(length, image_size**2 * 3)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def render(self, index: int) -> np.ndarray:
-        """The uint8 image of item ``index`` before the transform: a light shape on a darkened background (with
-        both colours random, telling shape from background is itself a relation a small ViT learns slowly from 512
-        images; colour carries no class information)."""
-        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
-        image = dark_background(rng, self.image_size)
-        centre = (0.5 + rng.uniform(-0.06, 0.06, size=2)) * self.image_size
-        extent = rng.uniform(0.28, 0.4) * self.image_size
-        label = index % len(SHAPE_NAMES)
-        image = paint(image, shape_coverage(rng, label, (centre[0], centre[1]), extent, self.image_size), rng)
-        return np.round(image).astype(np.uint8)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        label = index % len(SHAPE_NAMES)
-        out = _apply(self.transform, self.cache.get(index, self.render))
-        return {
-            "image": out["image"],
-            "label": torch.tensor(label, dtype=torch.long),
-            "path": f"synthetic/{self.split}/{index:06d}",
-        }
-
-
-@register_datamodule
-class SyntheticClassificationDataModule(SyntheticDataModule):
-    """Which shape is in the image: a light circle, rectangle or triangle on a dark textured background, made in code.
-
-    Runs offline and trains a tiny ViT in minutes. Training applies random flips; val/test/predict are
-    unaugmented (predict reuses the val images). Batches are as for ``ImageFolderDataModule``.
-    """
-
-    def __init__(
-        self,
-        num_train: int = 512,
-        num_val: int = 128,
-        num_test: int = 128,
-        image_size: int = 64,
-        seed: int = 0,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        """Configure the generator.
-
-        Args:
-            num_train: Training images.
-            num_val: Validation images (also used for predict).
-            num_test: Test images.
-            image_size: Image side in pixels.
-            seed: Base seed; splits differ from each other and repeat across runs.
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
-        """
-        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
-        self.num_classes = len(SHAPE_NAMES)
-        self.class_names = list(SHAPE_NAMES)
-
-    def _make_dataset(self, split: Split) -> Dataset:
-        transform = A.Compose([*random_flips(), *to_tensor()]) if split == "train" else A.Compose(to_tensor())
-        return SyntheticClassificationDataset(self.split_length(split), split, self.seed, self.image_size, transform)

@@ -1,7 +1,7 @@
-"""Object detection data: a COCO-JSON DataModule and a synthetic shapes DataModule, with list-of-images batches.
+"""Object detection from COCO JSON: reading and validating annotation files, the dataset and its DataModule.
 
-Boxes are ``xyxy`` float pixels of the transformed image. Eval transforms are pure resizes (no crop or pad), so a
-model maps its boxes back to the original image by scaling x by ``orig_w / valid_w`` and y by ``orig_h / valid_h``.
+Boxes are ``xyxy`` float pixels of the transformed image; batches are lists of images (see
+``vitdense.data.transforms.detection_collate``). The presets are in ``vitdense.data.transforms``.
 """
 
 from __future__ import annotations
@@ -9,105 +9,28 @@ from __future__ import annotations
 import json
 import re
 import warnings
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, SampleCache, Split, SyntheticDataModule
+from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.folders import PredictImageFolder, examples
 from vitdense.data.io import image_size as read_image_size
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
-from vitdense.data.segmentation import _SPLIT_IDS, PredictImageFolder, _examples
-from vitdense.data.shapes import SHAPE_NAMES, dark_background, paint, shape_coverage
-from vitdense.data.transforms import random_flips, seed_transform, to_tensor
+from vitdense.data.transforms import (
+    apply_box_transform,
+    detection_collate,
+    detection_eval_transform,
+    detection_train_transform,
+)
 
 LAYOUT = "root/{split}/images/ + root/{split}/annotations.json (COCO format)"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
-def bbox_params(min_box_size: float = 1.0) -> A.BboxParams:
-    """Box handling of every detection pipeline: ``pascal_voc`` (xyxy pixel) boxes with a ``labels`` field.
-
-    A box that a transform cuts below ``min_box_size`` pixels wide or high, or to nothing, is dropped with its
-    label; boxes are clipped to the image after every step.
-
-    Args:
-        min_box_size: Smallest width and height, in pixels, that a box keeps after a transform.
-    """
-    return A.BboxParams(
-        format="pascal_voc",
-        label_fields=["labels"],
-        min_visibility=0.0,
-        min_area=0.0,
-        min_width=min_box_size,
-        min_height=min_box_size,
-        clip=True,
-    )
-
-
-def detection_train_transform(
-    image_size: int, scale_range: tuple[float, float] = (0.5, 1.5), min_box_size: float = 1.0
-) -> A.Compose:
-    """Resize the long side to a random ``s * image_size``, pad (bottom/right) or randomly crop to a square, flip.
-
-    Args:
-        image_size: Side of the square training image.
-        scale_range: Range of ``s``, the random long-side scale relative to ``image_size``.
-        min_box_size: Boxes narrower or lower than this (pixels, after the transform) are dropped.
-    """
-    low, high = scale_range
-    sizes = list(range(max(1, round(low * image_size)), max(1, round(high * image_size)) + 1))
-    return A.Compose(
-        [
-            A.LongestMaxSize(max_size=sizes),  # one random long side from the list
-            A.PadIfNeeded(min_height=image_size, min_width=image_size, position="top_left", fill=0),
-            A.RandomCrop(height=image_size, width=image_size),
-            A.HorizontalFlip(p=0.5),
-            *to_tensor(),
-        ],
-        bbox_params=bbox_params(min_box_size),
-    )
-
-
-def detection_eval_transform(image_size: int | None = None, min_box_size: float | None = 1.0) -> A.Compose:
-    """Resize the long side to ``image_size`` keeping the aspect ratio (no crop or pad), or keep the image as is.
-
-    Args:
-        image_size: Target long side in pixels; ``None`` keeps the original size.
-        min_box_size: Boxes narrower or lower than this (pixels, after the resize) are dropped; ``None`` builds a
-            pipeline for images only (predict).
-    """
-    resize = [] if image_size is None else [A.LongestMaxSize(max_size=image_size)]
-    boxes = None if min_box_size is None else bbox_params(min_box_size)
-    return A.Compose([*resize, *to_tensor()], bbox_params=boxes)
-
-
-def _apply_boxes(transform: Callable[..., dict[str, Any]], image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
-    """Run an albumentations pipeline on an image and its boxes; return ``(image, target)``."""
-    seed_transform(transform)
-    out = transform(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
-    target = {
-        "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
-        "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
-    }
-    return out["image"], target
-
-
-def detection_collate(batch: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Collect every key of the items in lists: images may differ in size, so nothing is stacked or padded.
-
-    Returns:
-        ``{"image": [(3, h, w), ...], "target": [{"boxes", "labels"}, ...], "path": [...], "orig_size": [...],
-        "valid_size": [...]}`` (``target`` only when the items have one).
-    """
-    return {key: [item[key] for item in batch] for key in batch[0]}
 
 
 @dataclass
@@ -253,7 +176,7 @@ class CocoDetectionDataset(Dataset):
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} image(s) listed in '{self.annotations}' are missing from '{self.images}' "
-                f"(e.g. {_examples(missing)}). Add the files, fix 'file_name', or remove those image entries."
+                f"(e.g. {examples(missing)}). Add the files, fix 'file_name', or remove those image entries."
             )
 
         boxes: dict[int, list[list[float]]] = {i: [] for i in records}
@@ -321,7 +244,7 @@ class CocoDetectionDataset(Dataset):
                 f"Image '{record.path}' is {image.shape[1]}x{image.shape[0]} but '{self.annotations}' says "
                 f"{record.width}x{record.height} (width x height). Fix its 'width'/'height' entry."
             )
-        tensor, target = _apply_boxes(self.transform, image, record.boxes, record.labels)
+        tensor, target = apply_box_transform(self.transform, image, record.boxes, record.labels)
         return {
             "image": tensor,
             "target": target,
@@ -441,155 +364,4 @@ class CocoDetectionDataModule(BaseDataModule):
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (images keep their own sizes)."""
-        return detection_collate
-
-
-def render_detection_sample(
-    rng: np.random.Generator, size: int, max_shapes: int = 3, empty_prob: float = 0.1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw 0 to ``max_shapes`` separate light shapes on a dark textured background and return their boxes.
-
-    Shapes (see ``vitdense.data.shapes``) are 30-50% of the image wide, lie wholly inside it and do not overlap
-    (a shape that finds no free place in 20 tries is left out). A box spans the pixels its shape covers by half or
-    more.
-
-    Args:
-        rng: Random generator; the same state gives the same sample.
-        size: Image side in pixels.
-        max_shapes: Most shapes per image.
-        empty_prob: Probability of an image without shapes.
-
-    Returns:
-        ``(size, size, 3)`` uint8 image, ``(N, 4)`` float64 xyxy boxes and ``(N,)`` int64 labels (indices into
-        ``SHAPE_NAMES``).
-    """
-    image = dark_background(rng, size)
-    boxes: list[list[float]] = []
-    labels: list[int] = []
-    count = 0 if rng.random() < empty_prob else int(rng.integers(1, max_shapes + 1))
-    for _ in range(count):
-        for _attempt in range(20):
-            extent = rng.uniform(0.15, 0.25) * size
-            reach = 1.05 * extent + 1.0  # every shape lies within 1.05 * extent of its centre
-            cx, cy = rng.uniform(reach, size - reach, size=2)
-            if all(
-                cx + reach < x0 or cx - reach > x1 or cy + reach < y0 or cy - reach > y1 for x0, y0, x1, y1 in boxes
-            ):
-                break
-        else:
-            continue
-        label = int(rng.integers(len(SHAPE_NAMES)))
-        coverage = shape_coverage(rng, label, (cx, cy), extent, size)
-        ys, xs = np.nonzero(coverage >= 0.5)
-        boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
-        labels.append(label)
-        image = paint(image, coverage, rng)
-    box_array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.round(image).astype(np.uint8), box_array, np.asarray(labels, dtype=np.int64)
-
-
-class SyntheticDetectionDataset(Dataset):
-    """Shapes with their boxes, generated on access; item ``i`` of a split is always the same."""
-
-    def __init__(
-        self,
-        length: int,
-        split: str,
-        seed: int = 0,
-        image_size: int = 64,
-        max_shapes: int = 3,
-        transform: Callable[..., dict[str, Any]] | None = None,
-    ) -> None:
-        """Set up the generator.
-
-        Args:
-            length: Number of items.
-            split: Split name; each split draws different images.
-            seed: Base seed; the same seed gives the same images.
-            image_size: Image side in pixels.
-            max_shapes: Most shapes per image.
-            transform: Albumentations pipeline with box params; defaults to ``detection_eval_transform()``.
-        """
-        self.length = length
-        self.split = split
-        self.seed = seed
-        self.image_size = image_size
-        self.max_shapes = max_shapes
-        self.transform = transform or detection_eval_transform()
-        self.cache = SampleCache(length, image_size**2 * 3)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image, boxes and labels of item ``index`` before the transform."""
-        rng = np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, zlib.crc32(self.split.encode())), index])
-        return render_detection_sample(rng, self.image_size, self.max_shapes)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        image, boxes, labels = self.cache.get(index, self.render)
-        tensor, target = _apply_boxes(self.transform, image, boxes, labels)
-        size = (self.image_size, self.image_size)
-        return {
-            "image": tensor,
-            "target": target,
-            "path": f"synthetic/{self.split}/{index:06d}",
-            "orig_size": size,
-            "valid_size": size,
-        }
-
-
-@register_datamodule
-class SyntheticDetectionDataModule(SyntheticDataModule):
-    """Circles, rectangles and triangles with their boxes on dark textured backgrounds, made in code.
-
-    Runs offline and trains a tiny ViT detector in minutes. 0 to ``max_shapes`` separate shapes per image, each
-    30-50% of the image wide (about one image in ten has none). Labels: 0 = circle, 1 = rectangle,
-    2 = triangle (no background class). Training applies random flips; val/test/predict are unaugmented (predict
-    reuses the val images). Batches are lists, as for ``CocoDetectionDataModule``.
-    """
-
-    def __init__(
-        self,
-        num_train: int = 512,
-        num_val: int = 64,
-        num_test: int = 64,
-        image_size: int = 64,
-        max_shapes: int = 3,
-        seed: int = 0,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        """Configure the generator.
-
-        Args:
-            num_train: Training images.
-            num_val: Validation images (also used for predict).
-            num_test: Test images.
-            image_size: Image side in pixels.
-            max_shapes: Most shapes per image.
-            seed: Base seed; splits differ from each other and repeat across runs.
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
-        """
-        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
-        self.max_shapes = max_shapes
-        self.num_classes = len(SHAPE_NAMES)
-        self.class_names = list(SHAPE_NAMES)
-
-    def _make_dataset(self, split: Split) -> Dataset:
-        if split == "train":
-            transform = A.Compose([*random_flips(), *to_tensor()], bbox_params=bbox_params(1.0))
-        else:
-            transform = detection_eval_transform()
-        return SyntheticDetectionDataset(
-            self.split_length(split), split, self.seed, self.image_size, self.max_shapes, transform
-        )
-
-    def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
-        """Collect items in lists (as for COCO data, though all synthetic images share one size)."""
         return detection_collate

@@ -1,0 +1,112 @@
+"""Files of folder datasets: image and mask extensions, listing a folder, pairing images with masks by file stem,
+and the images of a folder for prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from vitdense.data.io import load_image
+from vitdense.data.transforms import apply_transform, segmentation_eval_transform
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp")
+
+
+def list_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """The files directly inside ``folder`` whose suffix (in any case) is one of ``extensions``, sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+
+
+def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            raise ValueError(
+                f"Two files in '{folder}' share the stem '{path.stem}' ({stems[path.stem].name}, {path.name}): "
+                "images and masks are paired by stem, so keep one of them."
+            )
+        stems[path.stem] = path
+    return stems
+
+
+def examples(names: list[str], limit: int = 5) -> str:
+    """The first ``limit`` names joined by commas, ending in ``...`` when there are more (for error messages)."""
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def pair_by_key(
+    images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path, rule: str = "with the same stem"
+) -> list[tuple[Path, Path]]:
+    """Pair images and masks that share a key, sorted by key; raise when either side has files left unpaired."""
+    no_mask = sorted(images[k].name for k in images.keys() - masks.keys())
+    if no_mask:
+        raise ValueError(
+            f"{len(no_mask)} image(s) in '{image_dir}' have no mask {rule} in '{mask_dir}' "
+            f"(e.g. {examples(no_mask)}). Add the masks or remove those images."
+        )
+    no_image = sorted(masks[k].name for k in masks.keys() - images.keys())
+    if no_image:
+        raise ValueError(
+            f"{len(no_image)} mask(s) in '{mask_dir}' have no image {rule} in '{image_dir}' "
+            f"(e.g. {examples(no_image)}). Add the images or remove those masks."
+        )
+    return [(images[key], masks[key]) for key in sorted(images)]
+
+
+def pair_folders(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair the images of ``image_dir`` with the masks of ``mask_dir`` by file stem."""
+    images = _by_stem(list_files(image_dir, IMAGE_EXTENSIONS), image_dir)
+    if not images:
+        raise ValueError(f"No images found in '{image_dir}' (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    masks = _by_stem(list_files(mask_dir, MASK_EXTENSIONS), mask_dir)
+    return pair_by_key(images, masks, image_dir, mask_dir)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Return the image files directly inside ``folder``, sorted (extensions: png jpg jpeg bmp tif tiff webp).
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: ``folder`` holds no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Image folder '{folder}' does not exist.")
+    files = list_files(folder, IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"No images found in '{folder}' (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+class PredictImageFolder(Dataset):
+    """The images directly inside a folder, for prediction (no masks).
+
+    Items are ``dict(image=(3, H, W) float in [0, 1], path=str, orig_size=(h, w), valid_size=(h, w))``.
+    """
+
+    def __init__(self, folder: str | Path, transform: Callable[..., dict[str, Any]] | None = None) -> None:
+        """List the images of ``folder``.
+
+        Args:
+            folder: Folder of images (not searched recursively).
+            transform: Albumentations pipeline; defaults to ``segmentation_eval_transform()``.
+        """
+        self.files = list_images(folder)
+        self.transform = transform or segmentation_eval_transform()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = load_image(self.files[index])
+        out = apply_transform(self.transform, image)
+        return {
+            "image": out["image"],
+            "path": str(self.files[index]),
+            "orig_size": tuple(image.shape[:2]),
+            "valid_size": tuple(out["image"].shape[-2:]),
+        }

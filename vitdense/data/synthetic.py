@@ -1,0 +1,200 @@
+"""Synthetic data made in code: the seeded generator of each item and the shape renderers.
+
+Segmentation draws flat-coloured circles, rectangles and triangles that may overlap (``render_shapes``).
+Classification and detection draw anti-aliased circles, elongated rectangles and triangles (``shape_coverage``),
+made to be learnt by a small ViT from scratch in minutes: light shapes on a darkened textured background (with both
+colours random, telling shape from background is itself a relation slow to learn from a few hundred images), and
+rectangles clearly longer than wide (a square differs from a circle only at its corners). Colour carries no class
+information. The datasets and DataModules are in ``vitdense.data.synthetic_datamodules``.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 1}
+
+
+def split_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random generator of item ``index`` of a synthetic split: the same arguments give the same item.
+
+    Splits draw different items: ``train``, ``val`` and ``test`` have fixed ids (``predict`` shares ``val``'s), any
+    other split name is identified by its CRC-32.
+    """
+    return np.random.default_rng([seed, SPLIT_IDS.get(split, zlib.crc32(split.encode())), index])
+
+
+SHAPE_CLASSES = ["background", "circle", "rectangle", "triangle"]
+_MAX_OVERLAP = 0.1
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A textured background: base colour + linear gradient + sinusoidal stripes + noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    angle, stripe_angle = rng.uniform(0, 2 * np.pi, size=2)
+    gradient = np.cos(angle) * xx + np.sin(angle) * yy
+    stripes = np.sin(2 * np.pi * rng.uniform(2, 6) * (np.cos(stripe_angle) * xx + np.sin(stripe_angle) * yy))
+    image = (
+        rng.uniform(40, 215, size=3)
+        + rng.uniform(-40, 40, size=3) * gradient[..., None]
+        + rng.uniform(0, 20, size=3) * stripes[..., None]
+        + rng.normal(0, 6, size=(size, size, 3))
+    )
+    return np.clip(image, 0, 255)
+
+
+def _shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
+    """A filled circle (1), rectangle (2) or triangle (3) with radius/half-side 15-40% of the image."""
+    canvas = np.zeros((size, size), np.uint8)
+    radius = rng.uniform(0.15, 0.4) * size
+    cx, cy = rng.uniform(radius * 0.5, size - radius * 0.5, size=2)
+    if cls == 1:
+        cv2.circle(canvas, (round(cx), round(cy)), round(radius), 1, thickness=-1)
+    elif cls == 2:
+        # sizes scaled so the three classes cover similar areas on average
+        half, aspect = 0.9 * radius, rng.uniform(0.6, 1.0)
+        hw, hh = (half, half * aspect) if rng.random() < 0.5 else (half * aspect, half)
+        cv2.rectangle(canvas, (round(cx - hw), round(cy - hh)), (round(cx + hw), round(cy + hh)), 1, thickness=-1)
+    else:
+        # pointing up or down (with some jitter): free rotation makes triangles much slower to learn
+        start = -np.pi / 2 + rng.choice([0.0, np.pi])
+        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-0.2, 0.2, size=3)
+        points = 1.5 * radius * np.stack([np.cos(angles), np.sin(angles)], axis=1) + (cx, cy)
+        cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 1)
+    return canvas.astype(bool)
+
+
+def _distinct_color(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
+    """Of a few random colours, the one farthest from (the 5th percentile of) the pixels it will cover."""
+    pixels = region[:: max(1, len(region) // 256)]
+    candidates = rng.uniform(0, 255, size=(16, 3))
+    distances = np.linalg.norm(pixels[None] - candidates[:, None], axis=-1)
+    return candidates[np.argmax(np.percentile(distances, 5, axis=1))]
+
+
+def render_shapes(rng: np.random.Generator, size: int, max_shapes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Draw 1 to ``max_shapes`` flat-coloured shapes on a textured background.
+
+    Later shapes paint over earlier ones in both image and mask, but a new shape may cover at most
+    ``_MAX_OVERLAP`` of its area with earlier ones (heavy occlusion makes the quickstart slow to learn).
+    Colours are random (not tied to the class), each chosen to stand out from what it covers, so the class must
+    be told from the shape.
+
+    Args:
+        rng: Random generator; the same state gives the same sample.
+        size: Image side in pixels.
+        max_shapes: Most shapes per image.
+
+    Returns:
+        ``(size, size, 3)`` uint8 RGB image and ``(size, size)`` uint8 mask of ``SHAPE_CLASSES`` indices.
+    """
+    image = _background(rng, size)
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(rng.integers(1, max_shapes + 1)):
+        for _attempt in range(10):
+            cls = int(rng.integers(1, len(SHAPE_CLASSES)))
+            shape = _shape_mask(rng, cls, size)
+            if shape.any() and np.count_nonzero(shape & (mask > 0)) <= _MAX_OVERLAP * np.count_nonzero(shape):
+                break
+        else:
+            continue
+        image[shape] = _distinct_color(rng, image[shape])
+        mask[shape] = cls
+    return np.round(image).astype(np.uint8), mask
+
+
+SHAPE_NAMES = ["circle", "rectangle", "triangle"]
+_SUPERSAMPLE = 4
+
+
+def shape_coverage(rng: np.random.Generator, label: int, centre: tuple[float, float], extent: float, size: int):
+    """Draw one shape at 4x resolution and shrink it, giving anti-aliased edges.
+
+    Args:
+        rng: Random generator for the shape's aspect ratio and orientation.
+        label: Index into ``SHAPE_NAMES``: circle (radius ``extent``), rectangle (half long side ``extent``, aspect
+            0.35-0.65, horizontal or vertical) or triangle (circumradius ``1.1 * extent``, pointing up or down,
+            centred on ``centre``).
+        centre: ``(x, y)`` centre in pixels.
+        extent: Half the shape's size in pixels.
+        size: Image side in pixels.
+
+    Returns:
+        ``(size, size)`` float32 coverage in [0, 1]; the shape lies within ``extent`` of ``centre`` (triangles within
+        ``1.05 * extent``).
+    """
+    s = _SUPERSAMPLE
+    canvas = np.zeros((size * s, size * s), np.uint8)
+    cx, cy, r = centre[0] * s, centre[1] * s, extent * s
+    if label == 0:
+        cv2.circle(canvas, (round(cx), round(cy)), round(r), 255, thickness=-1)
+    elif label == 1:
+        half = (r, r * rng.uniform(0.35, 0.65))
+        hw, hh = half if rng.random() < 0.5 else half[::-1]
+        cv2.rectangle(canvas, (round(cx - hw), round(cy - hh)), (round(cx + hw), round(cy + hh)), 255, thickness=-1)
+    else:
+        start = -np.pi / 2 + rng.choice([0.0, np.pi])
+        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-0.15, 0.15, size=3)
+        radius = 1.1 * r
+        # the base lies radius / 2 from the circumcentre: shift by radius / 4 to centre the triangle vertically
+        points = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1) + (cx, cy - 0.25 * radius * np.sin(start))
+        cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 255)
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def dark_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The segmentation set's textured background, darkened to at most ~100 so that light shapes stand out."""
+    return 0.45 * _background(rng, size)
+
+
+def paint(image: np.ndarray, coverage: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blend a random light colour (each channel 150-255) into ``image`` where ``coverage`` is set."""
+    alpha = coverage[..., None]
+    return (1.0 - alpha) * image + alpha * rng.uniform(150, 255, size=3)
+
+
+def render_detection_sample(
+    rng: np.random.Generator, size: int, max_shapes: int = 3, empty_prob: float = 0.1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw 0 to ``max_shapes`` separate light shapes on a dark textured background and return their boxes.
+
+    Shapes (see ``shape_coverage``) are 30-50% of the image wide, lie wholly inside it and do not overlap
+    (a shape that finds no free place in 20 tries is left out). A box spans the pixels its shape covers by half or
+    more.
+
+    Args:
+        rng: Random generator; the same state gives the same sample.
+        size: Image side in pixels.
+        max_shapes: Most shapes per image.
+        empty_prob: Probability of an image without shapes.
+
+    Returns:
+        ``(size, size, 3)`` uint8 image, ``(N, 4)`` float64 xyxy boxes and ``(N,)`` int64 labels (indices into
+        ``SHAPE_NAMES``).
+    """
+    image = dark_background(rng, size)
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    count = 0 if rng.random() < empty_prob else int(rng.integers(1, max_shapes + 1))
+    for _ in range(count):
+        for _attempt in range(20):
+            extent = rng.uniform(0.15, 0.25) * size
+            reach = 1.05 * extent + 1.0  # every shape lies within 1.05 * extent of its centre
+            cx, cy = rng.uniform(reach, size - reach, size=2)
+            if all(
+                cx + reach < x0 or cx - reach > x1 or cy + reach < y0 or cy - reach > y1 for x0, y0, x1, y1 in boxes
+            ):
+                break
+        else:
+            continue
+        label = int(rng.integers(len(SHAPE_NAMES)))
+        coverage = shape_coverage(rng, label, (cx, cy), extent, size)
+        ys, xs = np.nonzero(coverage >= 0.5)
+        boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
+        labels.append(label)
+        image = paint(image, coverage, rng)
+    box_array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.round(image).astype(np.uint8), box_array, np.asarray(labels, dtype=np.int64)
