@@ -44,6 +44,7 @@ def test_channels_last_gives_the_same_training_step() -> None:
         trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None))
         conv = task.decode_head.fpn_bottleneck.conv.weight
         assert conv.is_contiguous(memory_format=torch.channels_last) == layout
+        assert task.backbone.normalize(images).is_contiguous(memory_format=torch.channels_last) == layout
         task.eval()
         results[layout] = task(images)
     torch.testing.assert_close(results[True], results[False], rtol=1e-4, atol=1e-4)

@@ -119,6 +119,8 @@ class Backbone(nn.Module):
                 f"Backbone '{cfg['name']}' has no forward_intermediates in timm, so it cannot feed a dense head. "
                 "Use a ViT/DeiT/Swin/hybrid model (e.g. 'vit_base_patch16_224', 'swin_tiny_patch4_window7_224')."
             )
+        # channels_last when the task's channels_last option is on (set at set-up); contiguous NCHW otherwise
+        self.memory_format = torch.contiguous_format
         pcfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(pcfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(pcfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), False)
@@ -158,8 +160,8 @@ class Backbone(nn.Module):
         return int(self.model.num_features)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map [0, 1] RGB images to the backbone's pretraining normalisation."""
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        """Map [0, 1] RGB images to the backbone's pretraining normalisation (in ``memory_format``)."""
+        return ((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)).contiguous(memory_format=self.memory_format)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """Pad bottom/right to a multiple of ``size_divisor`` (with zeros, i.e. the mean colour after normalising)."""

@@ -158,6 +158,7 @@ class BaseTask(L.LightningModule):
         """Memory layout and compilation, once the Trainer sets the model up (compilation itself is lazy)."""
         if self.hparams.get("channels_last"):
             self.to(memory_format=torch.channels_last)
+            self.backbone.memory_format = torch.channels_last  # images enter the first convolution channels-last
         if self.hparams.get("compile") and not self._compiled:
             for module in self.compile_targets():
                 module.compile()  # in place: parameter names and checkpoints are unchanged
@@ -166,11 +167,6 @@ class BaseTask(L.LightningModule):
     def compile_targets(self) -> list[nn.Module]:
         """The modules ``compile: true`` compiles: the tensor-only hot path (backbone, neck, heads)."""
         return [self.backbone, *self.head_modules()]
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.hparams.get("channels_last") and isinstance(batch, dict) and torch.is_tensor(batch.get("image")):
-            batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
-        return batch
 
     def build_backbone(self) -> Backbone:
         """The backbone; dense tasks use the feature pyramid of a pruned timm model."""
