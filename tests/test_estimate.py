@@ -81,7 +81,9 @@ def test_classification_and_detection_estimates_match_the_flop_counter() -> None
     def body_and_head() -> None:  # what the estimate covers: no anchors, sampling or box decoding
         det.detector.head(list(det.detector.backbone(images).values()))
 
-    assert estimate(det, (64, 64)).total_flops() == pytest.approx(counted_flops(body_and_head), rel=0.10)
+    det_estimate = estimate(det, (64, 64))
+    assert det_estimate.total_flops() == pytest.approx(counted_flops(body_and_head), rel=0.10)
+    assert det_estimate.params == sum(p.numel() for p in det.parameters())  # the body's backbone counted once
 
 
 def test_model_summary_counts_the_same_forward_flops() -> None:

@@ -196,9 +196,12 @@ def estimate_forward(meta: nn.Module, size: tuple[int, int], training: bool) -> 
     stages = stage_modules(meta)
     costs: dict[str, StageCost] = {}
     owner: dict[nn.Module, StageCost] = {}
+    counted: set[int] = set()  # a parameter counts once (a detector's body holds the backbone again)
     for name, module, training_only in stages:
         cost = costs[name] = StageCost(name, training_only=training_only)
-        cost.params = sum(p.numel() for p in module.parameters())
+        fresh = [p for p in module.parameters() if id(p) not in counted]
+        counted.update(id(p) for p in fresh)
+        cost.params = sum(p.numel() for p in fresh)
         for sub in module.modules():
             owner.setdefault(sub, cost)
     images = torch.zeros(1, 3, *size, device="meta")
