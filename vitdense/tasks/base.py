@@ -119,7 +119,7 @@ class BaseTask(L.LightningModule):
         self.set_backbone_frozen(freeze_backbone or unfreeze_at_epoch is not None)
         if grad_checkpointing:
             self.backbone.model.set_grad_checkpointing(True)
-        self._compiled = False
+        self._speed_set_up = False
         if not compile:
             # Lightning's model summary counts the forward FLOPs of this input (it would compile a graph just for it).
             self.example_input_array = self.example_input(self.input_size())
@@ -155,14 +155,16 @@ class BaseTask(L.LightningModule):
         return callbacks
 
     def setup(self, stage: str) -> None:
-        """Memory layout and compilation, once the Trainer sets the model up (compilation itself is lazy)."""
+        """Memory layout and compilation, the first time a Trainer sets the model up (compilation itself is lazy)."""
+        if self._speed_set_up:
+            return
         if self.hparams.get("channels_last"):
             self.to(memory_format=torch.channels_last)
             self.backbone.memory_format = torch.channels_last  # images enter the first convolution channels-last
-        if self.hparams.get("compile") and not self._compiled:
+        if self.hparams.get("compile"):
             for module in self.compile_targets():
                 module.compile()  # in place: parameter names and checkpoints are unchanged
-            self._compiled = True
+        self._speed_set_up = True
 
     def compile_targets(self) -> list[nn.Module]:
         """The modules ``compile: true`` compiles: the tensor-only hot path (backbone, neck, heads)."""

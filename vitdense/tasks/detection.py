@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from vitdense.metrics import DetectionMAP
-from vitdense.models.backbone import Backbone
-from vitdense.models.heads.detectors import HEAD_DEFAULTS, DetectionHeadConfig, build_detector, detection_neck_name
+from vitdense.models.heads.detectors import HEAD_DEFAULTS, DetectionHeadConfig, build_detector
 from vitdense.tasks.base import BaseTask, group_indices
 from vitdense.tasks.optim import merge_config
 
@@ -35,14 +34,6 @@ class DetectionTask(BaseTask):
                 anchor_scale, min_stride, score_thresh, nms_thresh, detections_per_img).
         """
         super().__init__(num_classes=num_classes, **kwargs)
-
-    def build_backbone(self) -> Backbone:
-        backbone = Backbone(self.backbone_cfg)
-        neck = detection_neck_name(merge_config(self.hparams.head, dict(HEAD_DEFAULTS), "head")["neck"], backbone)
-        if neck == "simple_fpn" and (self.backbone_cfg["out_indices"] is None or backbone.hierarchical):
-            # ViTDet builds its pyramid from the last block (or stage) alone.
-            backbone.select_levels([-1])
-        return backbone
 
     def configure_models(self) -> None:
         self.head_cfg = cfg = merge_config(self.hparams.head, dict(HEAD_DEFAULTS), "head")

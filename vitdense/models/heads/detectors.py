@@ -50,6 +50,9 @@ HEAD_DEFAULTS: DetectionHeadConfig = {
 }
 
 
+DETECTION_NECKS = ("auto", "simple_fpn", "fpn")
+
+
 class _NoResizeTransform(GeneralizedRCNNTransform):
     """torchvision's detector transform without its resize: the DataModule sizes images; this normalises and pads."""
 
@@ -60,13 +63,13 @@ class _NoResizeTransform(GeneralizedRCNNTransform):
 class DetectionBody(nn.Module):
     """Backbone + pyramid as torchvision wants it: ``OrderedDict`` of equal-channel maps and ``out_channels``.
 
-    ``neck: simple_fpn`` is ViTDet's simple feature pyramid from the last map (the default for plain ViTs, whose
-    detection backbone keeps only its last block); ``fpn`` an FPN over the stages at ``min_stride`` and coarser (the
-    default for hierarchical backbones). Only levels the detector reads are built, so every parameter gets a gradient
-    (DDP needs that).
+    ``neck: simple_fpn`` is ViTDet's simple feature pyramid from the last map (the default for plain ViTs; the
+    backbone is narrowed to its last block or stage unless the config names ``out_indices``); ``fpn`` an FPN over
+    the stages at ``min_stride`` and coarser (the default for hierarchical backbones). Only levels the detector reads
+    are built, so every parameter gets a gradient (DDP needs that).
 
     Args:
-        backbone: the backbone (an FPN narrows it to the stages at ``min_stride`` and coarser).
+        backbone: the backbone, narrowed to the levels the neck reads.
         channels: width of every pyramid level.
         min_stride: finest pyramid level.
         extra: coarser levels after stride 32: ``p6p7`` (RetinaNet, FCOS) or ``maxpool`` (Faster R-CNN's RPN).
@@ -80,6 +83,8 @@ class DetectionBody(nn.Module):
         self.backbone = backbone
         neck = detection_neck_name(neck, backbone)
         if neck == "simple_fpn":
+            if backbone.cfg["out_indices"] is None or backbone.hierarchical:
+                backbone.select_levels([-1])  # ViTDet builds its pyramid from the last block (or stage) alone
             strides = tuple(s for s in (4, 8, 16, 32) if s >= min_stride)
             self.neck: nn.Module = SimpleFeaturePyramid(
                 backbone.out_channels[-1], backbone.strides[-1], channels, strides, extra
@@ -109,9 +114,6 @@ def detection_neck_name(neck: str, backbone: Backbone) -> str:
             "stride): use simple_fpn (ViTDet's pyramid from the last block) or auto."
         )
     return neck
-
-
-DETECTION_NECKS = ("auto", "simple_fpn", "fpn")
 
 
 def _retinanet(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
