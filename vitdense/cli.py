@@ -159,7 +159,9 @@ def estimate_main(args: list[str]) -> str:
     own, rest = parser.parse_known_args(args)
     cli = VitdenseCLI(
         BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        auto_configure_optimizers=False, run=False, args=rest,
+        auto_configure_optimizers=False, run=False,
+        # Costs depend on the architecture alone: no weights are loaded (none need be downloaded or on disk).
+        args=[*rest, "--model.init_args.pretrained", "false"],
     )  # fmt: skip
     task, datamodule = cli.model, cli.datamodule
     size = input_size(datamodule, task, own.size)
