@@ -190,30 +190,23 @@ class VOCSegmentationDataset(SegmentationFolderDataset):
 
 
 class _BenchmarkDataModule(SegmentationFolderDataModule):
-    """A folder DataModule whose classes are fixed by the benchmark (``root/classes.txt`` is not read)."""
+    """A folder DataModule of a benchmark: the subclasses differ only in their class attributes.
 
-    CLASSES: tuple[str, ...] = ()
-
-    def _resolve_classes(self, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
-        return len(self.CLASSES), list(self.CLASSES)
-
-
-@register_datamodule
-class ADE20KDataModule(_BenchmarkDataModule):
-    """ADE20K SceneParsing, 150 classes, from ``root/ADEChallengeData2016/{images,annotations}/{training,validation}``.
-
-    Annotation 0 ("other") is ignored (255) and ids 1..150 become classes 0..149, as mmsegmentation's
-    ``reduce_zero_label``. ``test`` reads the validation split (test annotations are not public).
+    ``CLASSES`` fixes the classes (``root/classes.txt`` is not read), ``DATASET`` reads the official layout and
+    ``LABEL_MAP`` (if any) turns the stored mask ids into training ids. ``ignore_index`` is 255.
     """
 
-    CLASSES = ADE20K_CLASSES
+    CLASSES: tuple[str, ...] = ()
+    DATASET: type[SegmentationFolderDataset] = SegmentationFolderDataset
+    LABEL_MAP: Callable[[], np.ndarray] | None = None
 
     def __init__(
         self,
         root: str,
         crop_size: int = 512,
-        eval_size: int | None = 512,
+        eval_size: int | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
+        color_jitter: float = 0.2,
         batch_size: int = 8,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -222,31 +215,55 @@ class ADE20KDataModule(_BenchmarkDataModule):
         """Set up the DataModule; the folders are scanned in ``setup``.
 
         Args:
-            root: Folder holding ``ADEChallengeData2016``, or that folder itself.
+            root: The benchmark's folder, in its official download layout (see the class).
             crop_size: Side of the square training crops.
             eval_size: Short side that val/test/predict images are resized to; ``None`` keeps their size.
             scale_range: Range of the random rescale factor applied before cropping in training.
+            color_jitter: Brightness/contrast/saturation jitter of training crops (hue a quarter of it); 0 = off.
             batch_size: Samples per batch (per device).
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
             predict_dir: Folder of images to run ``predict`` on.
         """
         super().__init__(
-            root,
-            ignore_index=IGNORE_INDEX,
-            crop_size=crop_size,
-            eval_size=eval_size,
-            scale_range=scale_range,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
+            root, ignore_index=IGNORE_INDEX, crop_size=crop_size, eval_size=eval_size, scale_range=scale_range,
+            color_jitter=color_jitter, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             predict_dir=predict_dir,
-        )
+        )  # fmt: skip
+
+    def _resolve_classes(self, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
+        return len(self.CLASSES), list(self.CLASSES)
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``DATASET`` beyond root, split, classes and transform."""
+        label_map = type(self).LABEL_MAP
+        return {"label_map": label_map()} if label_map is not None else {}
 
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
-        return ADE20KDataset(
-            self.root, split, self.num_classes, self.ignore_index, transform, label_map=ade20k_label_map()
-        )
+        return self.DATASET(self.root, split, self.num_classes, self.ignore_index, transform, **self.dataset_kwargs())
+
+
+@register_datamodule
+class ADE20KDataModule(_BenchmarkDataModule):
+    """ADE20K SceneParsing, 150 classes, from ``root/ADEChallengeData2016/{images,annotations}/{training,validation}``.
+
+    Annotation 0 ("other") is ignored (255) and ids 1..150 become classes 0..149, as mmsegmentation's
+    ``reduce_zero_label``. ``test`` reads the validation split (test annotations are not public). Val/test images
+    are resized to a short side of 512 by default, as mmsegmentation's ADE20K test pipeline does.
+    """
+
+    CLASSES = ADE20K_CLASSES
+    DATASET = ADE20KDataset
+    LABEL_MAP = ade20k_label_map
+
+    def __init__(self, root: str, eval_size: int | None = 512, **kwargs: Any) -> None:
+        """Set up the DataModule; every other argument is the benchmarks' shared one (crop_size, batch_size, ...).
+
+        Args:
+            root: Folder holding ``ADEChallengeData2016``, or that folder itself.
+            eval_size: Short side that val/test/predict images are resized to; ``None`` keeps their size.
+        """
+        super().__init__(root, eval_size=eval_size, **kwargs)
 
 
 @register_datamodule
@@ -256,50 +273,12 @@ class CityscapesDataModule(_BenchmarkDataModule):
     The 34 ``labelIds`` are mapped to the 19 evaluation ``trainIds`` on load, everything else to 255, so the
     ``*_labelTrainIds.png`` files of cityscapesScripts are not needed. ``test`` reads ``val`` (test labels are
     withheld). Published recipes train on 512x1024 crops of the 1024x2048 images; crops here are square, so use
-    ``crop_size: 1024`` (or 769) to match their area on large GPUs.
+    ``crop_size: 1024`` (or 769) to match their area on large GPUs. ``root`` holds ``leftImg8bit`` and ``gtFine``.
     """
 
     CLASSES = CITYSCAPES_CLASSES
-
-    def __init__(
-        self,
-        root: str,
-        crop_size: int = 512,
-        eval_size: int | None = None,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        predict_dir: str | None = None,
-    ) -> None:
-        """Set up the DataModule; the folders are scanned in ``setup``.
-
-        Args:
-            root: Folder holding ``leftImg8bit`` and ``gtFine``.
-            crop_size: Side of the square training crops.
-            eval_size: Short side that val/test/predict images are resized to; ``None`` keeps 1024x2048.
-            scale_range: Range of the random rescale factor applied before cropping in training.
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
-            predict_dir: Folder of images to run ``predict`` on.
-        """
-        super().__init__(
-            root,
-            ignore_index=IGNORE_INDEX,
-            crop_size=crop_size,
-            eval_size=eval_size,
-            scale_range=scale_range,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            predict_dir=predict_dir,
-        )
-
-    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
-        return CityscapesDataset(
-            self.root, split, self.num_classes, self.ignore_index, transform, label_map=cityscapes_label_map()
-        )
+    DATASET = CityscapesDataset
+    LABEL_MAP = cityscapes_label_map
 
 
 @register_datamodule
@@ -309,56 +288,29 @@ class VOCSegmentationDataModule(_BenchmarkDataModule):
     Masks are the palette PNGs of ``SegmentationClass`` (indices 0..20, 255 on object boundaries = ignored).
     For the 10,582-image augmented set most papers train on, put SBD's masks in a folder next to
     ``SegmentationClass`` and its id list in ``ImageSets/Segmentation``, then set ``mask_folder`` and
-    ``train_list``. ``test`` reads ``val`` (test masks are withheld).
+    ``train_list``. ``test`` reads ``val`` (test masks are withheld). ``root`` holds ``VOCdevkit``, or is
+    ``VOCdevkit`` or ``VOC2012`` itself.
     """
 
     CLASSES = VOC_CLASSES
+    DATASET = VOCSegmentationDataset
 
     def __init__(
-        self,
-        root: str,
-        crop_size: int = 512,
-        eval_size: int | None = None,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        predict_dir: str | None = None,
-        train_list: str = "train",
-        mask_folder: str = "SegmentationClass",
+        self, root: str, train_list: str = "train", mask_folder: str = "SegmentationClass", **kwargs: Any
     ) -> None:
-        """Set up the DataModule; the folders are scanned in ``setup``.
+        """Set up the DataModule; every other argument is the benchmarks' shared one (crop_size, batch_size, ...).
 
         Args:
             root: Folder holding ``VOCdevkit``, or ``VOCdevkit`` or ``VOC2012`` itself.
-            crop_size: Side of the square training crops.
-            eval_size: Short side that val/test/predict images are resized to; ``None`` keeps their size.
-            scale_range: Range of the random rescale factor applied before cropping in training.
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
-            predict_dir: Folder of images to run ``predict`` on.
             train_list: Id list of the train split, ``ImageSets/Segmentation/<train_list>.txt`` (e.g. ``trainaug``).
             mask_folder: Folder of the masks inside ``VOC2012`` (e.g. ``SegmentationClassAug``).
         """
-        super().__init__(
-            root,
-            ignore_index=IGNORE_INDEX,
-            crop_size=crop_size,
-            eval_size=eval_size,
-            scale_range=scale_range,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            predict_dir=predict_dir,
-        )
+        super().__init__(root, **kwargs)
         self.train_list = train_list
         self.mask_folder = mask_folder
 
-    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
-        return VOCSegmentationDataset(
-            self.root, split, self.num_classes, self.ignore_index, transform, self.train_list, self.mask_folder
-        )
+    def dataset_kwargs(self) -> dict[str, Any]:
+        return {"train_list": self.train_list, "mask_folder": self.mask_folder}
 
 
 @register_datamodule
@@ -369,44 +321,23 @@ class COCO2017DataModule(CocoDetectionDataModule):
     """
 
     def __init__(
-        self,
-        root: str,
-        image_size: int = 1024,
-        scale_range: tuple[float, float] = (0.1, 2.0),
-        min_box_size: float = 1.0,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        predict_dir: str | None = None,
+        self, root: str, image_size: int = 1024, scale_range: tuple[float, float] = (0.1, 2.0), **kwargs: Any
     ) -> None:
-        """Point the COCO reader at the official files.
+        """Point the COCO reader at the official files; every other argument is ``CocoDetectionDataModule``'s.
 
         Args:
             root: Folder holding ``train2017/``, ``val2017/`` and ``annotations/``.
             image_size: Side of the square training images (ViTDet: 1024), and long side of val/test images.
             scale_range: Range of the random long-side scale in training (ViTDet's large-scale jitter: 0.1-2.0).
-            min_box_size: Boxes narrower or lower than this many pixels after a transform are dropped.
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
-            predict_dir: Folder of images to run ``predict`` on.
         """
         base = Path(root)
         layout = "root/{train2017,val2017}/*.jpg + root/annotations/instances_{train2017,val2017}.json"
         _require_dirs(layout, base / "val2017", base / "annotations")
         ann = base / "annotations"
+        train, val = ann / "instances_train2017.json", ann / "instances_val2017.json"
         super().__init__(
-            train_images=str(base / "train2017"),
-            train_annotations=str(ann / "instances_train2017.json"),
-            val_images=str(base / "val2017"),
-            val_annotations=str(ann / "instances_val2017.json"),
-            test_images=str(base / "val2017"),
-            test_annotations=str(ann / "instances_val2017.json"),
-            image_size=image_size,
-            scale_range=scale_range,
-            min_box_size=min_box_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            predict_dir=predict_dir,
-        )
+            train_images=str(base / "train2017"), train_annotations=str(train),
+            val_images=str(base / "val2017"), val_annotations=str(val),
+            test_images=str(base / "val2017"), test_annotations=str(val),
+            image_size=image_size, scale_range=scale_range, **kwargs,
+        )  # fmt: skip
