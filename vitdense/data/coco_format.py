@@ -1,0 +1,181 @@
+"""COCO annotation files: reading and validating the JSON (images, categories, boxes), shared by every COCO reader.
+
+Boxes are turned into ``xyxy`` pixels of the original image by the box policy of ``scan_annotations``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitdense.data.folders import examples
+from vitdense.data.io import image_size as read_image_size
+
+LAYOUT = "root/{split}/images/ + root/{split}/annotations.json (COCO format)"
+
+
+@dataclass
+class CocoRecord:
+    """One image of a COCO split after validation: file, JSON size and its kept boxes (xyxy, clipped)."""
+
+    path: Path
+    height: int
+    width: int
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+def read_coco_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"Annotation file '{path}' not found. Expected the layout {LAYOUT}.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"'{path}' is not valid JSON: {err}. Check the file is a COCO annotation file.") from err
+    if not isinstance(data, dict) or "images" not in data:
+        raise ValueError(f"'{path}' has no 'images' list; is it a COCO annotation file ({LAYOUT})?")
+    return data
+
+
+def parse_categories(categories: Any, path: Path) -> dict[int, str]:
+    if not isinstance(categories, list) or not categories:
+        raise ValueError(f"'{path}' has no 'categories'. List each category as {{\"id\": ..., \"name\": ...}}.")
+    out: dict[int, str] = {}
+    for cat in categories:
+        if not isinstance(cat, dict) or "id" not in cat:
+            raise ValueError(f"'{path}' has a category without an id: {cat!r}. Give each category an 'id'.")
+        if int(cat["id"]) in out:
+            raise ValueError(f"'{path}' lists category id {cat['id']} twice. Give each category its own id.")
+        out[int(cat["id"])] = str(cat.get("name", f"class_{cat['id']}"))
+    return dict(sorted(out.items()))
+
+
+def read_categories(path: str | Path) -> dict[int, str]:
+    """Return ``{category id: name}`` of a COCO file, sorted by id (label ``i`` is the ``i``-th id).
+
+    Only the ``categories`` list is decoded when it can be found in the text (a full parse of a large training
+    file takes seconds and much memory); otherwise the whole file is parsed.
+
+    Args:
+        path: COCO annotation JSON.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file has no categories, or two share an id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Annotation file '{path}' not found. Expected the layout {LAYOUT}.")
+    text = path.read_text()
+    # Inside a JSON string a quote is escaped, so an unescaped '"categories":' is a key; the top-level one is
+    # usually the last (COCO writes it after images and annotations).
+    for match in reversed(list(re.finditer(r'"categories"\s*:\s*(?=\[)', text))):
+        try:
+            categories, _ = json.JSONDecoder().raw_decode(text, match.end())
+        except json.JSONDecodeError:
+            break
+        if isinstance(categories, list) and all(isinstance(c, dict) and "id" in c for c in categories):
+            return parse_categories(categories, path)
+    return parse_categories(read_coco_json(path).get("categories"), path)
+
+
+def scan_annotations(
+    data: dict[str, Any], images: Path, annotations: Path, categories: dict[int, str]
+) -> tuple[list[CocoRecord], dict[str, int]]:
+    """Validate a parsed COCO file against its image folder; its records and the box-policy counts.
+
+    Every image entry must name an existing file and every annotation a listed image and a known category (else a
+    clear error). Crowd annotations are skipped, boxes with non-positive size or entirely outside their image
+    dropped and the others clipped to it; the counts say how many of each (see ``warn_box_policy``).
+    """
+    if not images.is_dir():
+        raise FileNotFoundError(
+            f"Image folder '{images}' (for '{annotations}') does not exist. Expected the layout "
+            f"{LAYOUT}, or set the split's *_images path."
+        )
+    label_of = {cat_id: i for i, cat_id in enumerate(sorted(categories))}
+    records: dict[int, CocoRecord] = {}
+    missing = []
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise ValueError(
+                f"'{annotations}' has an image entry without 'id' or 'file_name': {img!r}. COCO image "
+                "entries need both (plus 'width' and 'height')."
+            )
+        if img["id"] in records:
+            raise ValueError(f"'{annotations}' lists image id {img['id']} twice. Give each its own id.")
+        path = images / img["file_name"]
+        if not path.is_file():
+            missing.append(img["file_name"])
+            continue
+        if "width" in img and "height" in img:
+            width, height = int(img["width"]), int(img["height"])
+        else:
+            width, height = read_image_size(path)
+        records[img["id"]] = CocoRecord(path, height, width, np.zeros((0, 4)), np.zeros(0, np.int64))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) listed in '{annotations}' are missing from '{images}' "
+            f"(e.g. {examples(missing)}). Add the files, fix 'file_name', or remove those image entries."
+        )
+
+    boxes: dict[int, list[list[float]]] = {i: [] for i in records}
+    labels: dict[int, list[int]] = {i: [] for i in records}
+    counts = {"clipped": 0, "non-positive": 0, "outside": 0, "crowd": 0}
+    for index, ann in enumerate(data.get("annotations") or []):
+        ann_id = ann.get("id", f"#{index}")
+        if ann.get("image_id") not in records:
+            raise ValueError(
+                f"Annotation id {ann_id} in '{annotations}' refers to image id {ann.get('image_id')}, "
+                "which is not in its 'images' list. Add the image entry or remove the annotation."
+            )
+        if ann.get("category_id") not in label_of:
+            raise ValueError(
+                f"Annotation id {ann_id} in '{annotations}' has category id {ann.get('category_id')}, "
+                f"which is not among the category ids {list(label_of)}. Fix the annotation or add the "
+                "category to the training annotations' 'categories'."
+            )
+        if ann.get("iscrowd", 0):
+            counts["crowd"] += 1
+            continue
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+            raise ValueError(
+                f"Annotation id {ann_id} in '{annotations}' has bbox {bbox!r}; COCO boxes are [x, y, w, h]."
+            )
+        x, y, w, h = (float(v) for v in bbox)
+        if not (w > 0 and h > 0):
+            counts["non-positive"] += 1
+            continue
+        record = records[ann["image_id"]]
+        x0, y0 = min(max(x, 0.0), record.width), min(max(y, 0.0), record.height)
+        x1, y1 = min(max(x + w, 0.0), record.width), min(max(y + h, 0.0), record.height)
+        if x1 <= x0 or y1 <= y0:
+            counts["outside"] += 1
+            continue
+        counts["clipped"] += (x0, y0, x1, y1) != (x, y, x + w, y + h)
+        boxes[ann["image_id"]].append([x0, y0, x1, y1])
+        labels[ann["image_id"]].append(label_of[ann["category_id"]])
+    for image_id, record in records.items():
+        record.boxes = np.asarray(boxes[image_id], dtype=np.float64).reshape(-1, 4)
+        record.labels = np.asarray(labels[image_id], dtype=np.int64)
+    return list(records.values()), counts
+
+
+def warn_box_policy(annotations: Path, counts: dict[str, int]) -> None:
+    """One warning per file with the counts of clipped, dropped and skipped boxes (nothing is silent)."""
+    parts = [
+        f"clipped {counts['clipped']} box(es) to the image",
+        f"dropped {counts['non-positive']} with non-positive width or height",
+        f"dropped {counts['outside']} lying entirely outside their image",
+        f"skipped {counts['crowd']} iscrowd=1 annotation(s)",
+    ]
+    kept = [part for part, n in zip(parts, counts.values()) if n]
+    if kept:
+        warnings.warn(f"'{annotations}': {', '.join(kept)}.", stacklevel=3)
