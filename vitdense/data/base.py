@@ -146,15 +146,27 @@ class SyntheticDataModule(BaseDataModule):
 
     def __init__(
         self,
-        num_train: int,
-        num_val: int,
-        num_test: int,
-        image_size: int,
-        seed: int,
-        batch_size: int,
-        num_workers: int,
-        pin_memory: bool,
+        num_train: int = 512,
+        num_val: int = 64,
+        num_test: int = 64,
+        image_size: int = 64,
+        seed: int = 0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
     ) -> None:
+        """Configure the generator.
+
+        Args:
+            num_train: Training images.
+            num_val: Validation images (also used for predict).
+            num_test: Test images.
+            image_size: Image side in pixels.
+            seed: Base seed; splits differ from each other and repeat across runs.
+            batch_size: Samples per batch (per device).
+            num_workers: DataLoader worker processes (0 loads in the main process).
+            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
+        """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size = image_size

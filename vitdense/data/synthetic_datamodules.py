@@ -40,9 +40,11 @@ from vitdense.data.transforms import (
 )
 
 
-class SyntheticShapesDataset(Dataset):
-    """Random shapes on textured backgrounds, generated on first access (and kept, for sets up to 256 MiB); item
-    ``i`` of a split is always the same."""
+class GeneratedDataset(Dataset):
+    """Base of the synthetic datasets: item ``i`` of a split is a pure function of ``(seed, split, i)``, rendered
+    by ``render`` on first access and kept (for sets up to 256 MiB)."""
+
+    BYTES_PER_PIXEL = 3  # what one rendered item keeps per pixel (image, plus mask where there is one)
 
     def __init__(
         self,
@@ -50,7 +52,6 @@ class SyntheticShapesDataset(Dataset):
         split: str,
         seed: int = 0,
         image_size: int = 64,
-        max_shapes: int = 3,
         transform: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         """Set up the generator.
@@ -60,125 +61,73 @@ class SyntheticShapesDataset(Dataset):
             split: Split name; each split draws different images.
             seed: Base seed; the same seed gives the same images.
             image_size: Image side in pixels.
-            max_shapes: Most shapes per image.
-            transform: Albumentations pipeline; defaults to ``segmentation_eval_transform()``.
+            transform: Albumentations pipeline; defaults to the subclass's unaugmented preset.
         """
         self.length = length
         self.split = split
         self.seed = seed
         self.image_size = image_size
-        self.max_shapes = max_shapes
-        self.transform = transform or segmentation_eval_transform()
-        self.cache = SampleCache(length, image_size**2 * 4)
+        self.transform = transform or self.default_transform()
+        self.cache = SampleCache(length, image_size**2 * self.BYTES_PER_PIXEL)
+
+    def default_transform(self) -> Callable[..., dict[str, Any]]:
+        """The pipeline used when none is given."""
+        return A.Compose(to_tensor())
+
+    def render(self, index: int) -> Any:
+        """Item ``index`` before the transform (uint8 image, and its mask or boxes)."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.length
 
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image and mask of item ``index`` before the transform."""
-        rng = split_rng(self.seed, self.split, index)
-        return render_shapes(rng, self.image_size, self.max_shapes)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def sample(self, index: int) -> Any:
+        """The rendered item ``index`` (from the cache after its first access)."""
         if not 0 <= index < self.length:
             raise IndexError(index)
-        image, mask = self.cache.get(index, self.render)
-        out = apply_transform(self.transform, image, mask)
+        return self.cache.get(index, self.render)
+
+    def item_info(self, index: int) -> dict[str, Any]:
+        """Path-like name and sizes of item ``index`` (the images are never resized)."""
         size = (self.image_size, self.image_size)
-        return {
-            "image": out["image"],
-            "mask": out["mask"],
-            "path": f"synthetic/{self.split}/{index:06d}",
-            "orig_size": size,
-            "valid_size": size,
-        }
+        return {"path": f"synthetic/{self.split}/{index:06d}", "orig_size": size, "valid_size": size}
 
 
-@register_datamodule
-class SyntheticSegmentationDataModule(SyntheticDataModule):
-    """Circles, rectangles and triangles on textured backgrounds, made in code: runs offline, trains in minutes.
+class SyntheticShapesDataset(GeneratedDataset):
+    """Random shapes on textured backgrounds, with their class mask; item ``i`` of a split is always the same."""
 
-    Classes: ``background``, ``circle``, ``rectangle``, ``triangle``. Shapes have random flat colours and may
-    overlap. Training applies random flips; val/test/predict are unaugmented (predict reuses the val images).
-    """
+    BYTES_PER_PIXEL = 4
 
-    def __init__(
-        self,
-        num_train: int = 1024,
-        num_val: int = 64,
-        num_test: int = 64,
-        image_size: int = 64,
-        max_shapes: int = 3,
-        seed: int = 0,
-        ignore_index: int = 255,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        """Configure the generator.
+    def __init__(self, length: int, split: str, max_shapes: int = 3, **kwargs: Any) -> None:
+        """Set up the generator; every other argument is ``GeneratedDataset``'s (seed, image_size, transform).
 
         Args:
-            num_train: Training images.
-            num_val: Validation images (also used for predict).
-            num_test: Test images.
-            image_size: Image side in pixels.
+            length: Number of items.
+            split: Split name; each split draws different images.
             max_shapes: Most shapes per image.
-            seed: Base seed; splits differ from each other and repeat across runs.
-            ignore_index: Mask value of padded pixels (the generator itself never writes it).
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
-        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
         self.max_shapes = max_shapes
-        self.ignore_index = ignore_index
-        self.num_classes = len(SHAPE_CLASSES)
-        self.class_names = list(SHAPE_CLASSES)
+        super().__init__(length, split, **kwargs)
 
-    def _make_dataset(self, split: Split) -> Dataset:
-        transform = A.Compose([*random_flips(), *to_tensor()]) if split == "train" else segmentation_eval_transform()
-        return SyntheticShapesDataset(
-            self.split_length(split), split, self.seed, self.image_size, self.max_shapes, transform
-        )
+    def default_transform(self) -> Callable[..., dict[str, Any]]:
+        return segmentation_eval_transform()
 
-    def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
-        """Stack the batch (all images share one size, so nothing is padded)."""
-        return partial(pad_collate, ignore_index=self.ignore_index, size_divisor=1)
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and mask of item ``index`` before the transform."""
+        return render_shapes(split_rng(self.seed, self.split, index), self.image_size, self.max_shapes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self.sample(index)
+        out = apply_transform(self.transform, image, mask)
+        return {"image": out["image"], "mask": out["mask"], **self.item_info(index)}
 
 
-class SyntheticClassificationDataset(Dataset):
+class SyntheticClassificationDataset(GeneratedDataset):
     """One large light shape on a darkened textured background per image; item ``i`` of a split is always the same.
 
     Shapes are roughly centred and span 55-80% of the image (never cut by its border: half a circle looks like a
     rectangle). Labels cycle through ``SHAPE_NAMES`` (``index % 3``), so every split is balanced.
     """
-
-    def __init__(
-        self,
-        length: int,
-        split: str,
-        seed: int = 0,
-        image_size: int = 64,
-        transform: Callable[..., dict[str, Any]] | None = None,
-    ) -> None:
-        """Set up the generator.
-
-        Args:
-            length: Number of items.
-            split: Split name; each split draws different images.
-            seed: Base seed; the same seed gives the same images.
-            image_size: Image side in pixels.
-            transform: Albumentations pipeline; defaults to converting to a tensor.
-        """
-        self.length = length
-        self.split = split
-        self.seed = seed
-        self.image_size = image_size
-        self.transform = transform or A.Compose(to_tensor())
-        self.cache = SampleCache(length, image_size**2 * 3)
-
-    def __len__(self) -> int:
-        return self.length
 
     def render(self, index: int) -> np.ndarray:
         """The uint8 image of item ``index`` before the transform: a light shape on a darkened background (with
@@ -193,15 +142,74 @@ class SyntheticClassificationDataset(Dataset):
         return np.round(image).astype(np.uint8)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
+        out = apply_transform(self.transform, self.sample(index))
         label = index % len(SHAPE_NAMES)
-        out = apply_transform(self.transform, self.cache.get(index, self.render))
         return {
             "image": out["image"],
             "label": torch.tensor(label, dtype=torch.long),
-            "path": f"synthetic/{self.split}/{index:06d}",
+            "path": self.item_info(index)["path"],
         }
+
+
+class SyntheticDetectionDataset(GeneratedDataset):
+    """Separate shapes with their boxes (no mask); item ``i`` of a split is always the same."""
+
+    def __init__(self, length: int, split: str, max_shapes: int = 3, **kwargs: Any) -> None:
+        """Set up the generator; every other argument is ``GeneratedDataset``'s (seed, image_size, transform).
+
+        Args:
+            length: Number of items.
+            split: Split name; each split draws different images.
+            max_shapes: Most shapes per image.
+        """
+        self.max_shapes = max_shapes
+        super().__init__(length, split, **kwargs)
+
+    def default_transform(self) -> Callable[..., dict[str, Any]]:
+        return detection_eval_transform()
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image, boxes and labels of item ``index`` before the transform."""
+        return render_detection_sample(split_rng(self.seed, self.split, index), self.image_size, self.max_shapes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, boxes, labels = self.sample(index)
+        tensor, target = apply_box_transform(self.transform, image, boxes, labels)
+        return {"image": tensor, "target": target, **self.item_info(index)}
+
+
+@register_datamodule
+class SyntheticSegmentationDataModule(SyntheticDataModule):
+    """Circles, rectangles and triangles on textured backgrounds, made in code: runs offline, trains in minutes.
+
+    Classes: ``background``, ``circle``, ``rectangle``, ``triangle``. Shapes have random flat colours and may
+    overlap. Training applies random flips; val/test/predict are unaugmented (predict reuses the val images).
+    """
+
+    def __init__(self, num_train: int = 1024, max_shapes: int = 3, ignore_index: int = 255, **kwargs: Any) -> None:
+        """Configure the generator; every other argument is ``SyntheticDataModule``'s (num_val, image_size, ...).
+
+        Args:
+            num_train: Training images.
+            max_shapes: Most shapes per image.
+            ignore_index: Mask value of padded pixels (the generator itself never writes it).
+        """
+        super().__init__(num_train=num_train, **kwargs)
+        self.max_shapes = max_shapes
+        self.ignore_index = ignore_index
+        self.num_classes = len(SHAPE_CLASSES)
+        self.class_names = list(SHAPE_CLASSES)
+
+    def _make_dataset(self, split: Split) -> Dataset:
+        transform = A.Compose([*random_flips(), *to_tensor()]) if split == "train" else segmentation_eval_transform()
+        return SyntheticShapesDataset(
+            self.split_length(split), split, self.max_shapes, seed=self.seed, image_size=self.image_size,
+            transform=transform,
+        )  # fmt: skip
+
+    def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
+        """Stack the batch (all images share one size, so nothing is padded)."""
+        return partial(pad_collate, ignore_index=self.ignore_index, size_divisor=1)
 
 
 @register_datamodule
@@ -212,89 +220,23 @@ class SyntheticClassificationDataModule(SyntheticDataModule):
     unaugmented (predict reuses the val images). Batches are as for ``ImageFolderDataModule``.
     """
 
-    def __init__(
-        self,
-        num_train: int = 512,
-        num_val: int = 128,
-        num_test: int = 128,
-        image_size: int = 64,
-        seed: int = 0,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        """Configure the generator.
+    def __init__(self, num_val: int = 128, num_test: int = 128, batch_size: int = 32, **kwargs: Any) -> None:
+        """Configure the generator; every other argument is ``SyntheticDataModule``'s (num_train, image_size, ...).
 
         Args:
-            num_train: Training images.
             num_val: Validation images (also used for predict).
             num_test: Test images.
-            image_size: Image side in pixels.
-            seed: Base seed; splits differ from each other and repeat across runs.
             batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
-        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
+        super().__init__(num_val=num_val, num_test=num_test, batch_size=batch_size, **kwargs)
         self.num_classes = len(SHAPE_NAMES)
         self.class_names = list(SHAPE_NAMES)
 
     def _make_dataset(self, split: Split) -> Dataset:
         transform = A.Compose([*random_flips(), *to_tensor()]) if split == "train" else A.Compose(to_tensor())
-        return SyntheticClassificationDataset(self.split_length(split), split, self.seed, self.image_size, transform)
-
-
-class SyntheticDetectionDataset(Dataset):
-    """Shapes with their boxes, generated on access; item ``i`` of a split is always the same."""
-
-    def __init__(
-        self,
-        length: int,
-        split: str,
-        seed: int = 0,
-        image_size: int = 64,
-        max_shapes: int = 3,
-        transform: Callable[..., dict[str, Any]] | None = None,
-    ) -> None:
-        """Set up the generator.
-
-        Args:
-            length: Number of items.
-            split: Split name; each split draws different images.
-            seed: Base seed; the same seed gives the same images.
-            image_size: Image side in pixels.
-            max_shapes: Most shapes per image.
-            transform: Albumentations pipeline with box params; defaults to ``detection_eval_transform()``.
-        """
-        self.length = length
-        self.split = split
-        self.seed = seed
-        self.image_size = image_size
-        self.max_shapes = max_shapes
-        self.transform = transform or detection_eval_transform()
-        self.cache = SampleCache(length, image_size**2 * 3)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image, boxes and labels of item ``index`` before the transform."""
-        rng = split_rng(self.seed, self.split, index)
-        return render_detection_sample(rng, self.image_size, self.max_shapes)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        image, boxes, labels = self.cache.get(index, self.render)
-        tensor, target = apply_box_transform(self.transform, image, boxes, labels)
-        size = (self.image_size, self.image_size)
-        return {
-            "image": tensor,
-            "target": target,
-            "path": f"synthetic/{self.split}/{index:06d}",
-            "orig_size": size,
-            "valid_size": size,
-        }
+        return SyntheticClassificationDataset(
+            self.split_length(split), split, seed=self.seed, image_size=self.image_size, transform=transform
+        )
 
 
 @register_datamodule
@@ -307,32 +249,13 @@ class SyntheticDetectionDataModule(SyntheticDataModule):
     reuses the val images). Batches are lists, as for ``CocoDetectionDataModule``.
     """
 
-    def __init__(
-        self,
-        num_train: int = 512,
-        num_val: int = 64,
-        num_test: int = 64,
-        image_size: int = 64,
-        max_shapes: int = 3,
-        seed: int = 0,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        """Configure the generator.
+    def __init__(self, max_shapes: int = 3, **kwargs: Any) -> None:
+        """Configure the generator; every other argument is ``SyntheticDataModule``'s (num_train, image_size, ...).
 
         Args:
-            num_train: Training images.
-            num_val: Validation images (also used for predict).
-            num_test: Test images.
-            image_size: Image side in pixels.
             max_shapes: Most shapes per image.
-            seed: Base seed; splits differ from each other and repeat across runs.
-            batch_size: Samples per batch (per device).
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
-        super().__init__(num_train, num_val, num_test, image_size, seed, batch_size, num_workers, pin_memory)
+        super().__init__(**kwargs)
         self.max_shapes = max_shapes
         self.num_classes = len(SHAPE_NAMES)
         self.class_names = list(SHAPE_NAMES)
@@ -343,8 +266,9 @@ class SyntheticDetectionDataModule(SyntheticDataModule):
         else:
             transform = detection_eval_transform()
         return SyntheticDetectionDataset(
-            self.split_length(split), split, self.seed, self.image_size, self.max_shapes, transform
-        )
+            self.split_length(split), split, self.max_shapes, seed=self.seed, image_size=self.image_size,
+            transform=transform,
+        )  # fmt: skip
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (as for COCO data, though all synthetic images share one size)."""
