@@ -1,4 +1,9 @@
-"""Test-wide settings: never touch the network, keep CPU runs small and deterministic."""
+"""Test-wide settings: never touch the network, keep CPU runs small and deterministic.
+
+The tests mirror the package (tests/models, tests/tasks, tests/data, tests/cli; top level: estimate, inference,
+losses and end-to-end runs). Shared helpers are plain modules: tests/tiny.py holds every tiny backbone config,
+tests/fake_data.py the fake dataset layouts.
+"""
 
 import os
 

@@ -14,31 +14,29 @@ import pytest
 import torch
 import yaml
 
+from tests.tiny import PATCH8_VIT_D2, SWIN_W16_WINDOW2
 from vitdense.cli import main
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-VIT = {"name": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-       "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
-SWIN = {"name": "swin_tiny_patch4_window7_224", "pretrained": False, "img_size": 64,
-        "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 16, "num_heads": [1, 1, 2, 2],
-                         "window_size": 2}}  # fmt: skip
+
 TRAINER = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 1, "precision": "32",
            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}  # fmt: skip
+
 SPLITS = {"num_train": 8, "num_val": 5, "batch_size": 2, "seed": 0}
 
 
 def _configs() -> dict[str, dict]:
     seg_head = {"channels": 16, "aux_channels": 8}
-    seg = {"model": {"class_path": "SegmentationTask", "init_args": {"backbone": VIT, "head": seg_head}},
+    seg = {"model": {"class_path": "SegmentationTask", "init_args": {"backbone": PATCH8_VIT_D2, "head": seg_head}},
            "data": {"class_path": "SyntheticSegmentationDataModule",
                     "init_args": {**SPLITS, "image_size": 32}}}  # fmt: skip
-    cls = {"model": {"class_path": "ClassificationTask", "init_args": {"backbone": VIT, "unfreeze_at_epoch": 1,
-                                                                       "optimizer": {"lr": 1e-3}}},
+    cls = {"model": {"class_path": "ClassificationTask",
+                     "init_args": {"backbone": PATCH8_VIT_D2, "unfreeze_at_epoch": 1, "optimizer": {"lr": 1e-3}}},
            "data": {"class_path": "SyntheticClassificationDataModule", "init_args": {**SPLITS, "image_size": 32}},
            "trainer": {"max_epochs": 2}}  # fmt: skip
     configs = {"seg_vit": seg, "cls_vit_unfreeze": cls}
     for head in ("retinanet", "fcos", "faster_rcnn"):
-        for name, backbone in (("vit", VIT), ("swin", SWIN)):
+        for name, backbone in (("vit", PATCH8_VIT_D2), ("swin", SWIN_W16_WINDOW2)):
             configs[f"det_{head}_{name}"] = {
                 "model": {"class_path": "DetectionTask",
                           "init_args": {"backbone": {**backbone, "img_size": 64}, "head": {"name": head,

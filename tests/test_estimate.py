@@ -7,17 +7,13 @@ import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.tiny import HYBRID_D2, SWIN_D1121_W24, VIT_D4_W48
 from vitdense import ClassificationTask, DetectionTask, SegmentationTask
 from vitdense.cli import main
 from vitdense.estimate import estimate
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "vit": {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 4, "embed_dim": 48, "num_heads": 3}},
-    "swin": {"name": "swin_tiny_patch4_window7_224",
-             "model_kwargs": {"depths": [1, 1, 2, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}},
-    "hybrid": {"name": "vit_tiny_r_s16_p8_224", "model_kwargs": {"depth": 2}},
-}  # fmt: skip
+BACKBONES = {"vit": VIT_D4_W48, "swin": SWIN_D1121_W24, "hybrid": HYBRID_D2}
 
 
 def counted_flops(run) -> float:
@@ -26,9 +22,9 @@ def counted_flops(run) -> float:
     return float(counter.get_total_flops())
 
 
-@pytest.mark.parametrize("kind", sorted(TINY))
+@pytest.mark.parametrize("kind", sorted(BACKBONES))
 def test_segmentation_estimate_matches_the_flop_counter(kind: str) -> None:
-    task = SegmentationTask(backbone=TINY[kind], num_classes=5, pretrained=False, img_size=96,
+    task = SegmentationTask(backbone=BACKBONES[kind], num_classes=5, pretrained=False, img_size=96,
                             head={"channels": 16, "aux_channels": 8})  # fmt: skip
     size = (96, 128)  # not square, not a multiple of Swin's 7x7 windows at every stage
     result = estimate(task, size)
@@ -62,19 +58,19 @@ def test_tokens_and_attention_scale_with_the_patch_size() -> None:
 
 
 def test_swin_attends_within_windows() -> None:
-    task = SegmentationTask(backbone=TINY["swin"], num_classes=3, pretrained=False, img_size=224,
+    task = SegmentationTask(backbone=BACKBONES["swin"], num_classes=3, pretrained=False, img_size=224,
                             head={"channels": 8, "aux_weight": 0.0})  # fmt: skip
     first = next(s for s in estimate(task, (224, 224)).stages if s.name == "backbone.layers.0")
     assert (first.tokens, first.context) == (56 * 56, 49)
 
 
 def test_classification_and_detection_estimates_match_the_flop_counter() -> None:
-    cls = ClassificationTask(backbone=TINY["vit"], num_classes=4, pretrained=False, img_size=64)
+    cls = ClassificationTask(backbone=BACKBONES["vit"], num_classes=4, pretrained=False, img_size=64)
     cls.eval()
     expected = counted_flops(lambda: cls(torch.rand(1, 3, 64, 64)))
     assert estimate(cls, (64, 64)).total_flops() == pytest.approx(expected, rel=0.10)
 
-    det = DetectionTask(backbone=TINY["vit"], num_classes=3, pretrained=False, img_size=64, head={"channels": 16})
+    det = DetectionTask(backbone=BACKBONES["vit"], num_classes=3, pretrained=False, img_size=64, head={"channels": 16})
     det.train()
     images = torch.rand(1, 3, 64, 64)
 
@@ -88,7 +84,7 @@ def test_classification_and_detection_estimates_match_the_flop_counter() -> None
 
 def test_model_summary_counts_the_same_forward_flops() -> None:
     """Lightning's summary at the start of `fit` said "Total FLOPs: 0"; now it counts the estimate's figure."""
-    task = SegmentationTask(backbone=TINY["vit"], num_classes=5, pretrained=False, img_size=64,
+    task = SegmentationTask(backbone=BACKBONES["vit"], num_classes=5, pretrained=False, img_size=64,
                             head={"channels": 16, "aux_channels": 8})  # fmt: skip
     summary = ModelSummary(task, max_depth=1)
     assert summary.total_flops == pytest.approx(estimate(task, (64, 64)).total_flops(training=False), rel=0.01)

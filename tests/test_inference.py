@@ -5,15 +5,14 @@ import resource
 import pytest
 import torch
 
+from tests.tiny import VIT_D2_W32
 from vitdense import SegmentationTask
 from vitdense.inference import infer_logits, slide_logits
-
-BACKBONE = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
 
 
 def task_with(inference: dict | None = None, **kwargs) -> SegmentationTask:
     torch.manual_seed(0)
-    task = SegmentationTask(backbone=BACKBONE, num_classes=4, pretrained=False, img_size=64,
+    task = SegmentationTask(backbone=VIT_D2_W32, num_classes=4, pretrained=False, img_size=64,
                             head={"channels": 8, "aux_weight": 0.0}, inference=inference, **kwargs)  # fmt: skip
     return task.eval()
 
@@ -107,25 +106,6 @@ def test_inference_is_set_from_the_command_line() -> None:
     cli = main(["--config", str(config), "--model.init_args.inference", setting], run=False)
     assert cli.model.inference_cfg == {"mode": "slide", "crop": [48, 48], "stride": [32, 32], "flip": True,
                                        "scales": [0.75, 1.0]}  # fmt: skip
-
-
-def test_classification_flip_averages_the_probabilities_of_both_views() -> None:
-    from vitdense import ClassificationTask
-
-    def classifier(**kwargs) -> ClassificationTask:
-        torch.manual_seed(0)
-        return ClassificationTask(backbone=BACKBONE, num_classes=3, pretrained=False, img_size=32, **kwargs).eval()
-
-    plain, flipped = classifier(), classifier(inference={"flip": True})
-    images = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        expected = (plain(images).softmax(-1) + plain(images.flip(-1)).softmax(-1)) / 2
-        torch.testing.assert_close(flipped.eval_logits(images).exp(), expected)
-        torch.testing.assert_close(plain.eval_logits(images), plain(images))
-        paths = {"image": images, "path": ["a.png", "b.png"]}
-        torch.testing.assert_close(torch.stack([p["probs"] for p in flipped.predict_step(paths, 0)]), expected)
-    with pytest.raises(ValueError, match="Unknown inference key"):
-        classifier(inference={"scales": [1.0]})
 
 
 def test_predicted_masks_are_palette_pngs_of_class_ids(tmp_path) -> None:

@@ -6,15 +6,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image
-from test_cli import write_coco, write_image_folder
 
+from tests.fake_data import write_coco_folder, write_image_folder
+from tests.tiny import PATCH8_VIT_D4
 from vitdense.cli import main
 
-BACKBONE = {"name": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-            "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
 TRAINER = {"accelerator": "cpu", "precision": "32", "enable_progress_bar": False, "enable_model_summary": False}
-CLS = {"class_path": "ClassificationTask", "init_args": {"backbone": BACKBONE}}
-DET = {"class_path": "DetectionTask", "init_args": {"backbone": BACKBONE, "head": {"channels": 16}}}
+
+CLS = {"class_path": "ClassificationTask", "init_args": {"backbone": PATCH8_VIT_D4}}
+
+DET = {"class_path": "DetectionTask", "init_args": {"backbone": PATCH8_VIT_D4, "head": {"channels": 16}}}
 
 
 def write(path: Path, model: dict, data: dict, **trainer) -> Path:
@@ -65,7 +66,7 @@ def test_detection_synthetic_fit_test_predict(tmp_path: Path) -> None:
 
 
 def test_detection_coco_folder_and_predict_in_original_pixels(tmp_path: Path) -> None:
-    root = write_coco(tmp_path / "data")
+    root = write_coco_folder(tmp_path / "data")
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(np.full((90, 150, 3), 128, dtype=np.uint8)).save(photos / "wide.jpg")
@@ -94,7 +95,7 @@ def test_segmentation_fit_from_classification_checkpoint(tmp_path: Path) -> None
     ckpt = tmp_path / "runs" / "cls" / "version_0" / "checkpoints" / "last.ckpt"
     seg = {
         "class_path": "SegmentationTask",
-        "init_args": {"backbone": {**BACKBONE, "pretrained": str(ckpt)}, "head": {"channels": 16}},
+        "init_args": {"backbone": {**PATCH8_VIT_D4, "pretrained": str(ckpt)}, "head": {"channels": 16}},
     }
     seg_data = {
         "class_path": "SyntheticSegmentationDataModule",

@@ -1,3 +1,5 @@
+"""ImageFolder classification data (root/split/<class>/image): items, batches, and every layout error named."""
+
 from pathlib import Path
 
 import numpy as np
@@ -5,14 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitdense.data import (
-    ImageFolderDataModule,
-    SyntheticClassificationDataModule,
-    get_datamodule,
-    list_datamodules,
-)
+from vitdense.data import ImageFolderDataModule
 from vitdense.data.imagefolder import ImageFolderDataset
-from vitdense.data.transforms import classification_train_transform
 
 
 def write_image(path: Path, size=(40, 30), mode: str = "RGB", seed: int = 0) -> None:
@@ -33,11 +29,6 @@ def folder_root(tmp_path: Path) -> Path:
         (tmp_path / split / "dog" / "notes.txt").write_text("not an image")
     (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
     return tmp_path
-
-
-def test_registry_lists_classification_datamodules() -> None:
-    assert {"ImageFolderDataModule", "SyntheticClassificationDataModule"} <= set(list_datamodules())
-    assert get_datamodule("ImageFolderDataModule") is ImageFolderDataModule
 
 
 def test_folder_items_and_batches(folder_root: Path) -> None:
@@ -63,13 +54,6 @@ def test_grayscale_image_loads_as_rgb(folder_root: Path) -> None:
     item = ImageFolderDataModule(str(folder_root), image_size=32).dataset("val")[2]
     assert item["image"].shape == (3, 32, 32)
     assert torch.equal(item["image"][0], item["image"][1]) and torch.equal(item["image"][1], item["image"][2])
-
-
-def test_randaugment_keeps_the_item_format() -> None:
-    transform = classification_train_transform(24, scale=(0.5, 1.0), randaugment=True)
-    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    out = transform(image=image)["image"]
-    assert out.shape == (3, 24, 24) and out.dtype == torch.float32 and out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_val_may_lack_a_class(folder_root: Path) -> None:
@@ -129,14 +113,3 @@ def test_predict_folder(folder_root: Path) -> None:
     assert set(batch) == {"image", "path"} and batch["image"].shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="predict_dir"):
         ImageFolderDataModule(str(folder_root)).setup("predict")
-
-
-def test_synthetic_deterministic_balanced_batches() -> None:
-    items = [SyntheticClassificationDataModule(seed=s, image_size=32).dataset("val")[4] for s in (0, 0, 1)]
-    assert torch.equal(items[0]["image"], items[1]["image"]) and not torch.equal(items[0]["image"], items[2]["image"])
-    dm = SyntheticClassificationDataModule(num_val=12, image_size=32, batch_size=12)
-    assert dm.num_classes == 3 and dm.class_names == ["circle", "rectangle", "triangle"]
-    dm.setup("validate")
-    batch = next(iter(dm.val_dataloader()))
-    assert batch["image"].shape == (12, 3, 32, 32) and batch["label"].dtype == torch.int64
-    assert torch.bincount(batch["label"]).tolist() == [4, 4, 4]

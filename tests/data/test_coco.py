@@ -1,3 +1,5 @@
+"""COCO detection data: contiguous labels, resized items and boxes, box clean-up, and every annotation error named."""
+
 import json
 from pathlib import Path
 from typing import Any
@@ -8,15 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vitdense.data import (
-    CocoDetectionDataModule,
-    SyntheticDetectionDataModule,
-    detection_collate,
-    get_datamodule,
-    list_datamodules,
-)
+from vitdense.data import CocoDetectionDataModule
 from vitdense.data.coco import CocoDetectionDataset, read_categories
-from vitdense.data.transforms import bbox_params, detection_train_transform, to_tensor
+from vitdense.data.transforms import bbox_params, to_tensor
 
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 1, "name": "bird"}, {"id": 3, "name": "cat"}]
 
@@ -59,11 +55,6 @@ def coco_root(tmp_path: Path) -> Path:
         data["annotations"].append({"id": 3, "image_id": 3, "category_id": 1, "bbox": [0, 0, 15, 30], "iscrowd": 0})
         (tmp_path / split / "annotations.json").write_text(json.dumps(data))
     return tmp_path
-
-
-def test_registry_lists_detection_datamodules() -> None:
-    assert {"CocoDetectionDataModule", "SyntheticDetectionDataModule"} <= set(list_datamodules())
-    assert get_datamodule("CocoDetectionDataModule") is CocoDetectionDataModule
 
 
 def test_categories_map_to_contiguous_labels(coco_root: Path) -> None:
@@ -129,15 +120,6 @@ def test_crop_drops_boxes_cut_to_nothing(tmp_path: Path) -> None:
     crop = A.Compose([A.Crop(x_min=0, y_min=0, x_max=20, y_max=20), *to_tensor()], bbox_params=bbox_params())
     target = CocoDetectionDataset(tmp_path / "images", json_path, transform=crop)[0]["target"]
     assert target["boxes"].tolist() == [[2.0, 2.0, 8.0, 8.0]] and target["labels"].tolist() == [1]
-
-
-def test_train_transform_makes_squares_with_boxes_inside() -> None:
-    transform = detection_train_transform(32, scale_range=(0.5, 2.0))
-    image = np.zeros((20, 40, 3), np.uint8)
-    for _ in range(10):
-        out = transform(image=image, bboxes=np.array([[4.0, 2.0, 14.0, 8.0]]), labels=np.array([1]))
-        assert out["image"].shape == (3, 32, 32)
-        assert all(0 <= v <= 32 for box in out["bboxes"] for v in box) and len(out["bboxes"]) == len(out["labels"])
 
 
 def test_clip_and_drop_policy_warns_with_counts(tmp_path: Path) -> None:
@@ -237,26 +219,3 @@ def test_predict_folder(coco_root: Path) -> None:
     assert set(batch) == {"image", "path", "orig_size", "valid_size"}
     assert batch["orig_size"] == [(20, 40), (30, 30), (24, 16)]
     assert batch["valid_size"] == [(10, 20), (20, 20), (20, 13)]
-
-
-def test_detection_collate_keeps_lists() -> None:
-    items = [{"image": torch.zeros(3, 4, 5), "path": "a"}, {"image": torch.zeros(3, 6, 2), "path": "b"}]
-    batch = detection_collate(items)
-    assert batch["path"] == ["a", "b"] and [t.shape[-1] for t in batch["image"]] == [5, 2]
-
-
-def test_synthetic_deterministic_with_valid_boxes() -> None:
-    items = [SyntheticDetectionDataModule(seed=s).dataset("val")[5] for s in (0, 0, 1)]
-    assert torch.equal(items[0]["image"], items[1]["image"])
-    assert torch.equal(items[0]["target"]["boxes"], items[1]["target"]["boxes"])
-    assert not torch.equal(items[0]["image"], items[2]["image"])
-    dm = SyntheticDetectionDataModule(num_val=32, batch_size=32)
-    assert dm.num_classes == 3 and dm.class_names == ["circle", "rectangle", "triangle"]
-    dm.setup("validate")
-    batch = next(iter(dm.val_dataloader()))
-    counts = [len(t["boxes"]) for t in batch["target"]]
-    assert 0 in counts and max(counts) <= 3 and sum(counts) > 32
-    boxes = torch.cat([t["boxes"] for t in batch["target"]])
-    labels = torch.cat([t["labels"] for t in batch["target"]])
-    assert (boxes >= 0).all() and (boxes <= 64).all() and (boxes[:, 2:] - boxes[:, :2] >= 4).all()
-    assert set(labels.tolist()) == {0, 1, 2} and batch["image"][0].shape == (3, 64, 64)

@@ -5,14 +5,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.tiny import VIT_D2_W32
 from vitdense import ClassificationTask, DetectionTask, SegmentationTask
-
-BACKBONE = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
 
 
 def seg_task(**options) -> SegmentationTask:
     torch.manual_seed(0)
-    return SegmentationTask(backbone=BACKBONE, num_classes=3, pretrained=False, img_size=64,
+    return SegmentationTask(backbone=VIT_D2_W32, num_classes=3, pretrained=False, img_size=64,
                             head={"channels": 8, "aux_channels": 8}, **options)  # fmt: skip
 
 
@@ -24,11 +23,11 @@ def test_compile_compiles_the_hot_path_in_place_and_keeps_parameter_names() -> N
     assert all(m._compiled_call_impl is not None for m in targets)
     assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
     assert compiled.example_input_array is None  # the summary would compile a graph just for its FLOPs
-    det = DetectionTask(backbone=BACKBONE, num_classes=2, pretrained=False, img_size=64, head={"channels": 8},
+    det = DetectionTask(backbone=VIT_D2_W32, num_classes=2, pretrained=False, img_size=64, head={"channels": 8},
                         compile=True)  # fmt: skip
     det.setup("fit")
     assert [type(m).__name__ for m in det.compile_targets()] == ["Backbone", "SimpleFeaturePyramid"]
-    cls = ClassificationTask(backbone=BACKBONE, num_classes=2, pretrained=False, img_size=64, compile=True)
+    cls = ClassificationTask(backbone=VIT_D2_W32, num_classes=2, pretrained=False, img_size=64, compile=True)
     cls.setup("fit")
     assert all(m._compiled_call_impl is not None for m in cls.compile_targets())
 

@@ -1,6 +1,5 @@
-"""ADE20K, Cityscapes and Pascal VOC DataModules on tiny fake copies of their official layouts."""
+"""ADE20K, Cityscapes, Pascal VOC and COCO 2017 DataModules on tiny fake copies of their official layouts."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,8 @@ import torch
 import yaml
 from PIL import Image
 
+from tests.fake_data import FAKE_LAYOUTS, fake_mask, write_ade20k, write_cityscapes, write_coco2017, write_voc
+from tests.tiny import PATCH8_VIT_D4
 from vitdense.cli import main
 from vitdense.data.benchmarks import (
     ADE20K_CLASSES,
@@ -19,88 +20,6 @@ from vitdense.data.benchmarks import (
     VOCSegmentationDataModule,
 )
 from vitdense.data.registry import get_datamodule
-
-SIZE = (40, 30)  # (w, h) of every fake image
-
-
-def _image(path: Path, seed: int, mode: str = "RGB") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = SIZE
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode).save(path)
-
-
-def _mask(path: Path, values: list[int], palette: bool = False) -> np.ndarray:
-    """Write a mask whose pixels cycle through ``values``; return it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = SIZE
-    mask = np.resize(np.array(values, np.uint8), h * w).reshape(h, w)
-    if palette:  # VOC's masks: palette indices are class ids, the colours are for viewing
-        img = Image.frombytes("P", (w, h), mask.tobytes())
-        img.putpalette([c for i in range(256) for c in (i * 7 % 256, i * 13 % 256, i * 29 % 256)])
-    else:
-        img = Image.fromarray(mask)
-    img.save(path)
-    return mask
-
-
-def write_ade20k(root: Path) -> Path:
-    """``root/ADEChallengeData2016/{images,annotations}/{training,validation}``, 3 + 2 images."""
-    base = root / "ADEChallengeData2016"
-    for split, n in (("training", 3), ("validation", 2)):
-        for i in range(n):
-            stem = f"ADE_{split[:5]}_{i:08d}"
-            _image(base / "images" / split / f"{stem}.jpg", i)
-            _mask(base / "annotations" / split / f"{stem}.png", [0, 1, 2, 150, 75])
-    return root
-
-
-def write_cityscapes(root: Path) -> Path:
-    """``root/leftImg8bit/{train,val}/<city>/*`` + ``root/gtFine/...`` (labelIds and the colour PNGs beside them)."""
-    for split, cities in (("train", ("aachen", "bremen")), ("val", ("frankfurt",))):
-        for c, city in enumerate(cities):
-            for i in range(2 if split == "train" else 3):
-                prefix = f"{city}_{c:06d}_{i:06d}"
-                _image(root / "leftImg8bit" / split / city / f"{prefix}_leftImg8bit.png", i)
-                gt = root / "gtFine" / split / city
-                _mask(gt / f"{prefix}_gtFine_labelIds.png", [0, 7, 8, 9, 26, 33, 34, 1])
-                _image(gt / f"{prefix}_gtFine_color.png", i)
-    return root
-
-
-def write_voc(root: Path) -> Path:
-    """``root/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}`` with palette masks."""
-    voc = root / "VOCdevkit" / "VOC2012"
-    ids = {"train": ["2007_000032", "2007_000039", "2008_000002"], "val": ["2007_000033", "2009_000001"]}
-    for split, names in ids.items():
-        for i, name in enumerate(names):
-            _image(voc / "JPEGImages" / f"{name}.jpg", i)
-            _mask(voc / "SegmentationClass" / f"{name}.png", [0, 1, 15, 20, 255], palette=True)
-        (voc / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
-        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
-    return root
-
-
-# DataModule class name -> fake-layout writer (also used by tests/test_cli.py for the shipped configs).
-def write_coco2017(root: Path) -> Path:
-    """train2017/ + val2017/ + annotations/instances_*.json with two categories of non-contiguous ids."""
-    (root / "annotations").mkdir(parents=True)
-    for split in ("train2017", "val2017"):
-        (root / split).mkdir()
-        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(root / split / "000000000001.jpg")
-        coco = {
-            "images": [{"id": 1, "file_name": "000000000001.jpg", "width": 40, "height": 30}],
-            "annotations": [{"id": 7, "image_id": 1, "category_id": 18, "bbox": [2, 3, 10, 12], "iscrowd": 0}],
-            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
-        }
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
-    return root
-
-
-FAKE_LAYOUTS = {
-    "ADE20KDataModule": write_ade20k,
-    "CityscapesDataModule": write_cityscapes,
-    "VOCSegmentationDataModule": write_voc,
-}
 
 
 def _loaded_and_raw(dm, split: str, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +121,7 @@ def test_missing_layouts_name_the_folder_and_the_official_layout(tmp_path: Path)
 
 def test_unknown_ids_are_reported(tmp_path: Path) -> None:
     root = write_ade20k(tmp_path)
-    _mask(root / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_valid_00000000.png", [0, 200])
+    fake_mask(root / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_valid_00000000.png", [0, 200])
     dm = ADE20KDataModule(str(root))
     with pytest.raises(ValueError, match=r"ADE_valid_00000000\.png' has values \[199\] outside \[0, num_classes=150\)"):
         dm.dataset("val")[0]
@@ -211,12 +130,7 @@ def test_unknown_ids_are_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(FAKE_LAYOUTS))
 def test_cli_fast_dev_run(tmp_path: Path, name: str) -> None:
     """The real CLI links the benchmark's classes and ignore_index into the task and trains a step."""
-    backbone = {
-        "name": "vit_tiny_patch16_224",
-        "pretrained": False,
-        "img_size": 32,
-        "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2},
-    }
+    backbone = PATCH8_VIT_D4
     cfg = {
         "model": {
             "class_path": "vitdense.SegmentationTask",

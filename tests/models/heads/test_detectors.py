@@ -3,13 +3,10 @@
 import pytest
 import torch
 
+from tests.tiny import SWIN_W24, VIT_D2_W32
 from vitdense import DetectionTask
 from vitdense.models.heads import DETECTORS
 from vitdense.models.necks import FPN, SimpleFeaturePyramid
-
-VIT = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
-SWIN = {"name": "swin_tiny_patch4_window7_224",
-        "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}}  # fmt: skip
 
 
 def detector(backbone: dict, **head) -> DetectionTask:
@@ -20,12 +17,16 @@ def detector(backbone: dict, **head) -> DetectionTask:
 def test_the_table_names_every_detector() -> None:
     assert set(DETECTORS) == {"retinanet", "fcos", "faster_rcnn"}
     with pytest.raises(ValueError, match="Unknown detection head 'yolo'; choose one of retinanet, fcos, faster_rcnn"):
-        detector(VIT, name="yolo")
+        detector(VIT_D2_W32, name="yolo")
 
 
 @pytest.mark.parametrize(
     ("backbone", "neck", "expected"),
-    [(VIT, "auto", SimpleFeaturePyramid), (SWIN, "auto", FPN), (SWIN, "simple_fpn", SimpleFeaturePyramid)],
+    [
+        (VIT_D2_W32, "auto", SimpleFeaturePyramid),
+        (SWIN_W24, "auto", FPN),
+        (SWIN_W24, "simple_fpn", SimpleFeaturePyramid),
+    ],
 )
 def test_a_detection_config_can_name_its_neck(backbone: dict, neck: str, expected: type) -> None:
     task = detector(backbone, neck=neck)
@@ -42,6 +43,6 @@ def test_a_detection_config_can_name_its_neck(backbone: dict, neck: str, expecte
 
 def test_fpn_on_a_plain_vit_is_refused_with_what_to_use() -> None:
     with pytest.raises(ValueError, match=r"head\.neck=fpn needs stages at several strides.*use simple_fpn"):
-        detector(VIT, neck="fpn")
+        detector(VIT_D2_W32, neck="fpn")
     with pytest.raises(ValueError, match="Unknown detection neck 'bifpn'"):
-        detector(VIT, neck="bifpn")
+        detector(VIT_D2_W32, neck="bifpn")

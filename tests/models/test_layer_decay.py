@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 
+from tests.tiny import FOUNDATION_NAMES, tiny_foundation
 from vitdense import ClassificationTask, DetectionTask, SegmentationTask
 from vitdense.tasks.base import BaseTask
 
@@ -17,6 +18,7 @@ VIT_B_TABLE = [
     (r"backbone\.model\.(norm|fc_norm)\.", 0),
     (r"(?!backbone\.)", 0),  # neck and heads
 ]
+
 SWIN_T_TABLE = [  # depths 2-2-6-2; timm runs each patch merging at the start of the next stage
     (r"backbone\.model\.patch_embed\.", 13),
     (r"backbone\.model\.layers\.0\.blocks\.0\.", 12),
@@ -34,6 +36,7 @@ SWIN_T_TABLE = [  # depths 2-2-6-2; timm runs each patch merging at the start of
     (r"backbone\.model\.norm\.", 0),
     (r"(?!backbone\.)", 0),
 ]
+
 TABLES = {"vit_base_patch16_224": VIT_B_TABLE, "swin_tiny_patch4_window7_224": SWIN_T_TABLE}
 
 
@@ -95,34 +98,8 @@ def test_no_layer_decay_gives_every_group_the_base_lr() -> None:
     assert torch.is_tensor(next(iter(groups[0]["params"])))
 
 
-def test_adamw_is_fused_and_updates_as_the_loop_implementation_does() -> None:
-    from vitdense.tasks.optim import build_adamw, resolve_optimizer_config
-
-    torch.manual_seed(0)
-    weights = [torch.randn(64, 32), torch.randn(32)]
-    grads = [torch.randn_like(w) for w in weights]
-    results = []
-    for fused in (True, False):
-        params = [torch.nn.Parameter(w.clone()) for w in weights]
-        groups = [{"params": params[:1], "weight_decay": 0.05, "lr_scale": 1.0},
-                  {"params": params[1:], "weight_decay": 0.0, "lr_scale": 0.5}]  # fmt: skip
-        cfg = resolve_optimizer_config({"lr": 1e-2})
-        optimizer = build_adamw(groups, cfg) if fused else torch.optim.AdamW(
-            [{**g, "lr": 1e-2 * g["lr_scale"]} for g in groups], lr=1e-2, foreach=False
-        )  # fmt: skip
-        assert optimizer.defaults.get("fused") == (True if fused else None)
-        for _ in range(3):
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g.clone()
-            optimizer.step()
-        results.append([p.detach() for p in params])
-    for fused_param, loop_param in zip(*results, strict=True):
-        torch.testing.assert_close(fused_param, loop_param)
-
-
 # Today's backbones, as tiny 2-block variants: stem (class and register tokens, pos-embed, patch embedding) at
 # decay**3, block i at decay**(2 - i), the final norms (norm, fc_norm) and everything after the backbone at 1.0.
-TINY_FOUNDATION = ["vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3", "eva02_tiny_patch14_224"]
 TINY_TABLE = [
     (r"backbone\.model\.(cls_token|reg_token|pos_embed|patch_embed\.)", 3),
     (r"backbone\.model\.blocks\.0\.", 2),
@@ -133,9 +110,9 @@ TINY_TABLE = [
 
 
 @pytest.mark.parametrize("kind", ["segmentation", "classification"])
-@pytest.mark.parametrize("name", TINY_FOUNDATION)
+@pytest.mark.parametrize("name", FOUNDATION_NAMES)
 def test_foundation_backbones_follow_the_beit_rule_with_register_tokens(kind: str, name: str) -> None:
-    backbone = {"name": name, "pretrained": False, "model_kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}}
+    backbone = tiny_foundation(name)
     optimizer = {"lr": 1e-4, "layer_decay": DECAY}
     task = (
         SegmentationTask(backbone=backbone, num_classes=3, optimizer=optimizer, head={"channels": 8})

@@ -1,30 +1,19 @@
 """The real CLI: fit with fast_dev_run on synthetic and folder data, then test and predict from a checkpoint."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
-from test_data_benchmarks import FAKE_LAYOUTS, write_coco2017
-from test_layer_decay import TABLES, assert_layer_decay_matches
 
+from tests.fake_data import write_folder_dataset
+from tests.tiny import PATCH8_VIT_D4
 from vitdense.cli import main
-from vitdense.tasks.base import BaseTask
 
 TINY_MODEL = {
     "class_path": "vitdense.SegmentationTask",
-    "init_args": {
-        "backbone": {
-            "name": "vit_tiny_patch16_224",
-            "pretrained": False,
-            "img_size": 32,
-            "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2},
-        },
-        "head": {"channels": 16, "aux_channels": 8},
-    },
+    "init_args": {"backbone": PATCH8_VIT_D4, "head": {"channels": 16, "aux_channels": 8}},
 }
 TRAINER = {"accelerator": "cpu", "precision": "32", "enable_progress_bar": False, "enable_model_summary": False}
 
@@ -38,20 +27,6 @@ def write_config(path: Path, data: dict, model: dict | None = None, **trainer) -
 def synthetic(**kwargs) -> dict:
     args = {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 32, "batch_size": 4, **kwargs}
     return {"class_path": "SyntheticSegmentationDataModule", "init_args": args}
-
-
-def write_folder_dataset(root: Path, num_classes: int = 3, sizes=((40, 48), (36, 52)), void: int = 255) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val", "test"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i, (h, w) in enumerate(sizes):
-            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / "images" / f"{i}.jpg")
-            mask = rng.integers(0, num_classes, (h, w), dtype=np.uint8)
-            mask[0, 0] = void
-            Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
-    (root / "classes.txt").write_text("\n".join(f"thing{i}" for i in range(num_classes)) + "\n")
-    return root
 
 
 def run(*args: str) -> object:
@@ -155,61 +130,6 @@ def test_help_documents_task_and_datamodule_arguments(capsys) -> None:
         run("fit", "--data.help", "SegmentationFolderDataModule")
     out = capsys.readouterr().out
     assert "--data.root" in out and "Mask value of void pixels" in out
-
-
-def write_image_folder(root: Path) -> Path:
-    for split in ("train", "val"):
-        for name in ("ants", "bees"):
-            (root / split / name).mkdir(parents=True)
-            Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(root / split / name / "a.jpg")
-    return root
-
-
-def write_coco(root: Path) -> Path:
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True)
-        Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(root / split / "images" / "a.jpg")
-        coco = {
-            "images": [{"id": 1, "file_name": "a.jpg", "width": 50, "height": 40}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "iscrowd": 0}],
-            "categories": [{"id": 3, "name": "raccoon"}],
-        }
-        (root / split / "annotations.json").write_text(json.dumps(coco))
-    return root
-
-
-OTHER_LAYOUTS = {
-    "ImageFolderDataModule": write_image_folder,
-    "CocoDetectionDataModule": write_coco,
-    "COCO2017DataModule": write_coco2017,
-}
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
-def test_every_config_parses_and_builds(config: Path, tmp_path: Path) -> None:
-    """Each shipped config parses through the real CLI and builds its model (weights never downloaded)."""
-    cfg = yaml.safe_load(config.read_text())
-    backbone = cfg["model"]["init_args"].get("backbone")
-    if isinstance(backbone, dict):
-        backbone["pretrained"] = False
-    data_args = cfg["data"].setdefault("init_args", {})
-    benchmark = {**FAKE_LAYOUTS, **OTHER_LAYOUTS}.get(cfg["data"]["class_path"].rsplit(".", 1)[-1])
-    if benchmark is not None:  # a fake copy of the benchmark's official layout
-        data_args["root"] = str(benchmark(tmp_path / "data"))
-    elif "root" in data_args:
-        data_args["root"] = str(write_folder_dataset(tmp_path / "data", num_classes=data_args.get("num_classes", 3)))
-        data_args.pop("num_classes", None)
-    path = tmp_path / config.name
-    path.write_text(yaml.safe_dump(cfg))
-    cli = main(["--config", str(path)], run=False)
-    assert isinstance(cli.model, BaseTask)
-    optimizer = cli.model.optimizer_cfg
-    table = TABLES.get(cli.model.backbone_cfg["name"].split(".")[0])
-    if optimizer["layer_decay"] is not None and table is not None:  # published recipes: the BEiT/mmseg rule
-        assert_layer_decay_matches(cli.model, table, optimizer["layer_decay"], optimizer["lr"])
-    with torch.no_grad():
-        assert len(cli.model.eval()(torch.rand(1, 3, 64, 64))) == 1
 
 
 def test_validate_then_fit_in_one_process(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Callbacks for the resume test: record each step's learning rates, and kill the process at a given step.
 
-Usage: ``python resume_worker.py CONFIG`` runs ``vitdense fit`` with that config (which names these callbacks).
+Usage: ``python tests/tasks/resume_worker.py CONFIG`` runs ``vitdense fit`` with that config, which names these
+callbacks as ``tests.tasks.resume_worker.*`` (the repository root on PYTHONPATH).
 """
 
 import json

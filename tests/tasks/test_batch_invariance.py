@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny import SWIN_W16, VIT_D2_W32
 from vitdense import DetectionTask, SegmentationTask
 from vitdense.data.transforms import pad_collate, segmentation_eval_transform
 
-TINY_VIT = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
-TINY_SWIN = {"name": "swin_tiny_patch4_window7_224",
-             "model_kwargs": {"depths": (1, 1, 1, 1), "embed_dim": 16, "num_heads": (1, 1, 2, 2)}}  # fmt: skip
 SIZES = [(96, 128), (224, 224), (96, 128), (70, 90)]
 
 
@@ -24,7 +22,7 @@ def _items(with_mask: bool = True) -> list[dict]:
     return items
 
 
-@pytest.mark.parametrize("backbone", [TINY_VIT, TINY_SWIN], ids=["vit", "swin"])
+@pytest.mark.parametrize("backbone", [VIT_D2_W32, SWIN_W16], ids=["vit", "swin"])
 def test_segmentation_result_does_not_depend_on_the_batch(backbone: dict) -> None:
     task = SegmentationTask(backbone=backbone, num_classes=3, head={"channels": 16}).eval()
     items = _items()
@@ -48,7 +46,7 @@ def test_segmentation_result_does_not_depend_on_the_batch(backbone: dict) -> Non
         assert torch.equal(batched, metric.compute())
 
 
-@pytest.mark.parametrize("backbone", [TINY_VIT, TINY_SWIN], ids=["vit", "swin"])
+@pytest.mark.parametrize("backbone", [VIT_D2_W32, SWIN_W16], ids=["vit", "swin"])
 def test_detection_result_does_not_depend_on_the_batch(backbone: dict) -> None:
     task = DetectionTask(backbone=backbone, num_classes=2,
                          head={"score_thresh": 0.0, "detections_per_img": 20}).eval()  # fmt: skip
@@ -81,7 +79,7 @@ def test_scores_at_the_mask_resolution_whatever_eval_size(eval_size: int | None)
     mask[:, 33] = 1
     item = segmentation_eval_transform(eval_size)(image=np.zeros((64, 64, 3), np.uint8), mask=mask)
     assert item["mask"].shape == (64, 64)  # the mask is never resized
-    task = StripeOracle(backbone=TINY_VIT, num_classes=2, head={"channels": 8}).eval()
+    task = StripeOracle(backbone=VIT_D2_W32, num_classes=2, head={"channels": 8}).eval()
     with torch.no_grad():
         task.shared_step(pad_collate([item], ignore_index=255), "val")
     miou = task.compute_metrics(task.metrics["val"], "val")["val/mIoU"].item()

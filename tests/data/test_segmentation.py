@@ -1,3 +1,5 @@
+"""Segmentation folders (images/ + masks/ per split): items, padded batches, class names, every data error named."""
+
 import zlib
 from pathlib import Path
 
@@ -6,16 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vitdense.data import (
-    SegmentationFolderDataModule,
-    SyntheticSegmentationDataModule,
-    get_datamodule,
-    list_datamodules,
-    load_image,
-    load_mask,
-)
+from vitdense.data import SegmentationFolderDataModule
 from vitdense.data.segmentation import SegmentationFolderDataset
-from vitdense.data.transforms import pad_collate, segmentation_eval_transform, segmentation_train_transform
+from vitdense.data.transforms import segmentation_train_transform
 
 
 def write_pair(root: Path, split: str, stem: str, size=(40, 30), num_classes: int = 3, ext: str = ".png") -> None:
@@ -35,15 +30,6 @@ def dataset_root(tmp_path: Path) -> Path:
         write_pair(tmp_path, split, "b", (50, 20), ext=".jpg")
         write_pair(tmp_path, split, "c", (33, 33))
     return tmp_path
-
-
-def test_registry_lists_both_datamodules() -> None:
-    names = list_datamodules()
-    assert {"SegmentationFolderDataModule", "SyntheticSegmentationDataModule"} <= set(names)
-    assert names == sorted(names)
-    assert get_datamodule("SyntheticSegmentationDataModule") is SyntheticSegmentationDataModule
-    with pytest.raises(KeyError, match="SegmentationFolderDataModule"):
-        get_datamodule("Nope")
 
 
 def test_folder_items_and_padded_batches(dataset_root: Path) -> None:
@@ -68,32 +54,6 @@ def test_folder_items_and_padded_batches(dataset_root: Path) -> None:
     assert set(train["mask"].unique().tolist()) <= {0, 1, 2, 255}
 
 
-def test_pad_collate_size_divisor_and_extra_keys() -> None:
-    batch = [
-        {"image": torch.ones(3, 10, 7), "mask": torch.zeros(10, 7, dtype=torch.long), "path": "a"},
-        {"image": torch.ones(3, 5, 12), "mask": torch.ones(5, 12, dtype=torch.long), "path": "b"},
-    ]
-    out = pad_collate(batch, ignore_index=-1, size_divisor=8)
-    assert out["image"].shape == (2, 3, 16, 16) and out["mask"].shape == (2, 16, 16)
-    assert out["valid_size"] == [(10, 7), (5, 12)] and out["mask_size"] == [(10, 7), (5, 12)]
-    batch[1]["mask"] = torch.ones(20, 24, dtype=torch.long)  # a val mask larger than its resized image
-    out = pad_collate(batch, ignore_index=-1, size_divisor=8)
-    assert out["image"].shape == (2, 3, 16, 16) and out["mask"].shape == (2, 24, 24)
-    assert out["mask"][0, :10, :7].eq(0).all() and out["mask"][0, 10:].eq(-1).all()
-    assert out["image"][1, :, 5:].eq(0).all() and out["path"] == ["a", "b"]
-
-
-def test_transforms_keep_masks_nearest() -> None:
-    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    mask = np.random.default_rng(1).choice(np.array([0, 1, 7, 255]), size=(37, 53))
-    out = segmentation_eval_transform(20)(image=image, mask=mask.astype(np.int32))
-    assert out["image"].shape == (3, 20, 29) and out["mask"].dtype == torch.int64
-    assert np.array_equal(out["mask"].numpy(), mask)  # scored at full resolution: the mask is never resized
-    out = segmentation_train_transform(48, ignore_index=255)(image=image, mask=mask.astype(np.int32))
-    assert out["image"].shape == (3, 48, 48) and out["image"].dtype == torch.float32
-    assert set(out["mask"].unique().tolist()) <= {0, 1, 7, 255}
-
-
 def test_class_names_from_classes_txt(dataset_root: Path) -> None:
     (dataset_root / "classes.txt").write_text("sky\n\nroad\ncar\n")
     dm = SegmentationFolderDataModule(str(dataset_root))
@@ -107,38 +67,6 @@ def test_default_class_names_and_missing_num_classes(tmp_path: Path) -> None:
     assert dm.class_names == ["class_0", "class_1"]
     with pytest.raises(ValueError, match=r"num_classes is not set.*classes\.txt"):
         SegmentationFolderDataModule(str(tmp_path))
-
-
-@pytest.mark.parametrize(
-    ("make", "expected"),
-    [
-        (lambda: Image.new("L", (5, 4), 77), [77, 77, 77]),
-        (lambda: Image.new("LA", (5, 4), (77, 0)), [77, 77, 77]),
-        (lambda: Image.new("RGBA", (5, 4), (9, 8, 7, 0)), [9, 8, 7]),
-        (lambda: Image.new("CMYK", (5, 4), (0, 0, 0, 0)), [255, 255, 255]),
-        (lambda: Image.fromarray(np.full((4, 5), 0xAB00, np.uint16)), [0xAB, 0xAB, 0xAB]),
-        (lambda: Image.new("I", (5, 4), 0x1200), [0x12, 0x12, 0x12]),
-        (lambda: Image.new("F", (5, 4), 0.5), [128, 128, 128]),
-    ],
-)
-def test_load_image_modes_to_rgb_uint8(tmp_path: Path, make, expected: list[int]) -> None:
-    img = make()
-    path = tmp_path / ("img.tif" if img.mode in ("CMYK", "I", "F") else "img.png")
-    img.save(path)
-    image = load_image(path)
-    assert image.shape == (4, 5, 3) and image.dtype == np.uint8
-    assert (image == expected).all()
-
-
-def test_load_palette_image_and_mask(tmp_path: Path) -> None:
-    pal = Image.frombytes("P", (2, 2), bytes([0, 1, 2, 1]))
-    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255])
-    pal.save(tmp_path / "p.png")
-    assert load_image(tmp_path / "p.png")[0, 1].tolist() == [255, 0, 0]
-    mask = load_mask(tmp_path / "p.png")
-    assert mask.dtype == np.int64 and mask.tolist() == [[0, 1], [2, 1]]
-    Image.fromarray(np.array([[300, 2]], np.uint16)).save(tmp_path / "m16.png")
-    assert load_mask(tmp_path / "m16.png").tolist() == [[300, 2]]
 
 
 def test_missing_root(tmp_path: Path) -> None:
@@ -189,14 +117,6 @@ def test_corrupt_image(dataset_root: Path) -> None:
         SegmentationFolderDataset(dataset_root, "train", num_classes=3)
 
 
-def test_truncated_image(tmp_path: Path) -> None:
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.png")
-    data = (tmp_path / "t.png").read_bytes()
-    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"Cannot read image '.*t\.png'"):
-        load_image(tmp_path / "t.png")
-
-
 def test_rgb_mask_rejected(dataset_root: Path) -> None:
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(dataset_root / "train" / "masks" / "a.png")
     dataset = SegmentationFolderDataset(dataset_root, "train", num_classes=3)
@@ -214,33 +134,12 @@ def test_predict_folder(dataset_root: Path) -> None:
     assert batch["valid_size"][1] == (16, 40) and batch["orig_size"][1] == (20, 50)
 
 
-def test_synthetic_deterministic_and_varied() -> None:
-    items = [SyntheticSegmentationDataModule(seed=s, image_size=48).dataset("val")[3] for s in (0, 0, 1)]
-    assert torch.equal(items[0]["image"], items[1]["image"]) and torch.equal(items[0]["mask"], items[1]["mask"])
-    assert not torch.equal(items[0]["image"], items[2]["image"])
-    dm = SyntheticSegmentationDataModule(image_size=48, batch_size=16)
-    assert dm.num_classes == 4 and dm.class_names == ["background", "circle", "rectangle", "triangle"]
-    assert not torch.equal(dm.dataset("train")[0]["mask"], dm.dataset("val")[0]["mask"])
-    dm.setup("fit")
-    batch = next(iter(dm.val_dataloader()))
-    assert batch["image"].shape == (16, 3, 48, 48) and batch["mask"].shape == (16, 48, 48)
-    assert set(batch["mask"].unique().tolist()) == {0, 1, 2, 3}
-
-
 def test_numbered_classes_txt_drops_the_ignore_index_line(tmp_path: Path) -> None:
     """CamVid-style ``<id> <name>`` lines, with a line for the void id, give the names of the real classes."""
     (tmp_path / "classes.txt").write_text("0 Sky\n1 Road\n2 Car\n3 Unlabelled (void)\n")
     dm = SegmentationFolderDataModule(str(tmp_path), ignore_index=3)
     assert dm.num_classes == 3
     assert dm.class_names == ["Sky", "Road", "Car"]
-
-
-def test_unrepeated_distributed_sampler_takes_every_item_once() -> None:
-    from vitdense.data.base import UnrepeatedDistributedSampler
-
-    parts = [list(UnrepeatedDistributedSampler(list(range(5)), num_replicas=2, rank=r)) for r in (0, 1)]
-    assert parts == [[0, 2, 4], [1, 3]]
-    assert [len(UnrepeatedDistributedSampler(list(range(5)), num_replicas=2, rank=r)) for r in (0, 1)] == [3, 2]
 
 
 def test_training_augmentation_follows_the_torch_seed(dataset_root: Path) -> None:
@@ -276,52 +175,3 @@ def test_median_frequency_class_weights_from_the_training_masks(tmp_path: Path) 
     np.testing.assert_allclose(weights.numpy(), [*(np.median(freq) / freq), 1.0], rtol=1e-6)
     sqrt = frequency_weights(pixels, image_pixels, sqrt=True)
     np.testing.assert_allclose(sqrt.numpy() ** 2, weights.numpy(), rtol=1e-6)
-
-
-def test_color_jitter_zero_keeps_the_crop_colours() -> None:
-    from vitdense.data.transforms import segmentation_train_transform
-
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    mask = rng.integers(0, 3, (32, 32), dtype=np.uint8)
-    plain = segmentation_train_transform(32, 255, scale_range=(1.0, 1.0), color_jitter=0.0)
-    jittered = segmentation_train_transform(32, 255, scale_range=(1.0, 1.0), color_jitter=0.4)
-    seen_plain = {tuple(sorted(plain(image=image, mask=mask)["image"].flatten().tolist())) for _ in range(8)}
-    seen_jitter = {tuple(sorted(jittered(image=image, mask=mask)["image"].flatten().tolist())) for _ in range(8)}
-    assert len(seen_plain) == 1  # flips move pixels, never change their values
-    assert len(seen_jitter) > 1
-    with pytest.raises(ValueError, match="color_jitter"):
-        segmentation_train_transform(32, 255, color_jitter=-0.1)
-
-
-def test_synthetic_samples_are_rendered_once_and_stay_the_same() -> None:
-    from vitdense.data.synthetic_datamodules import SyntheticShapesDataset
-
-    dataset = SyntheticShapesDataset(8, "train", seed=3, image_size=32)
-    calls = []
-    render = dataset.render
-    dataset.render = lambda i: calls.append(i) or render(i)
-    first, again = dataset[5], dataset[5]
-    assert calls == [5]  # the second access reuses the rendered sample
-    assert torch.equal(first["image"], again["image"]) and torch.equal(first["mask"], again["mask"])
-    fresh = SyntheticShapesDataset(8, "train", seed=3, image_size=32)[5]
-    assert torch.equal(first["image"], fresh["image"])
-    assert SyntheticShapesDataset(10**6, "train", image_size=64).cache.items is None  # too large to keep
-
-
-def test_importing_vitdense_data_does_not_ask_pypi_for_albumentations_updates() -> None:
-    """albumentations checks PyPI for a newer version on import unless told not to: offline, a warning on every run."""
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        "import urllib.request as u\n"
-        "calls = []\n"
-        "u.OpenerDirector.open = lambda self, *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError('offline'))\n"
-        "import vitdense.data, albumentations\n"
-        "print('requests', len(calls))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert "requests 0" in out.stdout, out.stdout + out.stderr

@@ -1,51 +1,10 @@
-"""Classification and detection tasks on every backbone family: shapes, finite losses, metrics."""
+"""DetectionTask on every backbone family: eval output, finite losses, pyramids, a gradient for every parameter, mAP."""
 
 import pytest
 import torch
 
-from vitdense import ClassificationTask, DetectionTask
-
-FAMILIES = [
-    "vit_tiny_patch16_224",
-    "deit_tiny_distilled_patch16_224",
-    "swin_tiny_patch4_window7_224",
-    "vit_tiny_r_s16_p8_224",
-]
-TINY = {"depth": 4, "embed_dim": 64, "num_heads": 2}
-TINY_SWIN = {"depths": (1, 1, 1, 1), "embed_dim": 32, "num_heads": (1, 2, 4, 8)}
-
-
-def tiny(name: str) -> dict:
-    return {"name": name, "model_kwargs": TINY_SWIN if name.startswith("swin") else TINY}
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_classification_shapes_and_loss(name: str) -> None:
-    task = ClassificationTask(backbone=tiny(name), num_classes=7, mixup={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
-    assert task.eval()(torch.rand(2, 3, 224, 224)).shape == (2, 7)
-    task.train()
-    loss = task.shared_step({"image": torch.rand(4, 3, 96, 96), "label": torch.tensor([0, 1, 2, 6])}, "train")
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert all(p.grad is not None for p in task.parameters() if p.requires_grad)
-
-
-def test_deit_distilled_averages_its_two_heads() -> None:
-    task = ClassificationTask(backbone=tiny("deit_tiny_distilled_patch16_224"), num_classes=3).eval()
-    model, head = task.backbone.model, task.head
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        tokens = model.forward_features(task.backbone.normalize(x))
-        expected = (head.fc(tokens[:, 0]) + head.fc_dist(tokens[:, 1])) / 2
-        torch.testing.assert_close(task(x), expected)
-    assert not torch.allclose(head.fc.weight, head.fc_dist.weight)  # two heads, not one
-
-
-def test_classification_metrics_names() -> None:
-    assert set(ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=7).metrics["val"].keys()) == {
-        "acc", "acc_top5", "f1"
-    }  # fmt: skip
-    assert "acc_top5" not in ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3).metrics["val"]
+from tests.tiny import FAMILIES, tiny
+from vitdense import DetectionTask
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -127,41 +86,3 @@ def test_map_perfect_and_missed_box() -> None:
     missed = [{"boxes": target[0]["boxes"][:1], "labels": target[0]["labels"][:1], "scores": torch.tensor([0.9])}]
     metric.update(missed, target)
     assert task.compute_metrics(metric, "val")["val/mAP"].item() < 1.0
-
-
-def test_classification_linear_probe_trains_the_head_at_its_own_lr() -> None:
-    """freeze_backbone leaves the classifier trainable (it lives beside the backbone) and head_lr_mult reaches it."""
-    task = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3, freeze_backbone=True,
-                              optimizer={"lr": 1e-3, "head_lr_mult": 10.0})  # fmt: skip
-    optimizer = task.configure_optimizers()["optimizer"]
-    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    assert trained == {id(p) for p in task.head.parameters()}
-    assert [g["initial_lr"] for g in optimizer.param_groups] == pytest.approx([1e-2] * len(optimizer.param_groups))
-    full = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3, optimizer={"lr": 1e-3, "head_lr_mult": 10.0})
-    names = {id(p): n for n, p in full.named_parameters()}
-    lrs = {names[id(p)]: g["initial_lr"] for g in full.configure_optimizers()["optimizer"].param_groups
-           for p in g["params"]}  # fmt: skip
-    assert lrs["head.fc.weight"] == pytest.approx(1e-2) and lrs["backbone.model.blocks.0.attn.qkv.weight"] == 1e-3
-
-
-def test_mixup_mixes_odd_batches_too() -> None:
-    task = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=4, mixup={"mixup_alpha": 0.8, "prob": 1.0},
-                              label_smoothing=0.0)  # fmt: skip
-    images, labels = torch.rand(5, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0])
-    mixed, soft = task._mix(images.clone(), labels)
-    assert mixed.shape == images.shape and soft.shape == (5, 4)
-    assert not torch.equal(mixed[:4], images[:4])  # mixed pairs
-    torch.testing.assert_close(mixed[4], images[4])  # the odd one out keeps its image and its own label
-    assert soft[4].tolist() == [1.0, 0.0, 0.0, 0.0]
-    torch.testing.assert_close(soft.sum(1), torch.ones(5))
-
-
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_segmentation_on_a_vit_with_fewer_than_four_blocks(depth: int) -> None:
-    from vitdense import SegmentationTask
-
-    task = SegmentationTask(backbone={"name": "vit_tiny_patch16_224", "model_kwargs": {**TINY, "depth": depth}},
-                            num_classes=3, head={"channels": 16}).eval()  # fmt: skip
-    assert len(task.backbone.out_indices) == 4
-    with torch.no_grad():
-        assert task(torch.rand(1, 3, 64, 48)).shape == (1, 3, 64, 48)

@@ -10,27 +10,26 @@ import pytest
 import torch
 import yaml
 
-from vitdense import ClassificationTask
+from tests.tiny import PATCH8_VIT_D2
 from vitdense.cli import main
 
-TESTS = Path(__file__).parent
-BACKBONE = {"name": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-            "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
+WORKER = Path(__file__).with_name("resume_worker.py")
+REPO = Path(__file__).resolve().parents[2]  # on the worker's path: its callbacks are `tests.tasks.resume_worker.*`
 KILL_STEP = 6  # 4 steps per epoch, backbone unfrozen from epoch 1 (step 4)
 
 
 def _config(path: Path, root: Path, optimizer: dict, scheduler: dict, kill: bool, run_dir: Path | None = None) -> Path:
     callbacks = [
-        {"class_path": "resume_worker.LrRecorder", "init_args": {"path": str(root / "lrs.jsonl")}},
+        {"class_path": "tests.tasks.resume_worker.LrRecorder", "init_args": {"path": str(root / "lrs.jsonl")}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 1, "save_last": True}},
     ]  # fmt: skip
     if kill:
-        callbacks.insert(0, {"class_path": "resume_worker.KillAt", "init_args": {"step": KILL_STEP}})
+        callbacks.insert(0, {"class_path": "tests.tasks.resume_worker.KillAt", "init_args": {"step": KILL_STEP}})
     cfg = {
         "seed_everything": 0,
         "model": {"class_path": "ClassificationTask", "init_args": {
-            "backbone": BACKBONE, "unfreeze_at_epoch": 1, "optimizer": optimizer, "scheduler": scheduler}},
+            "backbone": PATCH8_VIT_D2, "unfreeze_at_epoch": 1, "optimizer": optimizer, "scheduler": scheduler}},
         "data": {"class_path": "SyntheticClassificationDataModule",
                  "init_args": {"num_train": 16, "num_val": 4, "image_size": 32, "batch_size": 4}},
         "trainer": {"accelerator": "cpu", "max_epochs": 3, "precision": "32", "logger": False,
@@ -60,8 +59,8 @@ def test_resume_after_sigkill_past_the_unfreeze_epoch(tmp_path: Path, recipe: st
 
     killed = tmp_path / "killed"
     cfg = _config(tmp_path / "killed.yaml", killed, optimizer, scheduler, kill=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, str(TESTS / "resume_worker.py"), str(cfg)], cwd=tmp_path, env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(WORKER), str(cfg)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == -9, result.stderr[-3000:]
     last = killed / "ckpt" / "last.ckpt"
@@ -78,18 +77,3 @@ def test_resume_after_sigkill_past_the_unfreeze_epoch(tmp_path: Path, recipe: st
     final = torch.load(killed / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     key = "backbone.model.blocks.0.attn.qkv.weight"
     assert not torch.equal(final[key], saved["state_dict"][key])  # the backbone trained after resuming
-
-
-def test_unfreezing_keeps_a_replaced_optimizers_settings() -> None:
-    """Backbone groups built for SGD get SGD's lr and weight decay, not vitdense's AdamW defaults."""
-    task = ClassificationTask(
-        backbone=BACKBONE, num_classes=3, unfreeze_at_epoch=1,
-        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4),
-    )  # fmt: skip
-    optimizer = task.configure_optimizers()["optimizer"]
-    names = {id(p): n for n, p in task.named_parameters()}
-    groups = {names[id(p)]: g for g in optimizer.param_groups for p in g["params"]}
-    assert isinstance(optimizer, torch.optim.SGD)
-    assert groups["backbone.model.blocks.0.attn.qkv.weight"]["lr"] == 0.01
-    assert groups["backbone.model.blocks.0.attn.qkv.weight"]["weight_decay"] == 1e-4
-    assert groups["backbone.model.pos_embed"]["weight_decay"] == 0.0

@@ -7,13 +7,8 @@ gradients reach backbone and head.
 import pytest
 import torch
 
+from tests.tiny import FOUNDATION_NAMES, tiny_foundation
 from vitdense import ClassificationTask, DetectionTask, SegmentationTask
-
-NAMES = ["vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3", "eva02_tiny_patch14_224"]
-
-
-def tiny(name: str) -> dict:
-    return {"name": name, "pretrained": False, "model_kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}}
 
 
 def trains(task: torch.nn.Module, loss: torch.Tensor) -> None:
@@ -24,26 +19,26 @@ def trains(task: torch.nn.Module, loss: torch.Tensor) -> None:
     assert rest and all(g is not None for g in rest)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FOUNDATION_NAMES)
 def test_segmentation_logits_at_the_input_size(name: str) -> None:
-    task = SegmentationTask(backbone=tiny(name), num_classes=3, head={"channels": 8})
+    task = SegmentationTask(backbone=tiny_foundation(name), num_classes=3, head={"channels": 8})
     images, mask = torch.rand(1, 3, 230, 310), torch.randint(0, 3, (1, 230, 310))
     logits, aux = task.forward_train(images)
     assert logits.shape == (1, 3, 230, 310) and aux.shape == (1, 3, 230, 310)
     trains(task, task.compute_loss(logits, mask) + task.compute_loss(aux, mask))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FOUNDATION_NAMES)
 def test_classification_logits(name: str) -> None:
-    task = ClassificationTask(backbone=tiny(name), num_classes=4)
+    task = ClassificationTask(backbone=tiny_foundation(name), num_classes=4)
     logits = task(torch.rand(2, 3, 230, 310))
     assert logits.shape == (2, 4)
     trains(task, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FOUNDATION_NAMES)
 def test_detection_boxes(name: str) -> None:
-    task = DetectionTask(backbone=tiny(name), num_classes=2, head={"channels": 32})
+    task = DetectionTask(backbone=tiny_foundation(name), num_classes=2, head={"channels": 32})
     images = [torch.rand(3, 230, 310)]
     targets = [{"boxes": torch.tensor([[20.0, 30.0, 120.0, 150.0]]), "labels": torch.tensor([1])}]
     task.train()

@@ -1,0 +1,77 @@
+"""Optimisers: fused AdamW, and replaced optimisers (YAML class_path or a callable) that keep vitdense's groups."""
+
+import pytest
+import torch
+
+from tests.tiny import PATCH8_VIT_D2, tiny_vit
+from vitdense import ClassificationTask
+from vitdense.cli import main
+
+
+def test_adamw_is_fused_and_updates_as_the_loop_implementation_does() -> None:
+    from vitdense.tasks.optim import build_adamw, resolve_optimizer_config
+
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(32)]
+    grads = [torch.randn_like(w) for w in weights]
+    results = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        groups = [{"params": params[:1], "weight_decay": 0.05, "lr_scale": 1.0},
+                  {"params": params[1:], "weight_decay": 0.0, "lr_scale": 0.5}]  # fmt: skip
+        cfg = resolve_optimizer_config({"lr": 1e-2})
+        optimizer = build_adamw(groups, cfg) if fused else torch.optim.AdamW(
+            [{**g, "lr": 1e-2 * g["lr_scale"]} for g in groups], lr=1e-2, foreach=False
+        )  # fmt: skip
+        assert optimizer.defaults.get("fused") == (True if fused else None)
+        for _ in range(3):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append([p.detach() for p in params])
+    for fused_param, loop_param in zip(*results, strict=True):
+        torch.testing.assert_close(fused_param, loop_param)
+
+
+def test_optimizer_and_scheduler_replaced_from_yaml_keep_the_groups(tmp_path) -> None:
+    """A LightningCLI callable (class_path + init_args) replaces AdamW but gets the same parameter groups."""
+    import yaml
+
+    sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}}
+    step = {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}
+    model = {"class_path": "SegmentationTask", "init_args": {
+        "backbone": tiny_vit(), "head": {"channels": 16}, "optimizer": sgd, "scheduler": step}}  # fmt: skip
+    data = {"class_path": "SyntheticSegmentationDataModule",
+            "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}}  # fmt: skip
+    trainer = {"accelerator": "cpu", "max_epochs": 2, "enable_progress_bar": False,
+               "enable_model_summary": False, "default_root_dir": str(tmp_path / "runs")}  # fmt: skip
+    cfg = tmp_path / "sgd.yaml"
+    cfg.write_text(yaml.safe_dump({"model": model, "data": data, "trainer": trainer}))
+    cli = main(["fit", "--config", str(cfg)])
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    names = {id(p): n for n, p in cli.model.named_parameters()}
+    wd = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert wd["backbone.model.pos_embed"] == 0.0 and wd["backbone.model.blocks.0.norm1.weight"] == 0.0
+    assert wd["backbone.model.blocks.0.attn.qkv.weight"] == 1e-4
+    assert all(g["lr"] == pytest.approx(0.01 * 0.5**2) for g in optimizer.param_groups)  # StepLR after 2 epochs
+    # Saved as config, the callables survive a weights_only checkpoint round trip through the CLI.
+    ckpt = tmp_path / "sgd.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    cli = main(["test", "--config", str(cfg), "--ckpt_path", str(ckpt)])
+    assert "test/mIoU" in cli.trainer.callback_metrics
+
+
+def test_unfreezing_keeps_a_replaced_optimizers_settings() -> None:
+    """Backbone groups built for SGD get SGD's lr and weight decay, not vitdense's AdamW defaults."""
+    task = ClassificationTask(
+        backbone=PATCH8_VIT_D2, num_classes=3, unfreeze_at_epoch=1,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4),
+    )  # fmt: skip
+    optimizer = task.configure_optimizers()["optimizer"]
+    names = {id(p): n for n, p in task.named_parameters()}
+    groups = {names[id(p)]: g for g in optimizer.param_groups for p in g["params"]}
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert groups["backbone.model.blocks.0.attn.qkv.weight"]["lr"] == 0.01
+    assert groups["backbone.model.blocks.0.attn.qkv.weight"]["weight_decay"] == 1e-4
+    assert groups["backbone.model.pos_embed"]["weight_decay"] == 0.0

@@ -1,0 +1,59 @@
+"""Tiny backbone configurations for the tests: each defined once here, named by its shape.
+
+Several tests' numbers (FLOP counts, layer-decay tables, tolerances, DDP metrics) were written for one particular
+variant, so the variants are kept apart rather than merged: change one only together with the tests that use it.
+"""
+
+from pathlib import Path
+
+VIT = "vit_tiny_patch16_224"
+SWIN = "swin_tiny_patch4_window7_224"
+HYBRID = "vit_tiny_r_s16_p8_224"
+FAMILIES = [VIT, "deit_tiny_distilled_patch16_224", SWIN, HYBRID]
+
+# Shrunk variants of each family keep the default suite fast (`model_kwargs` only).
+TINY = {"depth": 4, "embed_dim": 64, "num_heads": 2}
+TINY_SWIN = {"depths": (1, 1, 1, 1), "embed_dim": 32, "num_heads": (1, 2, 4, 8)}
+
+
+def tiny(name: str) -> dict:
+    """A backbone config for any of FAMILIES, shrunk with TINY (TINY_SWIN for Swin)."""
+    return {"name": name, "model_kwargs": TINY_SWIN if name.startswith("swin") else TINY}
+
+
+def tiny_vit(path: str | Path | None = None, img_size: int = 32, **extra) -> dict:
+    """The TINY ViT at ``img_size``; ``path``: a local weights file or checkpoint to start from."""
+    cfg = {"name": VIT, "img_size": img_size, "model_kwargs": TINY, **extra}
+    if path is not None:
+        cfg["pretrained"] = str(path)
+    return cfg
+
+
+# Two ViT blocks of width 32: the smallest ViT the task tests build.
+VIT_D2_W32 = {"name": VIT, "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+# One block per Swin stage, at width 16 and at width 24.
+SWIN_W16 = {"name": SWIN, "model_kwargs": {"depths": (1, 1, 1, 1), "embed_dim": 16, "num_heads": (1, 1, 2, 2)}}
+SWIN_W24 = {"name": SWIN, "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}}
+
+# For runs through the CLI on 32-pixel synthetic images: patch 8 (16 tokens), 4 or 2 blocks, written to YAML.
+PATCH8_VIT_D4 = {"name": VIT, "pretrained": False, "img_size": 32,
+                 "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
+PATCH8_VIT_D2 = {"name": VIT, "pretrained": False, "img_size": 32,
+                 "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
+# A Swin with 2x2 windows at 64 pixels, for the DDP runs.
+SWIN_W16_WINDOW2 = {"name": SWIN, "pretrained": False, "img_size": 64,
+                    "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 16, "num_heads": [1, 1, 2, 2],
+                                     "window_size": 2}}  # fmt: skip
+
+# The estimate's references: FLOPs counted on these exact shapes.
+VIT_D4_W48 = {"name": VIT, "model_kwargs": {"depth": 4, "embed_dim": 48, "num_heads": 3}}
+SWIN_D1121_W24 = {"name": SWIN, "model_kwargs": {"depths": [1, 1, 2, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}}
+HYBRID_D2 = {"name": HYBRID, "model_kwargs": {"depth": 2}}
+
+# Today's foundation backbones (DINOv2 with registers, DINOv3 with RoPE, EVA-02), as 2-block variants.
+FOUNDATION_NAMES = ["vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3", "eva02_tiny_patch14_224"]
+
+
+def tiny_foundation(name: str) -> dict:
+    """A 2-block, width-48 variant of one of FOUNDATION_NAMES, with random weights."""
+    return {"name": name, "pretrained": False, "model_kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}}
