@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--weights", default=str(SHARED / "weights" / "vit_tiny_patch16_224.safetensors"), help="ViT-Ti weights")
     add("--steps", type=int, default=600, help="optimizer steps (trainer.max_steps)")
     add("--batch", type=int, default=8, help="training batch size (also the val batch size)")
-    add("--crop", type=int, default=224, help="training crop side; also the backbone's img_size")
+    add("--crop", type=int, default=224, help="training crop side (the backbone is built for it)")
     add("--head-channels", type=int, default=128, help="UPerNet channels, CPU-sized (the auxiliary head gets half)")
     recipe = p.add_argument_group("recipe overrides (default: the template's value)").add_argument
     recipe("--scale-range", type=float, nargs=2, metavar=("LO", "HI"), help="random rescale range")
@@ -139,7 +139,7 @@ def build_config(args: argparse.Namespace, run_dir: Path) -> dict:
     """The LightningCLI config of one recipe run: the template, the benchmark's budget, the given overrides."""
     template = yaml.safe_load(TEMPLATE.read_text())
     model = template["model"]["init_args"]
-    model["backbone"].update(pretrained=args.weights, img_size=args.crop)
+    model["backbone"].update(pretrained=args.weights)  # img_size: linked from data.crop_size
     model["head"] = {**model.get("head", {}), "channels": args.head_channels, "aux_channels": args.head_channels // 2}
     optimizer, scheduler = model.setdefault("optimizer", {}), model.setdefault("scheduler", {})
     overrides = {

@@ -25,6 +25,11 @@ TRAINER = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 
 SPLITS = {"num_train": 8, "num_val": 5, "batch_size": 2, "seed": 0}
 
 
+def without_img_size(backbone: dict) -> dict:
+    """The backbone config without img_size: the CLI links it from the data's image size."""
+    return {k: v for k, v in backbone.items() if k != "img_size"}
+
+
 def _configs() -> dict[str, dict]:
     seg_head = {"channels": 16, "aux_channels": 8}
     seg = {"model": {"class_path": "SegmentationTask", "init_args": {"backbone": PATCH8_VIT_D2, "head": seg_head}},
@@ -39,7 +44,7 @@ def _configs() -> dict[str, dict]:
         for name, backbone in (("vit", PATCH8_VIT_D2), ("swin", SWIN_W16_WINDOW2)):
             configs[f"det_{head}_{name}"] = {
                 "model": {"class_path": "DetectionTask",
-                          "init_args": {"backbone": {**backbone, "img_size": 64}, "head": {"name": head,
+                          "init_args": {"backbone": without_img_size(backbone), "head": {"name": head,
                                                                    "channels": 32, "score_thresh": 0.0}}},
                 "data": {"class_path": "SyntheticDetectionDataModule", "init_args": {**SPLITS, "image_size": 160}},
             }  # fmt: skip

@@ -35,13 +35,14 @@ VIT_D2_W32 = {"name": VIT, "model_kwargs": {"depth": 2, "embed_dim": 32, "num_he
 SWIN_W16 = {"name": SWIN, "model_kwargs": {"depths": (1, 1, 1, 1), "embed_dim": 16, "num_heads": (1, 1, 2, 2)}}
 SWIN_W24 = {"name": SWIN, "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}}
 
-# For runs through the CLI on 32-pixel synthetic images: patch 8 (16 tokens), 4 or 2 blocks, written to YAML.
-PATCH8_VIT_D4 = {"name": VIT, "pretrained": False, "img_size": 32,
+# For runs through the CLI on 32-pixel synthetic images: patch 8 (16 tokens), 4 or 2 blocks, written to YAML. The CLI
+# links img_size from the data; PATCH8_VIT_D2 states it too, for the tests that build tasks in Python.
+PATCH8_VIT_D4 = {"name": VIT, "pretrained": False,
                  "model_kwargs": {"patch_size": 8, "depth": 4, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
 PATCH8_VIT_D2 = {"name": VIT, "pretrained": False, "img_size": 32,
                  "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}  # fmt: skip
 # A Swin with 2x2 windows at 64 pixels, for the DDP runs.
-SWIN_W16_WINDOW2 = {"name": SWIN, "pretrained": False, "img_size": 64,
+SWIN_W16_WINDOW2 = {"name": SWIN, "pretrained": False,
                     "model_kwargs": {"depths": [1, 1, 1, 1], "embed_dim": 16, "num_heads": [1, 1, 2, 2],
                                      "window_size": 2}}  # fmt: skip
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import inspect
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch.distributed as dist
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
@@ -47,6 +49,41 @@ class VitdenseCLI(LightningCLI):
         # Links whose source or target a given class lacks (e.g. ignore_index for classification) are skipped.
         for key in ("num_classes", "class_names", "ignore_index"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        # The size too: the backbone is built for the training crop (pos-embed / window tables resampled to it).
+        parser.link_arguments("data.input_size", "model.init_args.img_size", apply_on="instantiate")
+
+    LINKED = ("num_classes", "class_names", "ignore_index", "img_size")
+
+    def instantiate_classes(self) -> None:
+        """Instantiate data, model and trainer; a model value the data replaces through a link is an error when
+        the user set it to something else (jsonargparse would overwrite it silently)."""
+        model_cfg = self._get(self.config, "model")
+        init_args = getattr(model_cfg, "init_args", None) or {}
+        given = {key: init_args.get(key) for key in self.LINKED if init_args.get(key) is not None}
+        super().instantiate_classes()
+        sources = {"img_size": "data.crop_size / data.image_size (the training crop)"}
+        for key, value in given.items():
+            linked = self.model.hparams.get(key)
+            if value == _signature_default(type(self.model), key):
+                continue  # not set by the user (the config holds every default)
+            if linked is None or list(np.atleast_1d(linked)) == list(np.atleast_1d(value)):
+                continue
+            source = sources.get(key, f"data.{key}")
+            ckpt = self._get(self.config, "ckpt_path", default=None)
+            if ckpt:  # LightningCLI put the checkpoint's hyperparameters into the model's config
+                names = init_args.get("class_names")
+                trained = f"{key}={value}" + (
+                    f" ({', '.join(map(str, names))})" if key == "num_classes" and names else ""
+                )
+                raise ValueError(
+                    f"The checkpoint '{ckpt}' was trained with {trained}, but the data gives {key}={linked} "
+                    f"({source}). Make the data match the checkpoint, or start from its weights with "
+                    "model.init_args.backbone.pretrained to train for the new setting."
+                )
+            raise ValueError(
+                f"model.init_args.{key} is {value!r}, but the CLI takes it from the data: {source} gives "
+                f"{linked!r}. Set it on the data only (remove model.init_args.{key})."
+            )
 
     def _run_name(self) -> str:
         configs = self.config.get(str(self.subcommand), self.config).get("config") or []
@@ -109,6 +146,15 @@ class VitdenseCLI(LightningCLI):
                 self._say(f"wrote {cb.count} predictions to {cb.output_dir}")
 
 
+def _signature_default(cls: type, name: str) -> Any:
+    """Default of ``name`` in the ``__init__`` of ``cls`` or of the first base class that declares it."""
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters
+        if name in params:
+            return params[name].default
+    return None
+
+
 def _end_processes(children: list[subprocess.Popen], timeout: float = 300.0) -> None:
     """Tear a multi-process run down in order: the launching process waits for the processes it started, then every
     process destroys its process group before the interpreter exits.
@@ -141,6 +187,20 @@ def end_processes_at_exit(trainer: Trainer) -> None:
     _ENDING_REGISTERED = True
 
 
+class EstimateCLI(VitdenseCLI):
+    """The CLI of ``estimate``: costs depend on the architecture alone, so no weights are loaded (none need be
+    downloaded or on disk), whatever the config's ``pretrained`` says."""
+
+    def before_instantiate_classes(self) -> None:
+        init_args = self._get(self.config, "model").init_args
+        backbone = init_args.backbone
+        init_args.backbone = {
+            **({"name": backbone} if isinstance(backbone, str) else dict(backbone)),
+            "pretrained": False,
+        }
+        init_args.pretrained = None
+
+
 def estimate_main(args: list[str]) -> str:
     """``vitdense estimate --config X [--batch B] [--size H [W]]``: the cost table of a configuration, printed and
     returned, before any training (see ``vitdense.estimate``)."""
@@ -157,11 +217,9 @@ def estimate_main(args: list[str]) -> str:
     parser.add_argument("--batch", type=int, help="batch size for the memory figures (default: the data's)")
     parser.add_argument("--size", type=int, nargs="+", metavar="PX", help="input H [W] (default: the crop size)")
     own, rest = parser.parse_known_args(args)
-    cli = VitdenseCLI(
+    cli = EstimateCLI(
         BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        auto_configure_optimizers=False, run=False,
-        # Costs depend on the architecture alone: no weights are loaded (none need be downloaded or on disk).
-        args=[*rest, "--model.init_args.pretrained", "false"],
+        auto_configure_optimizers=False, run=False, args=rest,
     )  # fmt: skip
     task, datamodule = cli.model, cli.datamodule
     size = input_size(datamodule, task, own.size)

@@ -63,7 +63,7 @@ class BaseDataModule(pl.LightningDataModule):
     """Builds datasets per stage and wraps them in DataLoaders.
 
     Subclasses set ``num_classes`` and ``class_names`` in ``__init__`` (the CLI links them into the model before
-    ``setup`` runs) and implement ``_make_dataset``; they may override ``get_collate_fn``.
+    ``setup`` runs) and implement ``_make_dataset``; they may override ``get_collate_fn`` and ``input_size``.
     """
 
     num_classes: int
@@ -82,6 +82,14 @@ class BaseDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def input_size(self) -> int | None:
+        """Side of the square images the model trains on (the training crop), or ``None`` when it varies.
+
+        The CLI links it into the task's ``img_size``, so the size is stated once, on the data.
+        """
+        return None
 
     def _make_dataset(self, split: Split) -> Dataset:
         """Build the dataset of one split."""
@@ -171,6 +179,10 @@ class SyntheticDataModule(BaseDataModule):
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size = image_size
         self.seed = seed
+
+    @property
+    def input_size(self) -> int:
+        return self.image_size
 
     def split_length(self, split: Split) -> int:
         """Number of generated items of ``split``."""

@@ -194,6 +194,10 @@ class CocoDetectionDataModule(BaseDataModule):
             )
         return read_categories(found[0])
 
+    @property
+    def input_size(self) -> int:
+        return self.image_size
+
     def _make_dataset(self, split: Split) -> Dataset:
         if split == "predict":
             if self.predict_dir is None:

@@ -180,6 +180,10 @@ class ImageFolderDataModule(BaseDataModule):
             )
         self.num_classes = len(self.class_names)
 
+    @property
+    def input_size(self) -> int:
+        return self.image_size
+
     def _make_dataset(self, split: Split) -> Dataset:
         eval_transform = classification_eval_transform(self.image_size)
         if split == "predict":

@@ -248,6 +248,10 @@ class SegmentationFolderDataModule(BaseDataModule):
             )
         return num_classes, list(names) if names is not None else [f"class_{i}" for i in range(num_classes)]
 
+    @property
+    def input_size(self) -> int:
+        return self.crop_size
+
     def _make_dataset(self, split: Split) -> Dataset:
         if split == "predict":
             if self.predict_dir is None:

@@ -47,7 +47,11 @@ class BackboneConfig(TypedDict, total=False):
 def resolve_backbone_config(
     backbone: str | BackboneConfig | dict[str, Any], pretrained: bool | str | None = None, img_size: int | None = None
 ) -> dict[str, Any]:
-    """Normalise the ``backbone`` argument of a task (a name or a dict) into a full, plain dict."""
+    """Normalise the ``backbone`` argument of a task (a name or a dict) into a full, plain dict.
+
+    ``pretrained`` and ``img_size`` are the task's shorthands (``img_size`` is linked from the DataModule's training
+    crop in the CLI); a backbone key and its shorthand set to different values are an error, not a silent choice.
+    """
     cfg: dict[str, Any] = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
     if "name" not in cfg:
         raise ValueError(f"backbone config {cfg} has no 'name'; give a timm model name, e.g. 'vit_base_patch16_224'.")
@@ -57,10 +61,18 @@ def resolve_backbone_config(
             f"Unknown backbone key(s) {sorted(unknown)}; valid keys are {sorted(BackboneConfig.__annotations__)}. "
             "Pass other timm.create_model arguments under 'model_kwargs'."
         )
-    if pretrained is not None:
-        cfg["pretrained"] = pretrained
-    if img_size is not None:
-        cfg["img_size"] = img_size
+    for key, short in (("pretrained", pretrained), ("img_size", img_size)):
+        if short is None:
+            continue
+        given = cfg.get(key)
+        if given is not None and given != short:
+            raise ValueError(
+                f"backbone.{key} is {given!r} but the task's {key} is {short!r}"
+                + (" (in the CLI it is the data's training crop size, data.crop_size or data.image_size)"
+                   if key == "img_size" else "")
+                + f". Set {key} in one place: remove backbone.{key}, or make the two agree."
+            )  # fmt: skip
+        cfg[key] = short
     cfg.setdefault("pretrained", False)
     cfg.setdefault("img_size", None)
     cfg.setdefault("drop_path_rate", 0.0)

@@ -14,16 +14,14 @@ from torchmetrics import Metric, MetricCollection
 
 import vitdense.estimate  # noqa: F401  (registers the CPU attention FLOPs that the model summary counts)
 from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
-from vitdense.tasks.finetuning import BackboneUnfreeze
-from vitdense.tasks.optim import (
+from vitdense.tasks.training import (
+    BackboneUnfreeze,
     OptimizerConfig,
     SchedulerConfig,
-    backbone_param_groups,
-    build_adamw,
-    head_param_groups,
-    lr_lambda,
+    configure_optimization,
     resolve_optimizer_config,
     resolve_scheduler_config,
+    set_frozen,
 )
 
 
@@ -74,7 +72,8 @@ class BaseTask(L.LightningModule):
             scheduler: schedule (name: poly|cosine|constant, warmup_steps, warmup_ratio, power, min_lr_ratio), or
                 any lr scheduler as class_path + init_args (stepped per epoch).
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
-            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it).
+            img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it); the CLI links it
+                from the data's training crop (data.crop_size or data.image_size).
             freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
             unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
             ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
@@ -136,8 +135,7 @@ class BaseTask(L.LightningModule):
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze (no gradients, held in eval mode: no drop-path, norm statistics fixed) or unfreeze the backbone."""
         self.backbone_frozen = frozen
-        self.backbone.requires_grad_(not frozen)
-        self.backbone.train(self.training and not frozen)
+        set_frozen(self.backbone, frozen, self.training)
 
     def train(self, mode: bool = True) -> BaseTask:
         super().train(mode)
@@ -233,30 +231,11 @@ class BaseTask(L.LightningModule):
         return [m for name, m in self.named_children() if name not in ("backbone", "metrics")]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optimizer_cfg
-        # A linear probe leaves the backbone out; with unfreeze_at_epoch its groups are there from the start (the
-        # optimizer skips parameters without gradients), so the schedule, a replaced optimizer's settings and a
-        # resumed optimizer state cover them whatever the epoch.
-        groups = (
-            []
-            if self.freeze_backbone
-            else backbone_param_groups(self.backbone, cfg["weight_decay"], cfg["layer_decay"])
-        )
-        groups += head_param_groups(self.head_modules(), cfg["weight_decay"], cfg["head_lr_mult"])
-        if self.optimizer_fn is not None:
-            optimizer = self.optimizer_fn([{k: v for k, v in g.items() if k != "weight_decay"} for g in groups])
-            decay = optimizer.defaults.get("weight_decay", 0.0)
-            for group, spec in zip(optimizer.param_groups, groups, strict=True):
-                group["lr"] = optimizer.defaults["lr"] * spec["lr_scale"]
-                group["weight_decay"] = decay if spec["weight_decay"] else 0.0
-        else:
-            optimizer = build_adamw(groups, cfg)
-        if self.scheduler_fn is not None:
-            scheduler = self.scheduler_fn(optimizer)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.scheduler_cfg, int(total)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return configure_optimization(
+            None if self.freeze_backbone else self.backbone, self.head_modules(), self.optimizer_cfg,
+            self.scheduler_cfg, int(total), self.optimizer_fn, self.scheduler_fn, self.monitor,
+        )  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         hp = checkpoint.get("hyper_parameters", {})

@@ -14,10 +14,10 @@ from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from vitdense.config import merge_config
 from vitdense.models.backbone import Backbone
 from vitdense.models.heads import ClassificationHead
 from vitdense.tasks.base import BaseTask
-from vitdense.tasks.optim import merge_config
 
 
 class ClassificationInferenceConfig(TypedDict, total=False):

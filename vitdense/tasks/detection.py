@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitdense.config import merge_config
 from vitdense.metrics import DetectionMAP
 from vitdense.models.heads.detectors import HEAD_DEFAULTS, DetectionHeadConfig, build_detector
 from vitdense.tasks.base import BaseTask, group_indices
-from vitdense.tasks.optim import merge_config
 
 
 class DetectionTask(BaseTask):

@@ -14,13 +14,13 @@ from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from vitdense.config import merge_config
 from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
 from vitdense.losses import ohem_cross_entropy
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
 from vitdense.tasks.base import BaseTask, group_indices
-from vitdense.tasks.optim import merge_config
 
 
 class UPerNetConfig(TypedDict, total=False):
