@@ -93,10 +93,8 @@ class GeneratedDataset(Dataset):
         return {"path": f"synthetic/{self.split}/{index:06d}", "orig_size": size, "valid_size": size}
 
 
-class SyntheticShapesDataset(GeneratedDataset):
-    """Random shapes on textured backgrounds, with their class mask; item ``i`` of a split is always the same."""
-
-    BYTES_PER_PIXEL = 4
+class MultiShapeDataset(GeneratedDataset):
+    """A generated dataset with up to ``max_shapes`` shapes per image."""
 
     def __init__(self, length: int, split: str, max_shapes: int = 3, **kwargs: Any) -> None:
         """Set up the generator; every other argument is ``GeneratedDataset``'s (seed, image_size, transform).
@@ -108,6 +106,12 @@ class SyntheticShapesDataset(GeneratedDataset):
         """
         self.max_shapes = max_shapes
         super().__init__(length, split, **kwargs)
+
+
+class SyntheticShapesDataset(MultiShapeDataset):
+    """Random shapes on textured backgrounds, with their class mask; item ``i`` of a split is always the same."""
+
+    BYTES_PER_PIXEL = 4
 
     def default_transform(self) -> Callable[..., dict[str, Any]]:
         return segmentation_eval_transform()
@@ -151,19 +155,8 @@ class SyntheticClassificationDataset(GeneratedDataset):
         }
 
 
-class SyntheticDetectionDataset(GeneratedDataset):
+class SyntheticDetectionDataset(MultiShapeDataset):
     """Separate shapes with their boxes (no mask); item ``i`` of a split is always the same."""
-
-    def __init__(self, length: int, split: str, max_shapes: int = 3, **kwargs: Any) -> None:
-        """Set up the generator; every other argument is ``GeneratedDataset``'s (seed, image_size, transform).
-
-        Args:
-            length: Number of items.
-            split: Split name; each split draws different images.
-            max_shapes: Most shapes per image.
-        """
-        self.max_shapes = max_shapes
-        super().__init__(length, split, **kwargs)
 
     def default_transform(self) -> Callable[..., dict[str, Any]]:
         return detection_eval_transform()
