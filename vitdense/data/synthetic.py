@@ -1,16 +1,18 @@
-"""Synthetic data made in code: the seeded generator of each item and the shape renderers.
+"""Synthetic data made in code: the seeded generator of each item and the one shape renderer (``shape_coverage``).
 
-Segmentation draws flat-coloured circles, rectangles and triangles that may overlap (``render_shapes``).
-Classification and detection draw anti-aliased circles, elongated rectangles and triangles (``shape_coverage``),
-made to be learnt by a small ViT from scratch in minutes: light shapes on a darkened textured background (with both
-colours random, telling shape from background is itself a relation slow to learn from a few hundred images), and
-rectangles clearly longer than wide (a square differs from a circle only at its corners). Colour carries no class
-information. The datasets and DataModules are in ``vitdense.data.synthetic_datamodules``.
+Segmentation draws flat-coloured circles, rectangles and triangles with hard edges that may overlap
+(``render_shapes``, ``SEGMENTATION_STYLE``). Classification and detection draw anti-aliased circles, elongated
+rectangles and triangles (``SMOOTH_STYLE``), made to be learnt by a small ViT from scratch in minutes: light shapes on
+a darkened textured background (with both colours random, telling shape from background is itself a relation slow
+to learn from a few hundred images), and rectangles clearly longer than wide (a square differs from a circle only at
+its corners). Colour carries no class information. The datasets and DataModules are in
+``vitdense.data.synthetic_datamodules``.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -46,27 +48,6 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(image, 0, 255)
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
-    """A filled circle (1), rectangle (2) or triangle (3) with radius/half-side 15-40% of the image."""
-    canvas = np.zeros((size, size), np.uint8)
-    radius = rng.uniform(0.15, 0.4) * size
-    cx, cy = rng.uniform(radius * 0.5, size - radius * 0.5, size=2)
-    if cls == 1:
-        cv2.circle(canvas, (round(cx), round(cy)), round(radius), 1, thickness=-1)
-    elif cls == 2:
-        # sizes scaled so the three classes cover similar areas on average
-        half, aspect = 0.9 * radius, rng.uniform(0.6, 1.0)
-        hw, hh = (half, half * aspect) if rng.random() < 0.5 else (half * aspect, half)
-        cv2.rectangle(canvas, (round(cx - hw), round(cy - hh)), (round(cx + hw), round(cy + hh)), 1, thickness=-1)
-    else:
-        # pointing up or down (with some jitter): free rotation makes triangles much slower to learn
-        start = -np.pi / 2 + rng.choice([0.0, np.pi])
-        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-0.2, 0.2, size=3)
-        points = 1.5 * radius * np.stack([np.cos(angles), np.sin(angles)], axis=1) + (cx, cy)
-        cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 1)
-    return canvas.astype(bool)
-
-
 def _distinct_color(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
     """Of a few random colours, the one farthest from (the 5th percentile of) the pixels it will cover."""
     pixels = region[:: max(1, len(region) // 256)]
@@ -96,7 +77,9 @@ def render_shapes(rng: np.random.Generator, size: int, max_shapes: int = 3) -> t
     for _ in range(rng.integers(1, max_shapes + 1)):
         for _attempt in range(10):
             cls = int(rng.integers(1, len(SHAPE_CLASSES)))
-            shape = _shape_mask(rng, cls, size)
+            radius = rng.uniform(0.15, 0.4) * size  # radius / half-side 15-40% of the image
+            centre = rng.uniform(radius * 0.5, size - radius * 0.5, size=2)
+            shape = shape_coverage(rng, cls - 1, (centre[0], centre[1]), radius, size, SEGMENTATION_STYLE) > 0.5
             if shape.any() and np.count_nonzero(shape & (mask > 0)) <= _MAX_OVERLAP * np.count_nonzero(shape):
                 break
         else:
@@ -106,43 +89,82 @@ def render_shapes(rng: np.random.Generator, size: int, max_shapes: int = 3) -> t
     return np.round(image).astype(np.uint8), mask
 
 
+@dataclass(frozen=True)
+class ShapeStyle:
+    """How ``shape_coverage`` draws a shape of a given extent (one renderer, two looks).
+
+    Attributes:
+        rect_half: half the rectangle's long side, as a multiple of the extent.
+        rect_aspect: range of the rectangle's short / long side.
+        tri_radius: the triangle's circumradius, as a multiple of the extent.
+        tri_jitter: random turn of each triangle corner, in radians (triangles point up or down).
+        tri_centred: shift the triangle so that its box, not its circumcentre, sits on the centre.
+        supersample: drawing resolution factor; > 1 gives anti-aliased edges.
+    """
+
+    rect_half: float
+    rect_aspect: tuple[float, float]
+    tri_radius: float
+    tri_jitter: float
+    tri_centred: bool
+    supersample: int
+
+
+# Segmentation: hard edges (a mask's class is exact at every pixel); rectangles near-square, triangles large, with
+# sizes chosen so that the three classes cover similar areas on average.
+SEGMENTATION_STYLE = ShapeStyle(rect_half=0.9, rect_aspect=(0.6, 1.0), tri_radius=1.5, tri_jitter=0.2,
+                                tri_centred=False, supersample=1)  # fmt: skip
+# Classification and detection: anti-aliased, elongated rectangles, triangles centred in their box.
+SMOOTH_STYLE = ShapeStyle(rect_half=1.0, rect_aspect=(0.35, 0.65), tri_radius=1.1, tri_jitter=0.15,
+                          tri_centred=True, supersample=4)  # fmt: skip
 SHAPE_NAMES = ["circle", "rectangle", "triangle"]
-_SUPERSAMPLE = 4
 
 
-def shape_coverage(rng: np.random.Generator, label: int, centre: tuple[float, float], extent: float, size: int):
-    """Draw one shape at 4x resolution and shrink it, giving anti-aliased edges.
+def shape_coverage(
+    rng: np.random.Generator,
+    label: int,
+    centre: tuple[float, float],
+    extent: float,
+    size: int,
+    style: ShapeStyle = SMOOTH_STYLE,
+) -> np.ndarray:
+    """Draw one shape, the renderer of every synthetic set.
 
     Args:
         rng: Random generator for the shape's aspect ratio and orientation.
-        label: Index into ``SHAPE_NAMES``: circle (radius ``extent``), rectangle (half long side ``extent``, aspect
-            0.35-0.65, horizontal or vertical) or triangle (circumradius ``1.1 * extent``, pointing up or down,
-            centred on ``centre``).
+        label: Index into ``SHAPE_NAMES``: circle (radius ``extent``), rectangle (half long side
+            ``style.rect_half * extent``, horizontal or vertical) or triangle (circumradius
+            ``style.tri_radius * extent``, pointing up or down).
         centre: ``(x, y)`` centre in pixels.
-        extent: Half the shape's size in pixels.
+        extent: The shape's half size in pixels.
         size: Image side in pixels.
+        style: Proportions and edges (``SEGMENTATION_STYLE`` or ``SMOOTH_STYLE``).
 
     Returns:
-        ``(size, size)`` float32 coverage in [0, 1]; the shape lies within ``extent`` of ``centre`` (triangles within
-        ``1.05 * extent``).
+        ``(size, size)`` float32 coverage in [0, 1] (0 or 1 when ``style.supersample`` is 1). With ``SMOOTH_STYLE``
+        the shape lies within ``extent`` of ``centre`` (triangles within ``1.05 * extent``).
     """
-    s = _SUPERSAMPLE
+    s = style.supersample
     canvas = np.zeros((size * s, size * s), np.uint8)
     cx, cy, r = centre[0] * s, centre[1] * s, extent * s
     if label == 0:
         cv2.circle(canvas, (round(cx), round(cy)), round(r), 255, thickness=-1)
     elif label == 1:
-        half = (r, r * rng.uniform(0.35, 0.65))
+        half = (style.rect_half * r, style.rect_half * r * rng.uniform(*style.rect_aspect))
         hw, hh = half if rng.random() < 0.5 else half[::-1]
         cv2.rectangle(canvas, (round(cx - hw), round(cy - hh)), (round(cx + hw), round(cy + hh)), 255, thickness=-1)
     else:
+        # pointing up or down (with some jitter): free rotation makes triangles much slower to learn
         start = -np.pi / 2 + rng.choice([0.0, np.pi])
-        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-0.15, 0.15, size=3)
-        radius = 1.1 * r
+        angles = start + np.array([0, 2, 4]) * np.pi / 3 + rng.uniform(-style.tri_jitter, style.tri_jitter, size=3)
+        radius = style.tri_radius * r
         # the base lies radius / 2 from the circumcentre: shift by radius / 4 to centre the triangle vertically
-        points = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1) + (cx, cy - 0.25 * radius * np.sin(start))
+        shift = 0.25 * radius * np.sin(start) if style.tri_centred else 0.0
+        points = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1) + (cx, cy - shift)
         cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 255)
-    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    if s > 1:
+        canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    return canvas.astype(np.float32) / 255.0
 
 
 def dark_background(rng: np.random.Generator, size: int) -> np.ndarray:
