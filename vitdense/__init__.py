@@ -1,6 +1,7 @@
 """vitdense: fine-tune pretrained Vision Transformers for classification, detection and segmentation."""
 
+from vitdense.evaluation import EvaluationReport, evaluate
 from vitdense.tasks import BaseTask, ClassificationTask, DetectionTask, SegmentationTask
 
-__all__ = ["BaseTask", "ClassificationTask", "DetectionTask", "SegmentationTask"]
+__all__ = ["BaseTask", "ClassificationTask", "DetectionTask", "EvaluationReport", "SegmentationTask", "evaluate"]
 __version__ = "0.1.0"

@@ -229,11 +229,53 @@ def estimate_main(args: list[str]) -> str:
     return table
 
 
+def free_folder(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist yet."""
+    n, folder = 1, base
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def evaluate_main(args: list[str]) -> str:
+    """``vitdense evaluate --config X [--ckpt_path Y] [--split val|test] [--output DIR]``: the metrics, the per-class
+    table and the files written (see ``vitdense.evaluation``)."""
+    import argparse
+
+    from vitdense.evaluation import evaluate
+
+    parser = argparse.ArgumentParser(
+        prog="vitdense evaluate",
+        description="Score a checkpoint on the val or test split of its config, per class and per image, and write "
+        "metrics.json, per_class.csv and per_image.csv (by default into <run folder>/evaluation-<split>, a new "
+        "folder). Every other argument is a `fit` argument (--model.*, --data.*).",
+    )
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    parser.add_argument("--ckpt_path", help="checkpoint to score (default: the model as the config builds it)")
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--output", type=Path, help="folder for the files (new or empty)")
+    own, rest = parser.parse_known_args(args)
+    output = own.output
+    if output is None and own.ckpt_path:
+        ckpt = Path(own.ckpt_path)
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        output = free_folder(run_dir / f"evaluation-{own.split}")
+    report = evaluate(own.config, own.ckpt_path, own.split, rest, output)
+    text = report.table()
+    worst = ", ".join(f"{Path(r['path']).name} ({r['score']:.3f})" for r in report.worst(5))
+    text += f"\nworst images: {worst}"
+    if output is not None:
+        text += f"\nwrote metrics.json, per_class.csv and per_image.csv to {output}"
+    print(text, flush=True)
+    return text
+
+
 def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     """Entry point of ``python -m vitdense`` and the ``vitdense`` console script.
 
-    ``estimate`` prints the cost table of a configuration (``estimate_main``); every other subcommand is
-    LightningCLI's (fit, validate, test, predict).
+    ``estimate`` prints the cost table of a configuration (``estimate_main``), ``evaluate`` scores a checkpoint per
+    class and per image (``evaluate_main``); every other subcommand is LightningCLI's (fit, validate, test, predict).
 
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
@@ -242,6 +284,8 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["estimate"]:
         return estimate_main(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        return evaluate_main(argv[1:])
     cli = VitdenseCLI(
         BaseTask,
         BaseDataModule,

@@ -119,6 +119,8 @@ class BaseTask(L.LightningModule):
         if grad_checkpointing:
             self.backbone.model.set_grad_checkpointing(True)
         self._speed_set_up = False
+        # Per-image results of val/test steps, kept only while ``vitdense.evaluate`` sets this to a list.
+        self.eval_records: list[dict[str, Any]] | None = None
         if not compile:
             # Lightning's model summary counts the forward FLOPs of this input (it would compile a graph just for it).
             self.example_input_array = self.example_input(self.input_size())
@@ -187,6 +189,11 @@ class BaseTask(L.LightningModule):
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         """Loss of one batch; updates ``self.metrics[stage]`` for val and test."""
         raise NotImplementedError
+
+    def record(self, **fields: Any) -> None:
+        """Keep one image's evaluation result (``index``: its position in the split) when records are on."""
+        if self.eval_records is not None:
+            self.eval_records.append({"index": len(self.eval_records), **fields})
 
     def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
         """Log ``<stage>/loss``: per step and epoch in training, epoch means reduced over processes otherwise."""

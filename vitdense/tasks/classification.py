@@ -135,6 +135,10 @@ class ClassificationTask(BaseTask):
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
             if stage != "train":
                 self.metrics[stage].update(logits, labels)
+                if self.eval_records is not None:
+                    probs = logits.softmax(-1).cpu()
+                    for path, label, p in zip(batch["path"], labels.tolist(), probs, strict=True):
+                        self.record(path=path, label=label, pred=int(p.argmax()), probs=p.numpy())
         self.log_loss(stage, loss, images.shape[0])
         return loss
 

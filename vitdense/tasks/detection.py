@@ -98,7 +98,12 @@ class DetectionTask(BaseTask):
             )
             self.detector.eval()
             preds = self(images)
-            self.metrics[stage].update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+            truth = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+            self.metrics[stage].update(preds, truth)
+            if self.eval_records is not None:
+                for path, pred, true in zip(batch["path"], preds, truth, strict=True):
+                    self.record(path=path, pred={k: v.cpu() for k, v in pred.items()},
+                                target={k: v.cpu() for k, v in true.items()})  # fmt: skip
         self.log_loss(stage, loss, len(images))
         return loss
 

@@ -293,13 +293,27 @@ class SegmentationTask(BaseTask):
         mask = batch["mask"]
         mask_sizes = batch.get("mask_size") or [tuple(mask.shape[-2:])] * mask.shape[0]
         loss = mask.new_zeros((), dtype=torch.float)
+        records: dict[int, dict[str, Any]] = {}
         for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), mask_sizes):
             h, w = mask_sizes[idx[0]]
             target = mask[idx, :h, :w]
             loss = loss + self.compute_loss(logits, target) * len(idx) / mask.shape[0]
-            self.metrics[stage].update(logits.argmax(1), target)
+            pred = logits.argmax(1)
+            self.metrics[stage].update(pred, target)
+            if self.eval_records is not None:
+                records |= {i: self._image_counts(p, t) for i, p, t in zip(idx, pred, target, strict=True)}
+        for i in sorted(records):
+            self.record(path=batch["path"][i], **records[i])
         self.log_loss(stage, loss, mask.shape[0])
         return loss
+
+    def _image_counts(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+        """One image's true-positive, false-positive and false-negative pixels per class (void pixels left out)."""
+        valid = target != self.ignore_index
+        k = self.num_classes
+        counts = torch.bincount(target[valid] * k + pred[valid], minlength=k * k).reshape(k, k).cpu()
+        tp = counts.diag()
+        return {"tp": tp.numpy(), "fp": (counts.sum(0) - tp).numpy(), "fn": (counts.sum(1) - tp).numpy()}
 
     def logits_per_size(
         self,

@@ -1,0 +1,107 @@
+"""vitdense.evaluate and `vitdense evaluate`: per-class tables, confusion matrices and per-image scores that agree
+with the metrics the task logs, for every task."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import vitdense
+from tests.tiny import PATCH8_VIT_D4
+from vitdense.cli import main
+
+SPLITS = {"num_train": 8, "num_val": 6, "num_test": 4, "image_size": 32, "batch_size": 4}
+MODELS = {
+    "segmentation": ("SegmentationTask", {"head": {"channels": 16, "aux_channels": 8}},
+                     "SyntheticSegmentationDataModule"),
+    "classification": ("ClassificationTask", {}, "SyntheticClassificationDataModule"),
+    # score_thresh 0: an untrained detector's boxes are kept, so AP is computed over real detections.
+    "detection": ("DetectionTask", {"head": {"channels": 16, "score_thresh": 0.0}}, "SyntheticDetectionDataModule"),
+}  # fmt: skip
+
+
+def trained(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """A config and the last checkpoint of a 2-epoch run on synthetic data."""
+    task, extra, data = MODELS[kind]
+    cfg = {
+        "model": {"class_path": task, "init_args": {"backbone": PATCH8_VIT_D4, "optimizer": {"lr": 1e-3}, **extra}},
+        "data": {"class_path": data, "init_args": SPLITS},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / "runs")},
+    }  # fmt: skip
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(path)])
+    (ckpt,) = (tmp_path / "runs").glob(f"{kind}/version_0/checkpoints/last.ckpt")
+    return path, ckpt
+
+
+def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path) -> None:
+    config, ckpt = trained(tmp_path, "segmentation")
+    report = vitdense.evaluate(config, ckpt, "val")
+    assert report.task == "segmentation" and len(report.per_image) == SPLITS["num_val"]
+    ious = [row["IoU"] for row in report.per_class]
+    assert np.nanmean(ious) == pytest.approx(report.metrics["val/mIoU"], abs=1e-6)
+    for row in report.per_class:
+        assert row["IoU"] == pytest.approx(report.metrics[f"val/IoU/{row['class']}"], abs=1e-6, nan_ok=True)
+    # The confusion matrix is the task's own (rows: ground truth): its row sums are the ground-truth pixels.
+    assert report.confusion.sum(1).tolist() == [row["gt_pixels"] for row in report.per_class]
+    assert report.confusion.sum() == SPLITS["num_val"] * 32 * 32
+    # Per image: each image's own mIoU, and the worst first.
+    assert [r["index"] for r in report.per_image] == list(range(SPLITS["num_val"]))
+    worst = report.worst(2)
+    assert worst[0]["score"] <= worst[1]["score"] <= min(r["score"] for r in report.per_image if r not in worst)
+    # example() re-runs the model on one image: the same prediction, so the same per-image mIoU.
+    shown = report.example(worst[0]["index"])
+    truth, pred = shown["truth"], shown["pred"]
+    assert shown["image"].shape == (32, 32, 3) and pred.shape == truth.shape
+    ious = [((truth == k) & (pred == k)).sum() / ((truth == k) | (pred == k)).sum()
+            for k in range(4) if ((truth == k) | (pred == k)).any()]  # fmt: skip
+    assert np.mean(ious) == pytest.approx(worst[0]["score"], abs=1e-6)
+
+
+def test_classification_report_counts_every_image(tmp_path: Path) -> None:
+    config, ckpt = trained(tmp_path, "classification")
+    report = vitdense.evaluate(config, ckpt, "test")
+    assert report.split == "test" and len(report.per_image) == SPLITS["num_test"]
+    correct = sum(r["label"] == r["pred"] for r in report.per_image)
+    assert correct / SPLITS["num_test"] == pytest.approx(report.metrics["test/acc"], abs=1e-6)
+    assert np.trace(report.confusion) == correct and report.confusion.sum() == SPLITS["num_test"]
+    assert [row["support"] for row in report.per_class] == report.confusion.sum(1).tolist()
+    for r in report.per_image:  # score = probability of the true class; confidence = of the predicted one
+        assert r["score"] <= r["confidence"] + 1e-6
+    shown = report.example(2)
+    assert (shown["truth"], shown["pred"]) == (report.per_image[2]["label"], report.per_image[2]["pred"])
+
+
+def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path) -> None:
+    config, ckpt = trained(tmp_path, "detection")
+    report = vitdense.evaluate(config, ckpt, "val")
+    assert sum(row["detections"] for row in report.per_class) > 0
+    with_boxes = [row for row in report.per_class if row["gt_boxes"]]
+    assert np.mean([row["AP"] for row in with_boxes]) == pytest.approx(report.metrics["val/mAP"], abs=1e-6)
+    assert np.mean([row["AP50"] for row in with_boxes]) == pytest.approx(report.metrics["val/mAP_50"], abs=1e-6)
+    assert sum(row["gt_boxes"] for row in report.per_class) == sum(r["tp"] + r["fn"] for r in report.per_image)
+    recall, precision = next(iter(report.curves.values()))
+    assert recall.shape == precision.shape == (101,)
+    shown = report.example(0)
+    assert len(shown["truth"]["boxes"]) == report.per_image[0]["tp"] + report.per_image[0]["fn"]
+    assert shown["pred"]["boxes"].shape[1] == 4 and shown["image"].shape == (32, 32, 3)
+
+
+def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: Path, capsys) -> None:
+    config, ckpt = trained(tmp_path, "classification")
+    main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])
+    main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])
+    run_dir = ckpt.parent.parent
+    first, second = run_dir / "evaluation-val", run_dir / "evaluation-val-2"
+    assert sorted(p.name for p in first.iterdir()) == ["metrics.json", "per_class.csv", "per_image.csv"]
+    assert second.is_dir()
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["task"] == "classification" and "val/acc" in metrics["metrics"]
+    assert (first / "per_image.csv").read_text().count("\n") == SPLITS["num_val"] + 1
+    assert "worst images:" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="not empty"):
+        main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--output", str(first)])

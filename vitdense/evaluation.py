@@ -1,0 +1,282 @@
+"""``vitdense.evaluate``: score a checkpoint on a split and report per class and per image, for every task.
+
+The notebooks and ``vitdense evaluate`` share it; no logic lives only in a notebook. The split is scored by
+Lightning's own ``validate``/``test`` loop (the same numbers the run logged), and the task keeps one record per image
+on the way, from which the per-class table, the confusion matrix and the per-image scores are built.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+
+from vitdense.tasks import ClassificationTask, DetectionTask, SegmentationTask
+from vitdense.tasks.base import BaseTask
+
+
+@dataclass
+class EvaluationReport:
+    """What ``evaluate`` found.
+
+    Attributes:
+        task: ``segmentation``, ``classification`` or ``detection``.
+        split: the split scored (``val`` or ``test``).
+        metrics: the metrics as logged by the task (e.g. ``val/mIoU``), over the whole split.
+        per_class: one row per class: segmentation IoU, Dice and pixel counts; classification precision, recall, F1
+            and support; detection AP, AP50, AP75 and box counts (COCO definitions).
+        per_image: one row per image of the split, in order (``index`` = position in the split): its path and its
+            own score (``score``, higher is better: the image's mIoU, the probability of its true class, or its F1
+            of boxes at IoU 0.5 and score >= 0.5), plus the task's detail.
+        confusion: ``(K, K)`` counts, rows = ground truth, columns = prediction (pixels or images); ``None`` for
+            detection.
+        class_names: the classes, in label order.
+        curves: detection only: per class, precision at 101 recall points at IoU 0.5 (``{name: (recall, precision)}``).
+        records: the task's raw per-image records (detection boxes, classification probabilities, ...).
+        model: the task that was scored (eval mode), and ``data`` its DataModule: ``example`` uses them.
+    """
+
+    task: str
+    split: str
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]]
+    per_image: list[dict[str, Any]]
+    confusion: np.ndarray | None
+    class_names: list[str]
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    model: BaseTask | None = field(default=None, repr=False)
+    data: L.LightningDataModule | None = field(default=None, repr=False)
+
+    def example(self, index: int) -> dict[str, Any]:
+        """Image ``index`` of the split as the model saw it, with its ground truth and the model's prediction.
+
+        Returns ``image`` (H, W, 3 float in [0, 1]) and, by task: ``truth`` / ``pred`` class-id masks at the mask's
+        resolution (segmentation; void pixels of ``truth`` are ``ignore_index``), class names (classification), or
+        ``truth`` / ``pred`` dicts of boxes (xyxy, in the shown image's pixels), labels and scores (detection).
+        """
+        if self.model is None or self.data is None:
+            raise ValueError("This report holds no model; it was not made by vitdense.evaluate.")
+        item = self.data.dataset(self.split)[index]  # type: ignore[attr-defined]
+        record = self.records[index]
+        image = item["image"]
+        shown = image[:, : item["valid_size"][0], : item["valid_size"][1]] if "valid_size" in item else image
+        out: dict[str, Any] = {"path": record["path"], "image": shown.permute(1, 2, 0).clamp(0, 1).numpy()}
+        if self.task == "segmentation":
+            mask = item["mask"]
+            with torch.no_grad():
+                ((_, logits),) = self.model.logits_per_size(  # type: ignore[attr-defined]
+                    image[None].to(self.model.device), [tuple(shown.shape[-2:])], [tuple(mask.shape[-2:])]
+                )
+            out |= {"truth": mask.numpy(), "pred": logits.argmax(1)[0].cpu().numpy()}
+        elif self.task == "classification":
+            out |= {"truth": self.class_names[record["label"]], "pred": self.class_names[record["pred"]],
+                    "confidence": float(record["probs"][record["pred"]])}  # fmt: skip
+        else:
+            out |= {"truth": {k: v.numpy() for k, v in record["target"].items()},
+                    "pred": {k: v.numpy() for k, v in record["pred"].items()}}  # fmt: skip
+        return out
+
+    def worst(self, n: int = 5) -> list[dict[str, Any]]:
+        """The ``n`` images with the lowest score (the ones to look at first)."""
+        return sorted(self.per_image, key=lambda r: (r["score"], r["index"]))[:n]
+
+    def table(self) -> str:
+        """The per-class table as aligned text, metrics first."""
+        lines = [f"{k} {v:.4f}" for k, v in self.metrics.items() if "/IoU/" not in k]
+        keys = [k for k in self.per_class[0] if k != "class"] if self.per_class else []
+        lines.append(f"{'class':<20}" + "".join(f"{k:>12}" for k in keys))
+        for row in self.per_class:
+            cells = "".join(f"{row[k]:>12.4f}" if isinstance(row[k], float) else f"{row[k]:>12}" for k in keys)
+            lines.append(f"{str(row['class'])[:20]:<20}{cells}")
+        return "\n".join(lines)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write ``metrics.json``, ``per_class.csv`` and ``per_image.csv`` into a new or empty ``folder``.
+
+        Raises:
+            FileExistsError: ``folder`` already holds files (results are never overwritten).
+        """
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(f"'{folder}' is not empty; choose another folder (nothing was written).")
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / "metrics.json", folder / "per_class.csv", folder / "per_image.csv"]
+        summary = {"task": self.task, "split": self.split, "metrics": self.metrics, "class_names": self.class_names}
+        paths[0].write_text(json.dumps(summary, indent=1) + "\n")
+        for path, rows in zip(paths[1:], (self.per_class, self.per_image), strict=True):
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["class"])
+                writer.writeheader()
+                writer.writerows(rows)
+        return paths
+
+
+class _ConfusionCatcher(L.Callback):
+    """Keeps the task's confusion matrix of the split before the task resets it at the end of the epoch."""
+
+    def __init__(self) -> None:
+        self.confusion: np.ndarray | None = None
+
+    def _catch(self, pl_module: BaseTask, stage: str) -> None:
+        if isinstance(pl_module, SegmentationTask):
+            self.confusion = pl_module.metrics[stage].compute().cpu().numpy()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+        self._catch(pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+        self._catch(pl_module, "test")
+
+
+def evaluate(
+    config: str | Path,
+    checkpoint: str | Path | None = None,
+    split: Literal["val", "test"] = "val",
+    args: Sequence[str] = (),
+    output_dir: str | Path | None = None,
+) -> EvaluationReport:
+    """Score ``checkpoint`` on a split of the data of ``config``, and report per class and per image.
+
+    Args:
+        config: the YAML the checkpoint was trained with (model and data).
+        checkpoint: a ``.ckpt`` of that run; ``None`` scores the model as the config builds it.
+        split: ``val`` or ``test``.
+        args: further CLI overrides, e.g. ``["--data.root", "other/data", "--model.inference.mode", "slide"]``.
+        output_dir: write ``metrics.json``, ``per_class.csv`` and ``per_image.csv`` there (a new or empty folder).
+
+    Runs on one device (the first GPU if there is one, else the CPU).
+    """
+    from vitdense.cli import main
+
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}.")
+    trainer_args = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                    "--trainer.enable_model_summary", "false", "--trainer.devices", "1"]  # fmt: skip
+    cli = main(["--config", str(config), *args, *trainer_args], run=False)
+    task, data = cli.model, cli.datamodule
+    catcher = _ConfusionCatcher()
+    trainer = L.Trainer(
+        accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        precision=cli.trainer.precision, callbacks=[catcher], enable_checkpointing=False,
+    )  # fmt: skip
+    task.eval_records = []
+    try:
+        run = trainer.validate if split == "val" else trainer.test
+        logged = run(task, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None, verbose=False)
+    finally:
+        records, task.eval_records = task.eval_records, None
+    metrics = {k: float(v) for k, v in (logged[0] if logged else {}).items()}
+    names = list(task.class_names)
+    if isinstance(task, SegmentationTask):
+        report = _segmentation(records, names, catcher.confusion)
+    elif isinstance(task, ClassificationTask):
+        report = _classification(records, names)
+    elif isinstance(task, DetectionTask):
+        report = _detection(records, names)
+    else:
+        raise TypeError(f"evaluate does not know the task {type(task).__name__}.")
+    task.eval()
+    result = EvaluationReport(task=report.pop("task"), split=split, metrics=metrics, class_names=names,
+                              records=records, model=task, data=data, **report)  # fmt: skip
+    if output_dir is not None:
+        result.save(output_dir)
+    return result
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def _segmentation(records: list[dict], names: list[str], confusion: np.ndarray | None) -> dict[str, Any]:
+    tp, fp, fn = (np.sum([r[k] for r in records], axis=0) for k in ("tp", "fp", "fn"))
+    iou, dice = _ratio(tp, tp + fp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
+    per_class = [
+        {"class": n, "IoU": float(iou[k]), "Dice": float(dice[k]), "gt_pixels": int(tp[k] + fn[k]),
+         "pred_pixels": int(tp[k] + fp[k])}
+        for k, n in enumerate(names)
+    ]  # fmt: skip
+    per_image = []
+    for r in records:
+        image_iou = _ratio(r["tp"], r["tp"] + r["fp"] + r["fn"])
+        pixels = r["tp"].sum() + r["fn"].sum()
+        per_image.append({"index": r["index"], "path": r["path"], "score": float(np.nanmean(image_iou)),
+                          "pixel_acc": float(r["tp"].sum() / max(pixels, 1))})  # fmt: skip
+    return {"task": "segmentation", "per_class": per_class, "per_image": per_image, "confusion": confusion}
+
+
+def _classification(records: list[dict], names: list[str]) -> dict[str, Any]:
+    k = len(names)
+    confusion = np.zeros((k, k), np.int64)
+    for r in records:
+        confusion[r["label"], r["pred"]] += 1
+    tp = np.diag(confusion)
+    precision, recall = _ratio(tp, confusion.sum(0)), _ratio(tp, confusion.sum(1))
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    per_class = [
+        {"class": n, "precision": float(precision[c]), "recall": float(recall[c]), "F1": float(f1[c]),
+         "support": int(confusion[c].sum())}
+        for c, n in enumerate(names)
+    ]  # fmt: skip
+    per_image = [
+        {"index": r["index"], "path": r["path"], "score": float(r["probs"][r["label"]]), "label": names[r["label"]],
+         "pred": names[r["pred"]], "confidence": float(r["probs"][r["pred"]])}
+        for r in records
+    ]  # fmt: skip
+    return {"task": "classification", "per_class": per_class, "per_image": per_image, "confusion": confusion}
+
+
+def _detection(records: list[dict], names: list[str], score_thresh: float = 0.5) -> dict[str, Any]:
+    from torchmetrics.detection import MeanAveragePrecision
+    from torchvision.ops import box_iou
+
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True)
+    metric.update([r["pred"] for r in records], [r["target"] for r in records])
+    out = metric.compute()
+    # precision: (IoU thresholds .50:.05:.95, 101 recall points, classes, area ranges, max detections); -1 = no GT.
+    precision = out["precision"][:, :, :, 0, -1].numpy()
+    present = [int(c) for c in out["classes"].reshape(-1).tolist()]
+
+    def ap(t: slice | int, column: int) -> float:
+        p = precision[t, :, column]
+        return float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+
+    gt = np.bincount(np.concatenate([r["target"]["labels"].numpy() for r in records] or [[]]).astype(int),
+                     minlength=len(names))  # fmt: skip
+    dets = np.bincount(np.concatenate([r["pred"]["labels"].numpy() for r in records] or [[]]).astype(int),
+                       minlength=len(names))  # fmt: skip
+    per_class, curves = [], {}
+    recall_points = np.linspace(0, 1, 101)
+    for c, n in enumerate(names):
+        col = present.index(c) if c in present else None
+        row = {"class": n, "AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
+        if col is not None:
+            row |= {"AP": ap(slice(None), col), "AP50": ap(0, col), "AP75": ap(5, col)}
+            curves[n] = (recall_points, np.clip(precision[0, :, col], 0, None))
+        per_class.append(row | {"gt_boxes": int(gt[c]), "detections": int(dets[c])})
+    per_image = []
+    for r in records:
+        pred, true = r["pred"], r["target"]
+        keep = pred["scores"] >= score_thresh
+        boxes, labels = pred["boxes"][keep], pred["labels"][keep]
+        matched, tp = set(), 0
+        if len(boxes) and len(true["boxes"]):
+            iou = box_iou(boxes, true["boxes"].float())
+            iou[labels[:, None] != true["labels"][None, :]] = 0
+            for i in range(len(boxes)):  # greedy by score (torchvision returns detections sorted by score)
+                j = int(iou[i].argmax())
+                if iou[i, j] >= 0.5 and j not in matched:
+                    matched.add(j)
+                    tp += 1
+        fp, fn = len(boxes) - tp, len(true["boxes"]) - tp
+        f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+        per_image.append({"index": r["index"], "path": r["path"], "score": f1, "tp": tp, "fp": fp, "fn": fn})
+    return {"task": "detection", "per_class": per_class, "per_image": per_image, "confusion": None,
+            "curves": curves}  # fmt: skip
