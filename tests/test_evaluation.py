@@ -6,40 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import vitdense
-from tests.tiny import PATCH8_VIT_D4
+from tests.tiny import SPLITS, train_tiny_run
 from vitdense.cli import main
-
-SPLITS = {"num_train": 8, "num_val": 6, "num_test": 4, "image_size": 32, "batch_size": 4}
-MODELS = {
-    "segmentation": ("SegmentationTask", {"head": {"channels": 16, "aux_channels": 8}},
-                     "SyntheticSegmentationDataModule"),
-    "classification": ("ClassificationTask", {}, "SyntheticClassificationDataModule"),
-    # score_thresh 0: an untrained detector's boxes are kept, so AP is computed over real detections.
-    "detection": ("DetectionTask", {"head": {"channels": 16, "score_thresh": 0.0}}, "SyntheticDetectionDataModule"),
-}  # fmt: skip
-
-
-def trained(tmp_path: Path, kind: str) -> tuple[Path, Path]:
-    """A config and the last checkpoint of a 2-epoch run on synthetic data."""
-    task, extra, data = MODELS[kind]
-    cfg = {
-        "model": {"class_path": task, "init_args": {"backbone": PATCH8_VIT_D4, "optimizer": {"lr": 1e-3}, **extra}},
-        "data": {"class_path": data, "init_args": SPLITS},
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path / "runs")},
-    }  # fmt: skip
-    path = tmp_path / f"{kind}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    main(["fit", "--config", str(path)])
-    (ckpt,) = (tmp_path / "runs").glob(f"{kind}/version_0/checkpoints/last.ckpt")
-    return path, ckpt
 
 
 def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path) -> None:
-    config, ckpt = trained(tmp_path, "segmentation")
+    config, ckpt = train_tiny_run(tmp_path, "segmentation")
     report = vitdense.evaluate(config, ckpt, "val")
     assert report.task == "segmentation" and len(report.per_image) == SPLITS["num_val"]
     ious = [row["IoU"] for row in report.per_class]
@@ -63,7 +37,7 @@ def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path) -> N
 
 
 def test_classification_report_counts_every_image(tmp_path: Path) -> None:
-    config, ckpt = trained(tmp_path, "classification")
+    config, ckpt = train_tiny_run(tmp_path, "classification")
     report = vitdense.evaluate(config, ckpt, "test")
     assert report.split == "test" and len(report.per_image) == SPLITS["num_test"]
     correct = sum(r["label"] == r["pred"] for r in report.per_image)
@@ -77,7 +51,7 @@ def test_classification_report_counts_every_image(tmp_path: Path) -> None:
 
 
 def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path) -> None:
-    config, ckpt = trained(tmp_path, "detection")
+    config, ckpt = train_tiny_run(tmp_path, "detection")
     report = vitdense.evaluate(config, ckpt, "val")
     assert sum(row["detections"] for row in report.per_class) > 0
     with_boxes = [row for row in report.per_class if row["gt_boxes"]]
@@ -86,13 +60,16 @@ def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path
     assert sum(row["gt_boxes"] for row in report.per_class) == sum(r["tp"] + r["fn"] for r in report.per_image)
     recall, precision = next(iter(report.curves.values()))
     assert recall.shape == precision.shape == (101,)
+    (at_half,) = report.threshold_table([0.5])
+    assert at_half["tp"] + at_half["fn"] == sum(row["gt_boxes"] for row in report.per_class)
+    assert at_half["tp"] == sum(r["tp"] for r in report.per_image)
     shown = report.example(0)
     assert len(shown["truth"]["boxes"]) == report.per_image[0]["tp"] + report.per_image[0]["fn"]
     assert shown["pred"]["boxes"].shape[1] == 4 and shown["image"].shape == (32, 32, 3)
 
 
 def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: Path, capsys) -> None:
-    config, ckpt = trained(tmp_path, "classification")
+    config, ckpt = train_tiny_run(tmp_path, "classification")
     main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])
     main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])
     run_dir = ckpt.parent.parent
@@ -105,3 +82,19 @@ def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: 
     assert "worst images:" in capsys.readouterr().out
     with pytest.raises(FileExistsError, match="not empty"):
         main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--output", str(first)])
+
+
+def test_match_boxes_counts_duplicates_and_wrong_classes_as_false_positives() -> None:
+    import torch
+
+    from vitdense.evaluation import match_boxes
+
+    target = {"boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 0])}
+    pred = {
+        "boxes": torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=torch.float),
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "labels": torch.tensor([0, 0, 1]),  # the second duplicates the first; the third has the wrong class
+    }
+    assert match_boxes(pred, target, 0.5) == (1, 2, 1)
+    assert match_boxes(pred, target, 0.85) == (1, 0, 1)
+    assert match_boxes(pred, target, 0.95) == (0, 0, 2)

@@ -6,6 +6,10 @@ variant, so the variants are kept apart rather than merged: change one only toge
 
 from pathlib import Path
 
+import yaml
+
+from vitdense.cli import main
+
 VIT = "vit_tiny_patch16_224"
 SWIN = "swin_tiny_patch4_window7_224"
 HYBRID = "vit_tiny_r_s16_p8_224"
@@ -58,3 +62,33 @@ FOUNDATION_NAMES = ["vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3",
 def tiny_foundation(name: str) -> dict:
     """A 2-block, width-48 variant of one of FOUNDATION_NAMES, with random weights."""
     return {"name": name, "pretrained": False, "model_kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}}
+
+
+# ---- tiny trained runs (for evaluation and the notebooks) ----------------------------------------------------------
+
+SPLITS = {"num_train": 8, "num_val": 6, "num_test": 4, "image_size": 32, "batch_size": 4}
+MODELS = {
+    "segmentation": ("SegmentationTask", {"head": {"channels": 16, "aux_channels": 8}},
+                     "SyntheticSegmentationDataModule"),
+    "classification": ("ClassificationTask", {}, "SyntheticClassificationDataModule"),
+    # score_thresh 0: an untrained detector's boxes are kept, so AP is computed over real detections.
+    "detection": ("DetectionTask", {"head": {"channels": 16, "score_thresh": 0.0}}, "SyntheticDetectionDataModule"),
+}  # fmt: skip
+
+
+def train_tiny_run(root: Path, kind: str) -> tuple[Path, Path]:
+    """``root/configs/<kind>.yaml`` and the last checkpoint of its 2-epoch run on synthetic data, in
+    ``root/runs/<kind>/version_0`` (where the notebooks look for the newest run of a config)."""
+    task, extra, data = MODELS[kind]
+    cfg = {
+        "model": {"class_path": task, "init_args": {"backbone": PATCH8_VIT_D4, "optimizer": {"lr": 1e-3}, **extra}},
+        "data": {"class_path": data, "init_args": SPLITS},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(root / "runs")},
+    }  # fmt: skip
+    path = root / "configs" / f"{kind}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(path)])
+    (ckpt,) = (root / "runs").glob(f"{kind}/version_0/checkpoints/last.ckpt")
+    return path, ckpt

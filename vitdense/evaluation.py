@@ -88,6 +88,20 @@ class EvaluationReport:
         """The ``n`` images with the lowest score (the ones to look at first)."""
         return sorted(self.per_image, key=lambda r: (r["score"], r["index"]))[:n]
 
+    def threshold_table(self, thresholds: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
+        """Detection: precision, recall and F1 of boxes at IoU 0.5 over the split, per score threshold (to pick the
+        threshold a deployment keeps). Rows: ``{"threshold", "precision", "recall", "F1", "tp", "fp", "fn"}``."""
+        if self.task != "detection":
+            raise ValueError(f"threshold_table is for detection reports, not {self.task}.")
+        rows = []
+        for t in thresholds:
+            tp, fp, fn = np.sum([match_boxes(r["pred"], r["target"], t) for r in self.records], axis=0)
+            precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append({"threshold": t, "precision": float(precision), "recall": float(recall), "F1": float(f1),
+                         "tp": int(tp), "fp": int(fp), "fn": int(fn)})  # fmt: skip
+        return rows
+
     def table(self) -> str:
         """The per-class table as aligned text, metrics first."""
         lines = [f"{k} {v:.4f}" for k, v in self.metrics.items() if "/IoU/" not in k]
@@ -233,9 +247,33 @@ def _classification(records: list[dict], names: list[str]) -> dict[str, Any]:
     return {"task": "classification", "per_class": per_class, "per_image": per_image, "confusion": confusion}
 
 
+def match_boxes(
+    pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], score_thresh: float, iou_thresh: float = 0.5
+) -> tuple[int, int, int]:
+    """True positives, false positives and false negatives of one image's detections scoring >= ``score_thresh``:
+    each ground-truth box matches at most one detection of its class with IoU >= ``iou_thresh``, highest score
+    first (as COCO matches)."""
+    from torchvision.ops import box_iou
+
+    keep = pred["scores"] >= score_thresh
+    boxes, labels, scores = pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep]
+    boxes, labels = boxes[scores.argsort(descending=True)], labels[scores.argsort(descending=True)]
+    matched: set[int] = set()
+    if len(boxes) and len(target["boxes"]):
+        iou = box_iou(boxes.float(), target["boxes"].float())
+        iou[labels[:, None] != target["labels"][None, :]] = 0
+        for i in range(len(boxes)):
+            free = [j for j in range(iou.shape[1]) if j not in matched]
+            if free:
+                j = max(free, key=lambda j: float(iou[i, j]))
+                if iou[i, j] >= iou_thresh:
+                    matched.add(j)
+    tp = len(matched)
+    return tp, len(boxes) - tp, len(target["boxes"]) - tp
+
+
 def _detection(records: list[dict], names: list[str], score_thresh: float = 0.5) -> dict[str, Any]:
     from torchmetrics.detection import MeanAveragePrecision
-    from torchvision.ops import box_iou
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True)
     metric.update([r["pred"] for r in records], [r["target"] for r in records])
@@ -263,19 +301,7 @@ def _detection(records: list[dict], names: list[str], score_thresh: float = 0.5)
         per_class.append(row | {"gt_boxes": int(gt[c]), "detections": int(dets[c])})
     per_image = []
     for r in records:
-        pred, true = r["pred"], r["target"]
-        keep = pred["scores"] >= score_thresh
-        boxes, labels = pred["boxes"][keep], pred["labels"][keep]
-        matched, tp = set(), 0
-        if len(boxes) and len(true["boxes"]):
-            iou = box_iou(boxes, true["boxes"].float())
-            iou[labels[:, None] != true["labels"][None, :]] = 0
-            for i in range(len(boxes)):  # greedy by score (torchvision returns detections sorted by score)
-                j = int(iou[i].argmax())
-                if iou[i, j] >= 0.5 and j not in matched:
-                    matched.add(j)
-                    tp += 1
-        fp, fn = len(boxes) - tp, len(true["boxes"]) - tp
+        tp, fp, fn = match_boxes(r["pred"], r["target"], score_thresh)
         f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
         per_image.append({"index": r["index"], "path": r["path"], "score": f1, "tp": tp, "fp": fp, "fn": fn})
     return {"task": "detection", "per_class": per_class, "per_image": per_image, "confusion": None,
