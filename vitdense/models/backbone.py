@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from timm.models import is_model_in_modules
 from torch import nn
 
+from vitdense.models.adapters import PeftConfig, add_adapters, base_name, is_adapter, merge_adapters
 from vitdense.models.layer_decay import layer_ids
 from vitdense.models.weights import create_with_weights
 
@@ -33,7 +34,8 @@ class BackboneConfig(TypedDict, total=False):
     Keys: ``name`` (any timm model name), ``pretrained`` (true = timm hub weights, a path = local
     .safetensors/.pth/.bin/.npz timm state dict, false = random init), ``img_size`` (pos-embed and window tables
     are resampled when it differs from pretraining), ``drop_path_rate``, ``out_indices`` (which blocks or
-    stages feed the neck) and ``model_kwargs`` (extra keyword arguments for ``timm.create_model``).
+    stages feed the neck), ``model_kwargs`` (extra keyword arguments for ``timm.create_model``) and ``peft``
+    (LoRA adapters: only they train in the backbone, see ``vitdense.models.adapters.PeftConfig``).
     """
 
     name: str
@@ -42,6 +44,7 @@ class BackboneConfig(TypedDict, total=False):
     drop_path_rate: float
     out_indices: list[int] | None
     model_kwargs: dict[str, Any]
+    peft: PeftConfig | None
 
 
 def resolve_backbone_config(
@@ -78,6 +81,7 @@ def resolve_backbone_config(
     cfg.setdefault("drop_path_rate", 0.0)
     cfg.setdefault("out_indices", None)
     cfg.setdefault("model_kwargs", {})
+    cfg.setdefault("peft", None)
     return cfg
 
 
@@ -155,6 +159,30 @@ class Backbone(nn.Module):
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
         # DeiT-distilled: the classifier reads the CLS and the distillation token separately and averages.
         self.num_pooled = 2 if getattr(self.model, "dist_token", None) is not None else 1
+        # LoRA after the pretrained weights are in: adapter parameters take the layer of the weight they adapt.
+        self.adapters = bool(cfg.get("peft"))
+        if self.adapters:
+            add_adapters(self.model, cfg["peft"])
+            self.layer_ids = {name: self.layer_ids[base_name(name)] for name, _ in self.model.named_parameters()}
+
+    def requires_grad_(self, requires_grad: bool = True) -> Backbone:
+        """As ``nn.Module.requires_grad_``; with adapters, only the adapters ever train (the base stays frozen)."""
+        super().requires_grad_(requires_grad)
+        if self.adapters:
+            for name, p in self.model.named_parameters():
+                if not is_adapter(name):
+                    p.requires_grad_(False)
+        return self
+
+    def merge_adapters(self) -> None:
+        """Fold the LoRA adapters into the weights (same outputs, plain timm parameter names); from then on
+        ``requires_grad_`` reaches every weight again."""
+        if not self.adapters:
+            return
+        by_base = {base_name(name): layer for name, layer in self.layer_ids.items()}
+        merge_adapters(self.model)
+        self.adapters = False
+        self.layer_ids = {name: by_base[name] for name, _ in self.model.named_parameters()}
 
     def select_levels(self, positions: list[int]) -> None:
         """Keep only some of the ``out_indices`` levels (by position), e.g. ``[-1]`` for the last block alone."""

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 
 import vitdense.estimate  # noqa: F401  (registers the CPU attention FLOPs that the model summary counts)
+from vitdense.models.adapters import is_adapter
 from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
 from vitdense.tasks.training import (
     BackboneUnfreeze,
@@ -244,7 +245,34 @@ class BaseTask(L.LightningModule):
             self.scheduler_cfg, int(total), self.optimizer_fn, self.scheduler_fn, self.monitor,
         )  # fmt: skip
 
+    FROZEN_BASE_KEY = "vitdense_frozen_base"
+
+    def frozen_base_keys(self) -> list[str]:
+        """State-dict keys of the backbone's frozen pretrained weights when it trains LoRA adapters (else none)."""
+        if not self.backbone.adapters:
+            return []
+        frozen = {id(p) for name, p in self.backbone.model.named_parameters() if not is_adapter(name)}
+        return [key for key, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With adapters, leave the frozen pretrained weights out: a checkpoint holds what training changed (adapters,
+        neck, heads) and the config; the base weights come back from ``backbone.pretrained`` when it loads."""
+        keys = self.frozen_base_keys()
+        for key in keys:
+            checkpoint["state_dict"].pop(key, None)
+        if keys:
+            checkpoint[self.FROZEN_BASE_KEY] = keys
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        dropped = checkpoint.get(self.FROZEN_BASE_KEY)
+        if dropped:
+            if not self.backbone.adapters:
+                raise ValueError(
+                    "The checkpoint holds LoRA adapters without their frozen base weights, but this run's backbone "
+                    "has no backbone.peft: use the config the checkpoint was trained with."
+                )
+            own = self.state_dict()
+            checkpoint["state_dict"].update({key: own[key] for key in dropped})
         hp = checkpoint.get("hyper_parameters", {})
         saved = hp.get("num_classes")
         if saved is not None and saved != self.num_classes:
