@@ -55,8 +55,14 @@ VIT_D4_W48 = {"name": VIT, "model_kwargs": {"depth": 4, "embed_dim": 48, "num_he
 SWIN_D1121_W24 = {"name": SWIN, "model_kwargs": {"depths": [1, 1, 2, 1], "embed_dim": 24, "num_heads": [1, 2, 3, 4]}}
 HYBRID_D2 = {"name": HYBRID, "model_kwargs": {"depth": 2}}
 
-# Today's foundation backbones (DINOv2 with registers, DINOv3 with RoPE, EVA-02), as 2-block variants.
-FOUNDATION_NAMES = ["vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3", "eva02_tiny_patch14_224"]
+# Today's foundation backbones (DINOv2 with registers, DINOv3 with RoPE, EVA-02, SigLIP with its attention-pool
+# head), as 2-block variants.
+FOUNDATION_NAMES = [
+    "vit_small_patch14_reg4_dinov2",
+    "vit_small_patch16_dinov3",
+    "eva02_tiny_patch14_224",
+    "vit_base_patch16_siglip_224",
+]
 
 
 def tiny_foundation(name: str) -> dict:

@@ -36,3 +36,14 @@ def test_segmentation_on_a_vit_with_fewer_than_four_blocks(depth: int) -> None:
     assert len(task.backbone.out_indices) == 4
     with torch.no_grad():
         assert task(torch.rand(1, 3, 64, 48)).shape == (1, 3, 64, 48)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "expected"),
+    [(12, [3, 5, 7, 11]), (24, [7, 11, 15, 23]), (32, [7, 15, 23, 31]), (40, [9, 19, 29, 39])],
+)
+def test_default_out_indices_follow_the_published_segmentation_settings(blocks: int, expected: list[int]) -> None:
+    from vitdense.models.backbone import default_out_indices
+
+    plain = [{"num_chs": 64, "reduction": 16} for _ in range(blocks)]
+    assert default_out_indices(plain) == expected

@@ -99,12 +99,13 @@ def test_no_layer_decay_gives_every_group_the_base_lr() -> None:
 
 
 # Today's backbones, as tiny 2-block variants: stem (class and register tokens, pos-embed, patch embedding) at
-# decay**3, block i at decay**(2 - i), the final norms (norm, fc_norm) and everything after the backbone at 1.0.
+# decay**3, block i at decay**(2 - i), the final norms (norm, fc_norm), a pooling head and everything after the
+# backbone at 1.0.
 TINY_TABLE = [
     (r"backbone\.model\.(cls_token|reg_token|pos_embed|patch_embed\.)", 3),
     (r"backbone\.model\.blocks\.0\.", 2),
     (r"backbone\.model\.blocks\.1\.", 1),
-    (r"backbone\.model\.(norm|fc_norm|head_norm)\.", 0),
+    (r"backbone\.model\.(norm|fc_norm|head_norm|attn_pool)\.", 0),  # attn_pool: SigLIP's attention-pool head
     (r"(?!backbone\.)", 0),
 ]
 

@@ -245,7 +245,9 @@ def default_out_indices(feature_info: list[dict[str, Any]]) -> list[int]:
     if n == 12:
         return [3, 5, 7, 11]  # BEiT / MAE segmentation setting for ViT-B
     if n == 24:
-        return [7, 11, 15, 23]
+        return [7, 11, 15, 23]  # BEiT-L / ViT-Adapter-L
+    # Quarter spacing otherwise: 32 blocks (ViT-H) -> [7, 15, 23, 31]; 40 (ViT-g, EVA) -> [9, 19, 29, 39], as EVA's
+    # UPerNet uses.
     if n < 4:
         return [min(n - 1, k * n // 4) for k in range(4)]  # blocks repeat: the pyramid still has four levels
     return sorted({max(0, round(n * k / 4) - 1) for k in (1, 2, 3, 4)})
