@@ -1,7 +1,15 @@
 """vitdense: fine-tune pretrained Vision Transformers for classification, detection and segmentation."""
 
 from vitdense.evaluation import EvaluationReport, evaluate
-from vitdense.tasks import BaseTask, ClassificationTask, DetectionTask, SegmentationTask
+from vitdense.tasks import BaseTask, ClassificationTask, DetectionTask, InstanceSegmentationTask, SegmentationTask
 
-__all__ = ["BaseTask", "ClassificationTask", "DetectionTask", "EvaluationReport", "SegmentationTask", "evaluate"]
+__all__ = [
+    "BaseTask",
+    "ClassificationTask",
+    "DetectionTask",
+    "EvaluationReport",
+    "InstanceSegmentationTask",
+    "SegmentationTask",
+    "evaluate",
+]
 __version__ = "0.1.0"

@@ -28,6 +28,7 @@ from vitdense.data.segmentation import SegmentationFolderDataModule
 from vitdense.data.synthetic_datamodules import (
     SyntheticClassificationDataModule,
     SyntheticDetectionDataModule,
+    SyntheticInstanceDataModule,
     SyntheticSegmentationDataModule,
 )
 from vitdense.data.transforms import detection_collate
@@ -42,6 +43,7 @@ __all__ = [
     "SegmentationFolderDataModule",
     "SyntheticClassificationDataModule",
     "SyntheticDetectionDataModule",
+    "SyntheticInstanceDataModule",
     "SyntheticSegmentationDataModule",
     "VOCSegmentationDataModule",
     "detection_collate",

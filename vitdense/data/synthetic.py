@@ -179,8 +179,8 @@ def paint(image: np.ndarray, coverage: np.ndarray, rng: np.random.Generator) -> 
 
 
 def render_detection_sample(
-    rng: np.random.Generator, size: int, max_shapes: int = 3, empty_prob: float = 0.1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng: np.random.Generator, size: int, max_shapes: int = 3, empty_prob: float = 0.1, masks: bool = False
+) -> tuple[np.ndarray, ...]:
     """Draw 0 to ``max_shapes`` separate light shapes on a dark textured background and return their boxes.
 
     Shapes (see ``shape_coverage``) are 30-50% of the image wide, lie wholly inside it and do not overlap
@@ -192,14 +192,17 @@ def render_detection_sample(
         size: Image side in pixels.
         max_shapes: Most shapes per image.
         empty_prob: Probability of an image without shapes.
+        masks: also return each shape's mask (the pixels it covers by half or more, as its box): the same draws,
+            so the same images and boxes.
 
     Returns:
         ``(size, size, 3)`` uint8 image, ``(N, 4)`` float64 xyxy boxes and ``(N,)`` int64 labels (indices into
-        ``SHAPE_NAMES``).
+        ``SHAPE_NAMES``), and with ``masks`` an ``(N, size, size)`` uint8 array of 0/1.
     """
     image = dark_background(rng, size)
     boxes: list[list[float]] = []
     labels: list[int] = []
+    shapes: list[np.ndarray] = []
     count = 0 if rng.random() < empty_prob else int(rng.integers(1, max_shapes + 1))
     for _ in range(count):
         for _attempt in range(20):
@@ -217,6 +220,10 @@ def render_detection_sample(
         ys, xs = np.nonzero(coverage >= 0.5)
         boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
         labels.append(label)
+        shapes.append((coverage >= 0.5).astype(np.uint8))
         image = paint(image, coverage, rng)
     box_array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.round(image).astype(np.uint8), box_array, np.asarray(labels, dtype=np.int64)
+    out = (np.round(image).astype(np.uint8), box_array, np.asarray(labels, dtype=np.int64))
+    if masks:
+        return (*out, np.stack(shapes) if shapes else np.zeros((0, size, size), np.uint8))
+    return out

@@ -29,6 +29,7 @@ from vitdense.data.synthetic import (
 )
 from vitdense.data.transforms import (
     apply_box_transform,
+    apply_instance_transform,
     apply_transform,
     bbox_params,
     detection_collate,
@@ -266,3 +267,40 @@ class SyntheticDetectionDataModule(SyntheticDataModule):
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (as for COCO data, though all synthetic images share one size)."""
         return detection_collate
+
+
+class SyntheticInstanceDataset(MultiShapeDataset):
+    """The detection set's shapes with a mask per shape (instance segmentation); item ``i`` is always the same, and
+    its image and boxes are those of ``SyntheticDetectionDataset`` item ``i``."""
+
+    BYTES_PER_PIXEL = 3 + 3  # image, and up to three instance masks
+
+    def default_transform(self) -> Callable[..., dict[str, Any]]:
+        return detection_eval_transform()
+
+    def render(self, index: int) -> tuple[np.ndarray, ...]:
+        """Image, boxes, labels and masks of item ``index`` before the transform."""
+        rng = split_rng(self.seed, self.split, index)
+        return render_detection_sample(rng, self.image_size, self.max_shapes, masks=True)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, boxes, labels, masks = self.sample(index)
+        tensor, target = apply_instance_transform(self.transform, image, boxes, labels, masks)
+        return {"image": tensor, "target": target, **self.item_info(index)}
+
+
+@register_datamodule
+class SyntheticInstanceDataModule(SyntheticDetectionDataModule):
+    """Circles, rectangles and triangles with their boxes and masks, made in code: the detection set with a mask
+    per shape, for instance segmentation (``InstanceSegmentationTask``). Targets hold ``boxes``, ``labels`` and
+    ``masks`` (N, H, W) uint8."""
+
+    def _make_dataset(self, split: Split) -> Dataset:
+        if split == "train":
+            transform = A.Compose([*random_flips(), *to_tensor()], bbox_params=bbox_params(1.0))
+        else:
+            transform = detection_eval_transform()
+        return SyntheticInstanceDataset(
+            self.split_length(split), split, self.max_shapes, seed=self.seed, image_size=self.image_size,
+            transform=transform,
+        )  # fmt: skip

@@ -259,6 +259,30 @@ def apply_box_transform(
     return out["image"], target
 
 
+def apply_instance_transform(
+    transform: Callable[..., dict[str, Any]],
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray,
+):
+    """Run an albumentations pipeline on an image, its boxes and one mask per box; return ``(image, target)`` with
+    ``masks`` (N, H, W) uint8. A box the pipeline drops takes its mask with it (the instances travel as the
+    pipeline's labels, so masks and boxes stay paired)."""
+    seed_transform(transform)
+    out = transform(image=image, bboxes=boxes.reshape(-1, 4), labels=np.arange(len(labels)), masks=list(masks))
+    kept = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+    height, width = out["image"].shape[-2:]
+    stacked = [torch.as_tensor(np.asarray(m)).reshape(height, width) for m in out["masks"]]
+    all_masks = torch.stack(stacked) if stacked else torch.zeros((0, height, width))
+    target = {
+        "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)[kept]),
+        "masks": all_masks[torch.as_tensor(kept)].to(torch.uint8),
+    }
+    return out["image"], target
+
+
 def _round_up(value: int, divisor: int) -> int:
     return -(-value // divisor) * divisor
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from vitdense.config import merge_config
 from vitdense.metrics import DetectionMAP
-from vitdense.models.heads.detectors import HEAD_DEFAULTS, DetectionHeadConfig, build_detector
+from vitdense.models.heads.detectors import HEAD_DEFAULTS, INSTANCE_DETECTORS, DetectionHeadConfig, build_detector
 from vitdense.tasks.base import BaseTask, group_indices
 
 
@@ -24,6 +24,8 @@ class DetectionTask(BaseTask):
 
     monitor = "val/mAP"
     monitor_mode = "max"
+    predicts_masks = False  # InstanceSegmentationTask's detectors also predict masks
+    default_head = "retinanet"
 
     def __init__(self, num_classes: int = 1, head: DetectionHeadConfig | None = None, **kwargs: Any) -> None:
         """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
@@ -36,9 +38,12 @@ class DetectionTask(BaseTask):
         super().__init__(num_classes=num_classes, **kwargs)
 
     def configure_models(self) -> None:
-        self.head_cfg = cfg = merge_config(self.hparams.head, dict(HEAD_DEFAULTS), "head")
-        # The faster R-CNN labels are shifted by one for its background class.
-        self.label_offset = 1 if cfg["name"] == "faster_rcnn" else 0
+        given = {"name": self.default_head, **(self.hparams.head or {})}
+        self.head_cfg = cfg = merge_config(given, dict(HEAD_DEFAULTS), "head")
+        if cfg["name"] in INSTANCE_DETECTORS and not self.predicts_masks:
+            raise ValueError(f"head.name={cfg['name']!r} predicts masks: use InstanceSegmentationTask.")
+        # The two-stage detectors' labels are shifted by one for their background class.
+        self.label_offset = 1 if cfg["name"] in ("faster_rcnn", "mask_rcnn") else 0
         self.detector = build_detector(cfg["name"], self.backbone, self.num_classes, cfg)
 
     def configure_metrics(self) -> DetectionMAP:
@@ -79,6 +84,10 @@ class DetectionTask(BaseTask):
                 out[i] = det
         return out
 
+    def metric_targets(self, targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """The ground truth the metric compares the detections with."""
+        return [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+
     def _losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         return sum(self.detector(images, self._targets(targets)).values())
 
@@ -98,7 +107,7 @@ class DetectionTask(BaseTask):
             )
             self.detector.eval()
             preds = self(images)
-            truth = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+            truth = self.metric_targets(targets)
             self.metrics[stage].update(preds, truth)
             if self.eval_records is not None:
                 for path, pred, true in zip(batch["path"], preds, truth, strict=True):
@@ -109,14 +118,20 @@ class DetectionTask(BaseTask):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Detections per image in its original pixels: ``[{"path", "boxes", "scores", "labels"}, ...]``."""
-        out = []
-        for det, path, (oh, ow), (vh, vw) in zip(
-            self(batch["image"]), batch["path"], batch["orig_size"], batch["valid_size"], strict=True
-        ):
-            scale = torch.tensor([ow / vw, oh / vh, ow / vw, oh / vh], device=det["boxes"].device)
-            out.append({"path": path, "boxes": (det["boxes"] * scale).cpu(), "scores": det["scores"].cpu(),
-                        "labels": det["labels"].cpu()})  # fmt: skip
-        return out
+        return [
+            {"path": path, **self.to_original(det, (int(oh), int(ow)), (int(vh), int(vw)))}
+            for det, path, (oh, ow), (vh, vw) in zip(
+                self(batch["image"]), batch["path"], batch["orig_size"], batch["valid_size"], strict=True
+            )
+        ]
+
+    def to_original(
+        self, det: dict[str, torch.Tensor], orig: tuple[int, int], valid: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """One image's detections moved from the model's input pixels (``valid``) to the original image's."""
+        (oh, ow), (vh, vw) = orig, valid
+        scale = torch.tensor([ow / vw, oh / vh, ow / vw, oh / vh], device=det["boxes"].device)
+        return {"boxes": (det["boxes"] * scale).cpu(), "scores": det["scores"].cpu(), "labels": det["labels"].cpu()}
 
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
         """Append one JSON line per image to ``predictions.jsonl`` (boxes xyxy in original pixels)."""

@@ -15,8 +15,9 @@ def detector(backbone: dict, **head) -> DetectionTask:
 
 
 def test_the_table_names_every_detector() -> None:
-    assert set(DETECTORS) == {"retinanet", "fcos", "faster_rcnn"}
-    with pytest.raises(ValueError, match="Unknown detection head 'yolo'; choose one of retinanet, fcos, faster_rcnn"):
+    assert set(DETECTORS) == {"retinanet", "fcos", "faster_rcnn", "mask_rcnn"}
+    choices = "retinanet, fcos, faster_rcnn, mask_rcnn"
+    with pytest.raises(ValueError, match=f"Unknown detection head 'yolo'; choose one of {choices}"):
         detector(VIT_D2_W32, name="yolo")
 
 

@@ -1,5 +1,5 @@
 """Detectors on a ViT/Swin/hybrid body: the body (backbone + pyramid) and a name -> builder table of torchvision
-RetinaNet, FCOS and Faster R-CNN heads."""
+RetinaNet, FCOS, Faster R-CNN and Mask R-CNN heads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal, TypedDict
 
 import torch
 from torch import nn
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
@@ -21,14 +21,16 @@ from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
 class DetectionHeadConfig(TypedDict, total=False):
     """Detector settings under ``model.init_args.head``.
 
-    Keys: ``name`` (retinanet, fcos or faster_rcnn), ``neck`` (auto, simple_fpn or fpn; auto = ViTDet's simple
-    feature pyramid for plain ViTs, an FPN for hierarchical backbones), ``channels`` (pyramid width),
+    Keys: ``name`` (retinanet, fcos, faster_rcnn; mask_rcnn for instance segmentation), ``neck`` (auto,
+    simple_fpn or fpn; auto = ViTDet's simple feature pyramid for plain ViTs, an FPN for hierarchical backbones),
+    ``channels`` (pyramid width),
     ``anchor_scale`` (anchor side / level stride; RetinaNet and Faster R-CNN), ``min_stride`` (finest pyramid level;
-    null = 8 for the one-stage heads, P3-P7, and 4 for Faster R-CNN, P2-P6), ``score_thresh``, ``nms_thresh``,
-    ``detections_per_img``.
+    null = 8 for the one-stage heads, P3-P7, and 4 for Faster/Mask R-CNN, P2-P6), ``score_thresh``, ``nms_thresh``,
+    ``detections_per_img``, ``roi_batch_size`` (RoIs sampled per image to train the two-stage box and mask heads;
+    512 in detectron2 and ViTDet), ``box_head_width`` (the two-stage box head's two fully connected layers; 1024).
     """
 
-    name: Literal["retinanet", "fcos", "faster_rcnn"]
+    name: Literal["retinanet", "fcos", "faster_rcnn", "mask_rcnn"]
     neck: Literal["auto", "simple_fpn", "fpn"]
     channels: int
     anchor_scale: float
@@ -36,6 +38,8 @@ class DetectionHeadConfig(TypedDict, total=False):
     score_thresh: float
     nms_thresh: float
     detections_per_img: int
+    roi_batch_size: int
+    box_head_width: int
 
 
 HEAD_DEFAULTS: DetectionHeadConfig = {
@@ -47,6 +51,8 @@ HEAD_DEFAULTS: DetectionHeadConfig = {
     "score_thresh": 0.05,
     "nms_thresh": 0.5,
     "detections_per_img": 100,
+    "roi_batch_size": 512,
+    "box_head_width": 1024,
 }
 
 
@@ -133,14 +139,38 @@ def _fcos(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.
                 nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
 
 
-def _faster_rcnn(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
-    strides, scale = body.strides, cfg["anchor_scale"]
+def _two_stage(body: DetectionBody, num_classes: int, cfg: dict) -> dict:
+    """What Faster and Mask R-CNN share: anchors per level, RoI pooling from P2-P5 (not the max-pooled P6), the box
+    head (two fully connected layers) and its predictor (``num_classes`` + background)."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    strides, scale, width = body.strides, cfg["anchor_scale"], cfg["box_head_width"]
     anchors = AnchorGenerator(tuple((int(2 * scale * s),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
-    names = [str(i) for i, s in enumerate(strides) if s <= 32]  # RoIs pool from P2-P5, not the max-pooled P6
-    roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
-    thresholds = {"box_score_thresh": cfg["score_thresh"], "box_nms_thresh": cfg["nms_thresh"]}
-    return FasterRCNN(body, num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
-                      **thresholds, **common)  # fmt: skip
+    names = [str(i) for i, s in enumerate(strides) if s <= 32]
+    return {
+        "rpn_anchor_generator": anchors, "box_roi_pool": MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+        "box_score_thresh": cfg["score_thresh"], "box_nms_thresh": cfg["nms_thresh"],
+        "box_batch_size_per_image": cfg["roi_batch_size"],
+        "box_head": TwoMLPHead(body.out_channels * 7 * 7, width),
+        "box_predictor": FastRCNNPredictor(width, num_classes + 1),
+    }  # fmt: skip
+
+
+def _faster_rcnn(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
+    return FasterRCNN(body, None, **_two_stage(body, num_classes, cfg), **common)
+
+
+def _mask_rcnn(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
+    """Mask R-CNN as in ViTDet: the Faster R-CNN above plus a 4-conv mask head on 14x14 RoIs from P2-P5, its width
+    the pyramid's."""
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    two_stage = _two_stage(body, num_classes, cfg)
+    names, width = two_stage["box_roi_pool"].featmap_names, body.out_channels
+    return MaskRCNN(body, None, **two_stage, **common,
+                    mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+                    mask_head=MaskRCNNHeads(width, [width] * 4, 1),
+                    mask_predictor=MaskRCNNPredictor(width, width, num_classes + 1))  # fmt: skip
 
 
 # name -> (builder, finest default level, extra levels): RetinaNet and FCOS read P3-P7 (P6/P7 by stride-2 convs, as
@@ -149,7 +179,9 @@ DETECTORS: dict[str, tuple[Callable[..., nn.Module], int, ExtraLevels]] = {
     "retinanet": (_retinanet, 8, "p6p7"),
     "fcos": (_fcos, 8, "p6p7"),
     "faster_rcnn": (_faster_rcnn, 4, "maxpool"),
+    "mask_rcnn": (_mask_rcnn, 4, "maxpool"),
 }
+INSTANCE_DETECTORS = ("mask_rcnn",)  # detectors that also predict masks (InstanceSegmentationTask)
 
 
 def build_detector(name: str, backbone: Backbone, num_classes: int, cfg: dict) -> nn.Module:
