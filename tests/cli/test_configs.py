@@ -15,6 +15,8 @@ OTHER_LAYOUTS = {
     "ImageFolderDataModule": write_image_folder,
     "CocoDetectionDataModule": write_coco_folder,
     "COCO2017DataModule": write_coco2017,
+    "CocoInstanceDataModule": write_coco_folder,  # the fake boxes have no segmentation: read only at training
+    "COCO2017InstanceDataModule": write_coco2017,
 }
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))

@@ -3,8 +3,9 @@
 One module per concern: ``folders`` (listing and pairing the files of folder datasets), ``transforms`` (augmentation
 presets and collate functions), ``synthetic`` (seeded generators and shape renderers) with
 ``synthetic_datamodules``, ``base``, ``io`` and ``registry``; and one per format: ``segmentation`` (images + masks),
-``imagefolder`` (classification), ``coco`` (COCO detection JSON) and ``benchmarks`` (ADE20K, Cityscapes, VOC, COCO
-2017). Importing this package registers every DataModule.
+``imagefolder`` (classification), ``coco`` (COCO JSON: detection and instance masks, COCO 2017; the JSON itself is
+read and checked by ``coco_format``) and ``benchmarks`` (ADE20K, Cityscapes, VOC). Importing this package registers
+every DataModule.
 """
 
 import os
@@ -17,10 +18,14 @@ from vitdense.data.base import BaseDataModule
 from vitdense.data.benchmarks import (
     ADE20KDataModule,
     CityscapesDataModule,
-    COCO2017DataModule,
     VOCSegmentationDataModule,
 )
-from vitdense.data.coco import CocoDetectionDataModule
+from vitdense.data.coco import (
+    COCO2017DataModule,
+    COCO2017InstanceDataModule,
+    CocoDetectionDataModule,
+    CocoInstanceDataModule,
+)
 from vitdense.data.imagefolder import ImageFolderDataModule
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
@@ -37,8 +42,10 @@ __all__ = [
     "ADE20KDataModule",
     "BaseDataModule",
     "COCO2017DataModule",
+    "COCO2017InstanceDataModule",
     "CityscapesDataModule",
     "CocoDetectionDataModule",
+    "CocoInstanceDataModule",
     "ImageFolderDataModule",
     "SegmentationFolderDataModule",
     "SyntheticClassificationDataModule",

@@ -1,5 +1,7 @@
 """Segmentation benchmarks read from their official download layouts: ADE20K, Cityscapes, Pascal VOC 2012.
 
+(COCO 2017, a detection and instance benchmark, is in ``vitdense.data.coco``.)
+
 Each is a ``SegmentationFolderDataModule`` with fixed classes, ``ignore_index`` 255, its own way of listing the
 ``(image, mask)`` pairs of a split and, where the stored ids are not the training ids, a lookup table applied to
 every mask. Test annotations of all three are withheld by their benchmark servers, so ``test`` reads the official
@@ -16,7 +18,6 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from vitdense.data.base import Split
-from vitdense.data.coco import CocoDetectionDataModule
 from vitdense.data.folders import examples, pair_by_key, pair_folders
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation import SegmentationFolderDataModule, SegmentationFolderDataset
@@ -311,33 +312,3 @@ class VOCSegmentationDataModule(_BenchmarkDataModule):
 
     def dataset_kwargs(self) -> dict[str, Any]:
         return {"train_list": self.train_list, "mask_folder": self.mask_folder}
-
-
-@register_datamodule
-class COCO2017DataModule(CocoDetectionDataModule):
-    """COCO 2017 detection in its official layout: ``root/{train2017,val2017}/*.jpg`` +
-    ``root/annotations/instances_{train2017,val2017}.json``. ``test`` evaluates on val2017 (test-dev has no
-    public labels). The 80 categories and their names come from the annotation files.
-    """
-
-    def __init__(
-        self, root: str, image_size: int = 1024, scale_range: tuple[float, float] = (0.1, 2.0), **kwargs: Any
-    ) -> None:
-        """Point the COCO reader at the official files; every other argument is ``CocoDetectionDataModule``'s.
-
-        Args:
-            root: Folder holding ``train2017/``, ``val2017/`` and ``annotations/``.
-            image_size: Side of the square training images (ViTDet: 1024), and long side of val/test images.
-            scale_range: Range of the random long-side scale in training (ViTDet's large-scale jitter: 0.1-2.0).
-        """
-        base = Path(root)
-        layout = "root/{train2017,val2017}/*.jpg + root/annotations/instances_{train2017,val2017}.json"
-        _require_dirs(layout, base / "val2017", base / "annotations")
-        ann = base / "annotations"
-        train, val = ann / "instances_train2017.json", ann / "instances_val2017.json"
-        super().__init__(
-            train_images=str(base / "train2017"), train_annotations=str(train),
-            val_images=str(base / "val2017"), val_annotations=str(val),
-            test_images=str(base / "val2017"), test_annotations=str(val),
-            image_size=image_size, scale_range=scale_range, **kwargs,
-        )  # fmt: skip

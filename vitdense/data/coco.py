@@ -10,11 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, Split
 from vitdense.data.coco_format import (
     LAYOUT,
+    check_mask_matches_box,
+    decode_mask,
     parse_categories,
     read_categories,
     read_coco_json,
@@ -26,6 +29,7 @@ from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import (
     apply_box_transform,
+    apply_instance_transform,
     detection_collate,
     detection_eval_transform,
     detection_train_transform,
@@ -50,6 +54,7 @@ class CocoDetectionDataset(Dataset):
         annotations: str | Path,
         categories: dict[int, str] | None = None,
         transform: Callable[..., dict[str, Any]] | None = None,
+        masks: bool = False,
     ) -> None:
         """Read and validate the annotation file.
 
@@ -60,6 +65,7 @@ class CocoDetectionDataset(Dataset):
                 defaults to this file's own categories.
             transform: Albumentations pipeline with ``pascal_voc`` box params and a ``labels`` field; defaults to
                 ``detection_eval_transform()``.
+            masks: also read each box's ``segmentation`` (instance segmentation): targets get ``masks``.
         """
         self.images = Path(images)
         self.annotations = Path(annotations)
@@ -70,7 +76,8 @@ class CocoDetectionDataset(Dataset):
             self._check_same_names(parse_categories(data["categories"], self.annotations), categories)
         self.categories = categories
         self.transform = transform or detection_eval_transform()
-        self.records, counts = scan_annotations(data, self.images, self.annotations, categories)
+        self.masks = masks
+        self.records, counts = scan_annotations(data, self.images, self.annotations, categories, masks)
         warn_box_policy(self.annotations, counts)
 
     def _check_same_names(self, own: dict[int, str], known: dict[int, str]) -> None:
@@ -95,7 +102,15 @@ class CocoDetectionDataset(Dataset):
                 f"Image '{record.path}' is {image.shape[1]}x{image.shape[0]} but '{self.annotations}' says "
                 f"{record.width}x{record.height} (width x height). Fix its 'width'/'height' entry."
             )
-        tensor, target = apply_box_transform(self.transform, image, record.boxes, record.labels)
+        if self.masks:
+            masks = np.zeros((0, record.height, record.width), np.uint8)
+            if record.segmentations:
+                masks = np.stack([decode_mask(s, record.height, record.width) for s in record.segmentations])
+            for mask, box, ann_id in zip(masks, record.boxes, record.ann_ids, strict=True):
+                check_mask_matches_box(mask, box, f"{ann_id} in '{self.annotations}'")
+            tensor, target = apply_instance_transform(self.transform, image, record.boxes, record.labels, masks)
+        else:
+            tensor, target = apply_box_transform(self.transform, image, record.boxes, record.labels)
         return {
             "image": tensor,
             "target": target,
@@ -194,6 +209,8 @@ class CocoDetectionDataModule(BaseDataModule):
             )
         return read_categories(found[0])
 
+    MASKS = False  # CocoInstanceDataModule reads the segmentations too
+
     @property
     def input_size(self) -> int:
         return self.image_size
@@ -215,8 +232,58 @@ class CocoDetectionDataModule(BaseDataModule):
             transform = detection_train_transform(self.image_size, self.scale_range, self.min_box_size)
         else:
             transform = detection_eval_transform(self.image_size, self.min_box_size)
-        return CocoDetectionDataset(images, annotations, self.categories, transform)
+        return CocoDetectionDataset(images, annotations, self.categories, transform, masks=self.MASKS)
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (images keep their own sizes)."""
         return detection_collate
+
+
+@register_datamodule
+class CocoInstanceDataModule(CocoDetectionDataModule):
+    """Instance segmentation from COCO JSON, in the detection layout: each annotation's ``segmentation`` (polygons
+    or RLE, as COCO writes them) becomes a mask that follows its box through every transform (and is dropped with
+    it). Targets hold ``boxes``, ``labels`` and ``masks``. A segmentation outside its image, of another size, empty,
+    or far from its bbox is an error naming the annotation.
+    """
+
+    MASKS = True
+
+
+@register_datamodule
+class COCO2017DataModule(CocoDetectionDataModule):
+    """COCO 2017 detection in its official layout: ``root/{train2017,val2017}/*.jpg`` +
+    ``root/annotations/instances_{train2017,val2017}.json``. ``test`` evaluates on val2017 (test-dev has no
+    public labels). The 80 categories and their names come from the annotation files.
+    """
+
+    def __init__(
+        self, root: str, image_size: int = 1024, scale_range: tuple[float, float] = (0.1, 2.0), **kwargs: Any
+    ) -> None:
+        """Point the COCO reader at the official files; every other argument is ``CocoDetectionDataModule``'s.
+
+        Args:
+            root: Folder holding ``train2017/``, ``val2017/`` and ``annotations/``.
+            image_size: Side of the square training images (ViTDet: 1024), and long side of val/test images.
+            scale_range: Range of the random long-side scale in training (ViTDet's large-scale jitter: 0.1-2.0).
+        """
+        base = Path(root)
+        layout = "root/{train2017,val2017}/*.jpg + root/annotations/instances_{train2017,val2017}.json"
+        for folder in (base / "val2017", base / "annotations"):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"Folder '{folder}' not found. Expected the official layout {layout}.")
+        ann = base / "annotations"
+        train, val = ann / "instances_train2017.json", ann / "instances_val2017.json"
+        super().__init__(
+            train_images=str(base / "train2017"), train_annotations=str(train),
+            val_images=str(base / "val2017"), val_annotations=str(val),
+            test_images=str(base / "val2017"), test_annotations=str(val),
+            image_size=image_size, scale_range=scale_range, **kwargs,
+        )  # fmt: skip
+
+
+@register_datamodule
+class COCO2017InstanceDataModule(COCO2017DataModule):
+    """COCO 2017 instance segmentation: ``COCO2017DataModule`` with each annotation's mask (polygons or RLE) too."""
+
+    MASKS = True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,16 @@ LAYOUT = "root/{split}/images/ + root/{split}/annotations.json (COCO format)"
 
 @dataclass
 class CocoRecord:
-    """One image of a COCO split after validation: file, JSON size and its kept boxes (xyxy, clipped)."""
+    """One image of a COCO split after validation: file, JSON size, its kept boxes (xyxy, clipped) and, when masks
+    were asked for, each kept box's ``segmentation`` (polygons or RLE, decoded on access) and annotation id."""
 
     path: Path
     height: int
     width: int
     boxes: np.ndarray
     labels: np.ndarray
+    segmentations: list[Any] = field(default_factory=list)
+    ann_ids: list[Any] = field(default_factory=list)
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:
@@ -86,13 +89,14 @@ def read_categories(path: str | Path) -> dict[int, str]:
 
 
 def scan_annotations(
-    data: dict[str, Any], images: Path, annotations: Path, categories: dict[int, str]
+    data: dict[str, Any], images: Path, annotations: Path, categories: dict[int, str], masks: bool = False
 ) -> tuple[list[CocoRecord], dict[str, int]]:
     """Validate a parsed COCO file against its image folder; its records and the box-policy counts.
 
     Every image entry must name an existing file and every annotation a listed image and a known category (else a
     clear error). Crowd annotations are skipped, boxes with non-positive size or entirely outside their image
-    dropped and the others clipped to it; the counts say how many of each (see ``warn_box_policy``).
+    dropped and the others clipped to it; the counts say how many of each (see ``warn_box_policy``). With ``masks``
+    every kept annotation needs a ``segmentation`` (polygons within the image, or RLE of the image's size).
     """
     if not images.is_dir():
         raise FileNotFoundError(
@@ -162,6 +166,10 @@ def scan_annotations(
         counts["clipped"] += (x0, y0, x1, y1) != (x, y, x + w, y + h)
         boxes[ann["image_id"]].append([x0, y0, x1, y1])
         labels[ann["image_id"]].append(label_of[ann["category_id"]])
+        if masks:
+            check_segmentation(ann.get("segmentation"), record.height, record.width, f"{ann_id} in '{annotations}'")
+            record.segmentations.append(ann["segmentation"])
+            record.ann_ids.append(ann_id)
     for image_id, record in records.items():
         record.boxes = np.asarray(boxes[image_id], dtype=np.float64).reshape(-1, 4)
         record.labels = np.asarray(labels[image_id], dtype=np.int64)
@@ -179,3 +187,64 @@ def warn_box_policy(annotations: Path, counts: dict[str, int]) -> None:
     kept = [part for part, n in zip(parts, counts.values()) if n]
     if kept:
         warnings.warn(f"'{annotations}': {', '.join(kept)}.", stacklevel=3)
+
+
+def check_segmentation(segmentation: Any, height: int, width: int, where: str) -> None:
+    """A COCO ``segmentation`` is polygons (lists of x, y pairs, at least 3 points, within the image) or an RLE
+    (``{"size": [height, width], "counts": ...}``) of the image's size; anything else is an error naming ``where``
+    (the annotation id and file)."""
+    if isinstance(segmentation, dict):
+        if list(segmentation.get("size", [])) != [height, width] or "counts" not in segmentation:
+            raise ValueError(
+                f"Annotation id {where}: its RLE segmentation has size {segmentation.get('size')} but the image is "
+                f"{height}x{width} (height x width); an RLE needs 'size': [{height}, {width}] and 'counts'."
+            )
+        return
+    if not isinstance(segmentation, list) or not segmentation:
+        raise ValueError(
+            f"Annotation id {where} has no segmentation ({segmentation!r}); instance segmentation needs a mask per "
+            "box: polygons [[x1, y1, x2, y2, ...], ...] or an RLE."
+        )
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(
+                f"Annotation id {where} has a polygon {str(polygon)[:60]}; polygons are flat lists of at least three "
+                "x, y pairs."
+            )
+        xs, ys = np.asarray(polygon[0::2], dtype=float), np.asarray(polygon[1::2], dtype=float)
+        if xs.min() < -1 or ys.min() < -1 or xs.max() > width + 1 or ys.max() > height + 1:
+            raise ValueError(
+                f"Annotation id {where} has a polygon reaching ({xs.min():.0f}..{xs.max():.0f}, "
+                f"{ys.min():.0f}..{ys.max():.0f}) outside its {width}x{height} image (width x height)."
+            )
+
+
+def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 0/1 mask of a checked COCO segmentation (pycocotools' decoding)."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = {"size": segmentation["size"], "counts": segmentation["counts"]}
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode("ascii")
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+def check_mask_matches_box(mask: np.ndarray, box: np.ndarray, where: str) -> None:
+    """A decoded mask must cover something and agree with its box (IoU of the mask's extent and the box >= 0.5)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        raise ValueError(f"Annotation id {where}: its segmentation covers no pixel. Fix or remove the annotation.")
+    extent = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
+    inter = np.clip(np.minimum(extent[2:], box[2:]) - np.maximum(extent[:2], box[:2]), 0, None).prod()
+    union = (extent[2:] - extent[:2]).prod() + (box[2:] - box[:2]).prod() - inter
+    if inter / union < 0.5:
+        raise ValueError(
+            f"Annotation id {where}: its segmentation spans x {extent[0]:.0f}-{extent[2]:.0f}, y {extent[1]:.0f}-"
+            f"{extent[3]:.0f} but its bbox is x {box[0]:.0f}-{box[2]:.0f}, y {box[1]:.0f}-{box[3]:.0f}: the mask and "
+            "the box do not describe the same object."
+        )
