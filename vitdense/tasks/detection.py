@@ -138,12 +138,16 @@ class DetectionTask(BaseTask):
         path = output_dir / "predictions.jsonl"
         with path.open("a") as f:
             for p in predictions:
-                labels = p["labels"].tolist()
-                f.write(json.dumps({
-                    "path": p["path"],
-                    "boxes": [[round(v, 2) for v in box] for box in p["boxes"].tolist()],
-                    "scores": [round(v, 4) for v in p["scores"].tolist()],
-                    "labels": labels,
-                    "class_names": [self.class_names[k] for k in labels],
-                }) + "\n")  # fmt: skip
+                f.write(json.dumps(self.prediction_line(p)) + "\n")
         return [path] * len(predictions)
+
+    def prediction_line(self, pred: dict[str, Any]) -> dict[str, Any]:
+        """One image's line of ``predictions.jsonl``."""
+        labels = pred["labels"].tolist()
+        return {
+            "path": pred["path"],
+            "boxes": [[round(v, 2) for v in box] for box in pred["boxes"].tolist()],
+            "scores": [round(v, 4) for v in pred["scores"].tolist()],
+            "labels": labels,
+            "class_names": [self.class_names[k] for k in labels],
+        }

@@ -3,8 +3,6 @@ for hierarchical backbones), scored with COCO box and mask AP."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,22 +82,11 @@ class InstanceSegmentationTask(DetectionTask):
             masks = torch.nn.functional.interpolate(masks, size=orig, mode="nearest")
         return {**super().to_original(det, orig, valid), "masks": masks[:, 0].bool().cpu()}
 
-    def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
-        """Append one JSON line per image to ``predictions.jsonl``: boxes (xyxy, original pixels), scores, labels,
-        class names and each mask as COCO RLE (``{"size": [h, w], "counts": ...}``, pycocotools' encoding)."""
+    def prediction_line(self, pred: dict[str, Any]) -> dict[str, Any]:
+        """Detection's line of ``predictions.jsonl`` plus each mask as COCO RLE (``{"size": [h, w], "counts": ...}``,
+        pycocotools' encoding) at the original image's size."""
         from pycocotools import mask as mask_utils
 
-        path = output_dir / "predictions.jsonl"
-        with path.open("a") as f:
-            for p in predictions:
-                labels = p["labels"].tolist()
-                rles = [mask_utils.encode(np.asfortranarray(m.numpy().astype(np.uint8))) for m in p["masks"]]
-                f.write(json.dumps({
-                    "path": p["path"],
-                    "boxes": [[round(v, 2) for v in box] for box in p["boxes"].tolist()],
-                    "scores": [round(v, 4) for v in p["scores"].tolist()],
-                    "labels": labels,
-                    "class_names": [self.class_names[k] for k in labels],
-                    "masks": [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in rles],
-                }) + "\n")  # fmt: skip
-        return [path] * len(predictions)
+        rles = [mask_utils.encode(np.asfortranarray(m.numpy().astype(np.uint8))) for m in pred["masks"]]
+        masks = [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in rles]
+        return {**super().prediction_line(pred), "masks": masks}
