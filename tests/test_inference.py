@@ -121,3 +121,67 @@ def test_predicted_masks_are_palette_pngs_of_class_ids(tmp_path) -> None:
     assert path.name == "img_7.png" and image.mode == "P"
     assert np.array_equal(np.array(image), mask.numpy())  # the pixel values are the class ids
     assert image.getpalette()[:12] == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] == class_palette(4)
+
+
+# ---- detection -------------------------------------------------------------------------------------------------------
+
+
+def detector_with(**inference):
+    from tests.tiny import PATCH8_VIT_D4
+    from vitdense import DetectionTask
+
+    torch.manual_seed(0)
+    head = {"channels": 16, "score_thresh": 0.0, "detections_per_img": 1000}
+    task = DetectionTask(backbone={**PATCH8_VIT_D4, "img_size": 64}, num_classes=3, head=head, inference=inference)
+    with torch.no_grad():  # RetinaNet starts every score at 0.01: spread them, so that NMS has no ties to break
+        task.detector.head.classification_head.cls_logits.weight.normal_(0, 0.5)
+    return task.eval()
+
+
+def as_rows(det: dict) -> list[tuple]:
+    """Detections as sorted rows (label, score, box), to compare sets whatever their order."""
+    rows = zip(det["labels"].tolist(), det["scores"].tolist(), det["boxes"].tolist(), strict=True)
+    return sorted((k, round(s, 5), *[round(v, 3) for v in b]) for k, s, b in rows)
+
+
+def test_detection_flip_is_flip_equivariant() -> None:
+    task = detector_with(flip=True)
+    image = torch.rand(3, 64, 96)
+    with torch.no_grad():
+        (plain,) = task([image])
+        (flipped,) = task([image.flip(-1)])
+    mirrored = {**flipped, "boxes": torch.stack([96 - flipped["boxes"][:, 2], flipped["boxes"][:, 1],
+                                                96 - flipped["boxes"][:, 0], flipped["boxes"][:, 3]], 1)}  # fmt: skip
+    assert len(plain["boxes"]) > 0 and as_rows(plain) == as_rows(mirrored)
+
+
+def test_detection_tiles_of_a_repeated_image_find_each_copy() -> None:
+    from torchvision.ops import batched_nms
+
+    tile = torch.rand(3, 64, 64)
+    task = detector_with(mode="tile", crop=[64, 64], stride=[64, 64])
+    with torch.no_grad():
+        (single,) = detector_with()([tile])
+        (tiled,) = task([tile.repeat(1, 2, 2)])  # a 128x128 image of four copies
+    # Each copy's boxes, moved to its corner, merged as the task merges views.
+    shifted = [single["boxes"] + torch.tensor([x, y, x, y]) for y in (0, 64) for x in (0, 64)]
+    boxes, scores, labels = torch.cat(shifted), single["scores"].repeat(4), single["labels"].repeat(4)
+    keep = batched_nms(boxes, scores, labels, task.head_cfg["nms_thresh"])
+    assert as_rows(tiled) == as_rows({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+
+
+def test_detection_tile_as_large_as_the_image_is_whole() -> None:
+    image = torch.rand(3, 64, 80)
+    with torch.no_grad():
+        (whole,) = detector_with()([image])
+        (tiled,) = detector_with(mode="tile", crop=[64, 80])([image])
+    assert as_rows(whole) == as_rows(tiled)
+
+
+def test_bad_detection_inference_settings_name_the_key() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"inference\.mode: 'slide' is not one of 'whole', 'tile'"):
+        detector_with(mode="slide")
+    with pytest.raises(ValueError, match=r"inference.crop: \[64\] must be two positive sizes"):
+        detector_with(mode="tile", crop=[64])

@@ -1,4 +1,5 @@
-"""Test-time segmentation: whole-image or sliding-window inference, with flip and multi-scale averaging.
+"""Test-time inference: segmentation (whole-image or sliding-window, flip and multi-scale averaging) and detection
+(whole or tiled, flip, merged by NMS).
 
 One setting, ``model.init_args.inference``, serves val, test and predict:
 
@@ -105,3 +106,79 @@ def infer_logits(forward: Logits, images: torch.Tensor, cfg: dict, default_crop:
             p = resize_bilinear(logits, (height, width)).softmax(1)
             probs = p if probs is None else probs + p
     return (probs / (len(scales) * (2 if flip else 1))).clamp_min(1e-12).log()
+
+
+# ---- detection -----------------------------------------------------------------------------------------------------
+
+Detect = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
+
+
+class DetectionInferenceConfig(TypedDict, total=False):
+    """Test-time detection settings under ``model.init_args.inference``.
+
+    Keys: ``mode`` (whole | tile: overlapping ``crop`` tiles every ``stride`` pixels, for images far larger than
+    the training size), ``crop`` ([h, w]; default the backbone's img_size), ``stride`` ([h, w]; default 4/5 of the
+    crop: tiles overlap by a fifth), ``flip`` (add the horizontally flipped image). The boxes of every tile and view
+    are merged by per-class NMS at the head's ``nms_thresh``.
+    """
+
+    mode: Literal["whole", "tile"]
+    crop: list[int] | None
+    stride: list[int] | None
+    flip: bool
+
+
+DETECTION_INFERENCE_DEFAULTS: DetectionInferenceConfig = {"mode": "whole", "crop": None, "stride": None, "flip": False}
+
+
+def check_detection_inference_config(cfg: dict) -> None:
+    """Reject settings that cannot run, naming the key."""
+    if cfg["mode"] not in ("whole", "tile"):
+        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'tile' (detection).")
+    for key in ("crop", "stride"):
+        value = cfg[key]
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ValueError(f"inference.{key}: {value} must be two positive sizes [height, width].")
+
+
+def tile_windows(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int]]:
+    """Top-left corners of ``crop`` windows every ``stride`` pixels covering the image, the last ones shifted inside
+    it (mmseg's slide positions); a side shorter than the crop is one window."""
+    crop_h, crop_w = min(crop[0], height), min(crop[1], width)
+    rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
+    cols = max(width - crop_w + stride[1] - 1, 0) // stride[1] + 1
+    return [
+        (min(r * stride[0] + crop_h, height) - crop_h, min(c * stride[1] + crop_w, width) - crop_w)
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
+def infer_detections(
+    detect: Detect, images: list[torch.Tensor], cfg: dict, default_crop: tuple[int, int], nms_thresh: float, limit: int
+) -> list[dict[str, torch.Tensor]]:
+    """Detections of each image by the configured mode and flip, merged by per-class NMS (at most ``limit``)."""
+    from torchvision.ops import batched_nms
+
+    if cfg["mode"] == "whole" and not cfg["flip"]:
+        return detect(images)
+    out = []
+    for image in images:
+        height, width = image.shape[-2:]
+        crop = tuple(cfg["crop"] or default_crop) if cfg["mode"] == "tile" else (height, width)
+        stride = tuple(cfg["stride"] or (max(1, crop[0] * 4 // 5), max(1, crop[1] * 4 // 5)))
+        windows = tile_windows(height, width, crop, stride)
+        crop_h, crop_w = min(crop[0], height), min(crop[1], width)
+        parts = []
+        for flipped in (False, True) if cfg["flip"] else (False,):
+            view = image.flip(-1) if flipped else image
+            tiles = [view[:, y : y + crop_h, x : x + crop_w] for y, x in windows]
+            for (y, x), det in zip(windows, detect(tiles), strict=True):
+                boxes = det["boxes"] + det["boxes"].new_tensor([x, y, x, y])
+                if flipped:
+                    boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+                parts.append({**det, "boxes": boxes})
+        merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        keep = batched_nms(merged["boxes"], merged["scores"], merged["labels"], nms_thresh)[:limit]
+        out.append({key: value[keep] for key, value in merged.items()})
+    return out

@@ -10,6 +10,12 @@ import torch
 from torch import nn
 
 from vitdense.config import merge_config
+from vitdense.inference import (
+    DETECTION_INFERENCE_DEFAULTS,
+    DetectionInferenceConfig,
+    check_detection_inference_config,
+    infer_detections,
+)
 from vitdense.metrics import DetectionMAP
 from vitdense.models.heads.detectors import HEAD_DEFAULTS, INSTANCE_DETECTORS, DetectionHeadConfig, build_detector
 from vitdense.tasks.base import BaseTask, group_indices
@@ -27,17 +33,30 @@ class DetectionTask(BaseTask):
     predicts_masks = False  # InstanceSegmentationTask's detectors also predict masks
     default_head = "retinanet"
 
-    def __init__(self, num_classes: int = 1, head: DetectionHeadConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        head: DetectionHeadConfig | None = None,
+        inference: DetectionInferenceConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
 
         Args:
             num_classes: number of object classes, without background (linked from the DataModule in the CLI).
             head: detector settings (name: retinanet|fcos|faster_rcnn, neck: auto|simple_fpn|fpn, channels,
-                anchor_scale, min_stride, score_thresh, nms_thresh, detections_per_img).
+                anchor_scale, min_stride, score_thresh, nms_thresh, detections_per_img, roi_batch_size,
+                box_head_width).
+            inference: how val, test and predict detect (mode: whole|tile, crop, stride, flip); tiles and flipped
+                views are merged by per-class NMS.
         """
         super().__init__(num_classes=num_classes, **kwargs)
 
     def configure_models(self) -> None:
+        self.inference_cfg = merge_config(
+            self.hparams.get("inference"), dict(DETECTION_INFERENCE_DEFAULTS), "inference"
+        )
+        check_detection_inference_config(self.inference_cfg)
         given = {"name": self.default_head, **(self.hparams.head or {})}
         self.head_cfg = cfg = merge_config(given, dict(HEAD_DEFAULTS), "head")
         if cfg["name"] in INSTANCE_DETECTORS and not self.predicts_masks:
@@ -72,12 +91,18 @@ class DetectionTask(BaseTask):
         ]
 
     def forward(self, images: torch.Tensor | list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Detections per image (eval mode): boxes (xyxy, input pixels), scores and labels.
+        """Detections per image (eval mode): boxes (xyxy, input pixels), scores and labels, by the ``inference``
+        setting (whole or tiled, with or without the flipped image).
 
         Images of different sizes run in separate groups: torchvision pads a batch to its largest image, and a ViT
         would attend to that padding, so an image's boxes would depend on its batch.
         """
-        images = list(images)
+        cfg = self.head_cfg
+        return infer_detections(self._detect, list(images), self.inference_cfg, self.input_size(), cfg["nms_thresh"],
+                                cfg["detections_per_img"])  # fmt: skip
+
+    def _detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """One pass of the detector, per group of images of one size."""
         out: list[dict[str, torch.Tensor]] = [{} for _ in images]
         for idx in group_indices(tuple(image.shape[-2:]) for image in images):
             for i, det in zip(idx, self._detections(self.detector([images[i] for i in idx])), strict=True):

@@ -47,6 +47,10 @@ class InstanceSegmentationTask(DetectionTask):
                 f"not head.name={name!r}; for boxes only, use DetectionTask."
             )
         super().configure_models()
+        if self.inference_cfg["mode"] != "whole" or self.inference_cfg["flip"]:
+            raise ValueError(
+                "inference: tiles and flips merge boxes only; instance masks need mode: whole, flip: false."
+            )
 
     def configure_metrics(self) -> DetectionMAP:
         return DetectionMAP(box_format="xyxy", iou_type=("bbox", "segm"))
