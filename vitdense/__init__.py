@@ -1,6 +1,7 @@
 """vitdense: fine-tune pretrained Vision Transformers for classification, detection and segmentation."""
 
 from vitdense.evaluation import EvaluationReport, evaluate
+from vitdense.export import load
 from vitdense.tasks import BaseTask, ClassificationTask, DetectionTask, InstanceSegmentationTask, SegmentationTask
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "InstanceSegmentationTask",
     "SegmentationTask",
     "evaluate",
+    "load",
 ]
 __version__ = "0.1.0"

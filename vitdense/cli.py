@@ -271,11 +271,50 @@ def evaluate_main(args: list[str]) -> str:
     return text
 
 
+def export_main(args: list[str]) -> str:
+    """``vitdense export --config X --ckpt_path Y --format safetensors|onnx [--output F] [--size H W]``: the trained
+    model as one file (see ``vitdense.export``); prints and returns its path."""
+    import argparse
+
+    import torch
+
+    from vitdense.export import export_onnx, export_safetensors
+
+    parser = argparse.ArgumentParser(
+        prog="vitdense export",
+        description="Write a trained model as safetensors (weights + config; `vitdense.load(path)` rebuilds it) or "
+        "ONNX (segmentation and classification; dynamic batch, height and width fixed at --size). Every other "
+        "argument is a `fit` argument (--model.*, --data.*).",
+    )
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
+    parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors")
+    parser.add_argument("--output", type=Path, help="file to write (default: <run folder>/<config name>.<format>)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX input size (default: the crop)")
+    own, rest = parser.parse_known_args(args)
+    cli = main(["--config", own.config, *rest, "--trainer.logger", "false"], run=False)
+    task = cli.model
+    checkpoint = torch.load(own.ckpt_path, map_location="cpu", weights_only=False)
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint["state_dict"])
+    ckpt = Path(own.ckpt_path)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    output = own.output or run_dir / f"{Path(own.config).stem}.{own.format}"
+    if own.format == "onnx":
+        path = export_onnx(task, output, tuple(own.size) if own.size else None)
+    else:
+        path = export_safetensors(task, output)
+    text = f"wrote {path}"
+    print(text, flush=True)
+    return text
+
+
 def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     """Entry point of ``python -m vitdense`` and the ``vitdense`` console script.
 
     ``estimate`` prints the cost table of a configuration (``estimate_main``), ``evaluate`` scores a checkpoint per
-    class and per image (``evaluate_main``); every other subcommand is LightningCLI's (fit, validate, test, predict).
+    class and per image (``evaluate_main``), ``export`` writes it as safetensors or ONNX (``export_main``); every
+    other subcommand is LightningCLI's (fit, validate, test, predict).
 
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
@@ -286,6 +325,8 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
         return estimate_main(argv[1:])
     if argv[:1] == ["evaluate"]:
         return evaluate_main(argv[1:])
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     cli = VitdenseCLI(
         BaseTask,
         BaseDataModule,

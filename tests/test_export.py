@@ -1,0 +1,80 @@
+"""vitdense export: safetensors that vitdense.load rebuilds without a checkpoint, and ONNX graphs that onnxruntime
+runs with PyTorch's numbers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vitdense
+from tests.tiny import VIT, train_tiny_run
+from vitdense import SegmentationTask
+from vitdense.cli import main
+from vitdense.export import export_onnx, export_safetensors
+
+
+def checkpointed(config: Path, ckpt: Path):
+    """The task of ``config`` with the checkpoint's weights, as `test` would score it."""
+    task = main(["--config", str(config), "--trainer.logger", "false"], run=False).model
+    task.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    return task.eval()
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "classification", "detection"])
+def test_safetensors_export_loads_back_without_the_checkpoint(kind: str, tmp_path: Path) -> None:
+    config, ckpt = train_tiny_run(tmp_path, kind)
+    main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "safetensors"])
+    (path,) = (tmp_path / "runs").glob(f"{kind}/version_0/{kind}.safetensors")
+    loaded, reference = vitdense.load(path), checkpointed(config, ckpt)
+    assert type(loaded) is type(reference) and loaded.class_names == reference.class_names
+    for size in ((32, 32), (48, 40)):  # the training size and another
+        images = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            ours, theirs = loaded(images), reference(images)
+        if kind == "detection":
+            assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(ours, theirs, strict=True))
+        else:
+            assert torch.equal(ours, theirs)
+    with pytest.raises(FileExistsError, match="exists"):  # never overwritten
+        main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--output", str(path)])
+
+
+def test_lora_adapters_are_merged_into_the_export(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    backbone = {"name": VIT, "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2},
+                "peft": {"r": 4, "alpha": 8, "target_modules": ["qkv"]}}  # fmt: skip
+    task = SegmentationTask(backbone=backbone, num_classes=3, img_size=32, head={"channels": 8}).eval()
+    with torch.no_grad():
+        for name, p in task.backbone.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+        images = torch.rand(1, 3, 32, 32)
+        adapted = task(images)
+        loaded = vitdense.load(export_safetensors(task, tmp_path / "lora"))
+        assert loaded.backbone_cfg["peft"] is None and torch.allclose(loaded(images), adapted, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "classification"])
+def test_onnx_export_matches_pytorch_with_a_dynamic_batch(kind: str, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    config, ckpt = train_tiny_run(tmp_path, kind)
+    main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--size", "48", "40"])
+    (path,) = (tmp_path / "runs").glob(f"{kind}/version_0/{kind}.onnx")
+    session, reference = ort.InferenceSession(str(path)), checkpointed(config, ckpt)
+    for batch in (1, 3):
+        images = torch.rand(batch, 3, 48, 40)
+        with torch.no_grad():
+            expected = reference(images).numpy()
+        (out,) = session.run(None, {"images": images.numpy()})
+        assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4
+
+
+def test_onnx_refuses_detection_with_the_alternative(tmp_path: Path) -> None:
+    from tests.tiny import PATCH8_VIT_D4
+    from vitdense import DetectionTask
+
+    task = DetectionTask(backbone={**PATCH8_VIT_D4, "img_size": 32}, num_classes=2, head={"channels": 16})
+    with pytest.raises(ValueError, match="for detection use safetensors"):
+        export_onnx(task, tmp_path / "det.onnx")

@@ -1,0 +1,91 @@
+"""Exporting a trained task: safetensors (weights + resolved config, ``vitdense.load`` rebuilds the model without a
+checkpoint or a Trainer) and ONNX (segmentation and classification; dynamic batch, height and width fixed at the
+export size).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitdense.tasks.base import BaseTask
+from vitdense.tasks.detection import DetectionTask
+
+CONFIG_KEY = "vitdense"  # safetensors metadata: {"task": "module.Class", "init_args": {...}}
+# Training-only arguments left out of an exported model's config (an inference model has no optimizer).
+TRAINING_ONLY = ("optimizer", "scheduler", "freeze_backbone", "unfreeze_at_epoch", "ema_decay", "grad_checkpointing",
+                 "compile")  # fmt: skip
+
+
+def inference_config(task: BaseTask) -> dict[str, Any]:
+    """The task's constructor arguments for inference: no training options, backbone weights from the export itself
+    (``pretrained: false``), adapters already merged."""
+    args = {k: v for k, v in dict(task.hparams).items() if k not in TRAINING_ONLY and not k.startswith("_")}
+    args["backbone"] = {**task.backbone_cfg, "pretrained": False, "peft": None}
+    args.pop("pretrained", None)
+    args["img_size"] = task.backbone_cfg["img_size"]
+    return json.loads(json.dumps(args, default=list))
+
+
+def export_safetensors(task: BaseTask, path: str | Path) -> Path:
+    """Write the task's weights (LoRA adapters merged) and its inference config to a new ``.safetensors`` file."""
+    from safetensors.torch import save_model
+
+    path = _new_file(path, ".safetensors")
+    task.backbone.merge_adapters()
+    meta = {"task": f"{type(task).__module__}.{type(task).__name__}", "init_args": inference_config(task)}
+    # save_model stores a tensor that two modules share (a detector's body holds the backbone) once.
+    save_model(task.cpu(), str(path), metadata={CONFIG_KEY: json.dumps(meta)})
+    return path
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> BaseTask:
+    """A task exported with ``export_safetensors`` (or ``vitdense export --format safetensors``), in eval mode.
+
+    Needs no checkpoint, config file or Trainer, and downloads nothing: ``task(images)`` predicts at once.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = (f.metadata() or {}).get(CONFIG_KEY)
+    if meta is None:
+        raise ValueError(f"'{path}' holds no vitdense config; export it with `vitdense export --format safetensors`.")
+    spec = json.loads(meta)
+    module, _, name = spec["task"].rpartition(".")
+    task = getattr(importlib.import_module(module), name)(**spec["init_args"])
+    load_model(task, str(path), strict=True)  # raises on a missing or unexpected weight
+    return task.to(device).eval()
+
+
+def export_onnx(task: BaseTask, path: str | Path, size: tuple[int, int] | None = None, opset: int = 18) -> Path:
+    """Write an ONNX graph of ``task(images)`` for (N, 3, H, W) images in [0, 1] at ``size`` (default the training
+    size): logits (N, K, H, W) for segmentation, (N, K) for classification. The batch is dynamic; height and width
+    are fixed at ``size`` (the exporter specialises the backbone's padding and pos-embed resampling to one size).
+    """
+    if isinstance(task, DetectionTask):
+        raise ValueError("ONNX export covers segmentation and classification; for detection use safetensors.")
+    path = _new_file(path, ".onnx")
+    task.backbone.merge_adapters()
+    task = task.eval().cpu()
+    height, width = size or task.input_size()
+    example = torch.rand(2, 3, height, width)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(task, (example,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
+                      dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)  # fmt: skip
+    return path
+
+
+def _new_file(path: str | Path, suffix: str) -> Path:
+    path = Path(path)
+    if path.suffix != suffix:
+        path = path.with_name(path.name + suffix)
+    if path.exists():
+        raise FileExistsError(f"'{path}' exists; choose another --output (nothing was written).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
