@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import logging
 import subprocess
 import sys
 import time
@@ -22,6 +23,17 @@ from vitdense.data import BaseDataModule
 from vitdense.tasks import BaseTask
 
 DEFAULT_ROOT = "runs"
+
+
+class DropAdverts(logging.Filter):
+    """Drops Lightning's advert for its cloud logger, printed on every Trainer: nothing a vitdense user acts on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(DropAdverts())
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -158,3 +158,11 @@ def test_fit_help_documents_the_tasks_own_and_shared_arguments(task: str, own: s
         assert f"--model.{name} " in text, name
     described = " ".join(text.rsplit("--model.compile ", 1)[1].split())[:300]  # its entry, not the usage line
     assert "(type: bool, default: False)" in described
+
+
+def test_no_cloud_logger_advert(tmp_path: Path, capsys, caplog) -> None:
+    cfg = write_config(tmp_path / "c.yaml", synthetic(), fast_dev_run=True, default_root_dir=str(tmp_path))
+    with caplog.at_level("INFO"):
+        run("fit", "--config", str(cfg))
+    assert "litlogger" not in caplog.text + "".join(capsys.readouterr())
+    assert "GPU available" in caplog.text  # Lightning's other messages still come through
