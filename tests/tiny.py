@@ -79,6 +79,8 @@ MODELS = {
     "classification": ("ClassificationTask", {}, "SyntheticClassificationDataModule"),
     # score_thresh 0: an untrained detector's boxes are kept, so AP is computed over real detections.
     "detection": ("DetectionTask", {"head": {"channels": 16, "score_thresh": 0.0}}, "SyntheticDetectionDataModule"),
+    "instance": ("InstanceSegmentationTask", {"head": {"channels": 32, "roi_batch_size": 32, "box_head_width": 64,
+                                                       "score_thresh": 0.0}}, "SyntheticInstanceDataModule"),
 }  # fmt: skip
 
 

@@ -91,3 +91,51 @@ def test_cli_fit_test_and_predict(tmp_path: Path) -> None:
     (out,) = (tmp_path / "runs" / "predictions").glob("inst-*/predictions.jsonl")
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 4 and all(len(x["masks"]) == len(x["boxes"]) for x in lines)
+
+
+def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(tmp_path: Path) -> None:
+    """predict's RLE masks, as COCO results against the val set written as COCO ground truth, score with pycocotools'
+    COCOeval exactly what `validate` logged."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from tests.tiny import train_tiny_run
+
+    config, ckpt = train_tiny_run(tmp_path, "instance")
+    logged = main(["validate", "--config", str(config), "--ckpt_path", str(ckpt)]).trainer.callback_metrics
+    cli = main(["predict", "--config", str(config), "--ckpt_path", str(ckpt)])
+    (out,) = (tmp_path / "runs" / "predictions").glob("instance-*/predictions.jsonl")
+    val = cli.datamodule.dataset("val")
+    images, annotations = [], []
+    for i in range(len(val)):
+        target = val[i]["target"]
+        images.append({"id": i, "file_name": val[i]["path"], "height": 64, "width": 64})
+        for box, label, mask in zip(target["boxes"].tolist(), target["labels"].tolist(), target["masks"], strict=True):
+            rle = mask_utils.encode(np.asfortranarray(mask.numpy()))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": label + 1, "iscrowd": 0,
+                                "segmentation": rle, "area": float(mask.sum()),
+                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})  # fmt: skip
+    truth = COCO()
+    truth.dataset = {"images": images, "annotations": annotations,
+                     "categories": [{"id": k + 1, "name": n} for k, n in enumerate(cli.model.class_names)]}  # fmt: skip
+    truth.createIndex()
+    # predict reuses the val images (synthetic/predict/000003 is synthetic/val/000003): match them by number.
+    results = [
+        {
+            "image_id": int(line["path"].rsplit("/", 1)[-1]),
+            "category_id": label + 1,
+            "segmentation": rle,
+            "score": score,
+        }
+        for line in map(json.loads, out.read_text().splitlines())
+        for label, rle, score in zip(line["labels"], line["masks"], line["scores"], strict=True)
+    ]
+    evaluator = COCOeval(truth, truth.loadRes(results), iouType="segm")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert float(logged["val/mask_mAP"]) > 0
+    assert abs(evaluator.stats[0] - float(logged["val/mask_mAP"])) < 1e-4
+    assert abs(evaluator.stats[1] - float(logged["val/mask_mAP_50"])) < 1e-4
