@@ -74,6 +74,9 @@ def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> 
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.logger", "false",
     ]  # fmt: skip
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        argv += [f"--{key}", value]
     cli = vitdense_main(argv)
     logged = cli.trainer.callback_metrics
     return {m: float(logged[f"val/{m}"]) for m in spec["metrics"]}
@@ -213,6 +216,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default: classification 30, detection 24)")
     p.add_argument("--batch", type=int, help="batch size (default: the template's)")
     p.add_argument("--size", type=int, help="input size (default: classification 224, detection 384 long side)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="CLI override of the vitdense side, repeatable (e.g. model.init_args.optimizer.head_lr_mult=10)",
+    )
+    p.add_argument("--variant", help="name of the vitdense row when --set changes the template")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "small_tasks")
     args = p.parse_args()
@@ -224,6 +234,7 @@ def main() -> None:
     spec = TASKS[args.task]
     sides = [args.only] if args.only else ["vitdense", "peer"]
     for side in sides:
+        row_name = f"vitdense, {args.variant}" if side == "vitdense" and args.variant else side
         for seed in args.seeds:
             gflops = matmul_gflops()
             start = time.perf_counter()
@@ -238,8 +249,8 @@ def main() -> None:
             row = {**scores, "seconds": round(time.perf_counter() - start, 1), "gflops": round(gflops, 1),
                    "epochs": args.epochs or spec["epochs"], "batch": args.batch or spec["batch"],
                    "size": args.size or spec["size"]}  # fmt: skip
-            results.setdefault(side, {})[str(seed)] = row
-            print(f"[small_tasks] {args.task} {side} seed {seed}: {row}", flush=True)
+            results.setdefault(row_name, {})[str(seed)] = row
+            print(f"[small_tasks] {args.task} {row_name} seed {seed}: {row}", flush=True)
             path.write_text(json.dumps(results, indent=1))
     lines = [f"# {args.task}: vitdense template vs plain loop ({', '.join(spec['metrics'])} on val, last epoch)", "",
              "| side | seed | " + " | ".join(spec["metrics"]) + " | seconds | GFLOP/s | epochs x batch | size |",
