@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,3 +41,14 @@ def ohem_cross_entropy(
         logits, target, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="none"
     )
     return (losses * kept).sum() / kept.sum().clamp(min=1)
+
+
+def frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray, sqrt: bool = False) -> torch.Tensor:
+    """Median-frequency balancing (Eigen & Fergus; SegNet on CamVid): ``median(f) / f_c``, optionally its square root.
+
+    ``f_c`` is class c's pixels over the pixels of the images it appears in. Classes absent from training get 1.
+    """
+    present = pixels > 0
+    freq = np.where(present, pixels / np.maximum(image_pixels, 1), np.nan)
+    weights = np.where(present, np.nanmedian(freq) / freq, 1.0) if present.any() else np.ones(len(pixels))
+    return torch.tensor(np.sqrt(weights) if sqrt else weights, dtype=torch.float)

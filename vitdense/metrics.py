@@ -1,4 +1,5 @@
-"""Metrics that need more than torchmetrics gives: COCO mAP that syncs when processes hold different image counts."""
+"""Metrics that need more than torchmetrics gives: COCO mAP that syncs when processes hold different image counts,
+and the segmentation scores of a confusion matrix."""
 
 from __future__ import annotations
 
@@ -32,3 +33,26 @@ class DetectionMAP(MeanAveragePrecision):
             gathered: list[Any] = [None] * dist.get_world_size(group)
             dist.all_gather_object(gathered, _to(local, torch.device("cpu")), group=group)
             setattr(self, attr, [_to(v, self.device) for part in gathered for v in part])  # every state is a list
+
+
+def segmentation_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """IoU, Dice and pixel accuracy from a (target x prediction) confusion matrix.
+
+    Classes absent from both target and prediction get NaN and are left out of the means.
+    """
+    confmat = confmat.double()
+    tp = confmat.diag()
+    fp = confmat.sum(0) - tp
+    fn = confmat.sum(1) - tp
+    union = tp + fp + fn
+    present = union > 0
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(present, tp / union.clamp(min=1), nan)
+    dice = torch.where(present, 2 * tp / (2 * tp + fp + fn).clamp(min=1), nan)
+    total = confmat.sum()
+    return {
+        "mIoU": iou.nanmean(),
+        "mDice": dice.nanmean(),
+        "pixel_acc": tp.sum() / total if total > 0 else torch.tensor(float("nan"), dtype=torch.float64),
+        "IoU": iou,
+    }

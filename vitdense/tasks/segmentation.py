@@ -16,7 +16,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from vitdense.config import merge_config
 from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
-from vitdense.losses import ohem_cross_entropy
+from vitdense.losses import frequency_weights, ohem_cross_entropy
+from vitdense.metrics import segmentation_scores
 from vitdense.models.heads import FCNHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
@@ -79,40 +80,6 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
 
 
 FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency")
-
-
-def frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray, sqrt: bool = False) -> torch.Tensor:
-    """Median-frequency balancing (Eigen & Fergus; SegNet on CamVid): ``median(f) / f_c``, optionally its square root.
-
-    ``f_c`` is class c's pixels over the pixels of the images it appears in. Classes absent from training get 1.
-    """
-    present = pixels > 0
-    freq = np.where(present, pixels / np.maximum(image_pixels, 1), np.nan)
-    weights = np.where(present, np.nanmedian(freq) / freq, 1.0) if present.any() else np.ones(len(pixels))
-    return torch.tensor(np.sqrt(weights) if sqrt else weights, dtype=torch.float)
-
-
-def segmentation_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """IoU, Dice and pixel accuracy from a (target x prediction) confusion matrix.
-
-    Classes absent from both target and prediction get NaN and are left out of the means.
-    """
-    confmat = confmat.double()
-    tp = confmat.diag()
-    fp = confmat.sum(0) - tp
-    fn = confmat.sum(1) - tp
-    union = tp + fp + fn
-    present = union > 0
-    nan = torch.full_like(tp, float("nan"))
-    iou = torch.where(present, tp / union.clamp(min=1), nan)
-    dice = torch.where(present, 2 * tp / (2 * tp + fp + fn).clamp(min=1), nan)
-    total = confmat.sum()
-    return {
-        "mIoU": iou.nanmean(),
-        "mDice": dice.nanmean(),
-        "pixel_acc": tp.sum() / total if total > 0 else torch.tensor(float("nan"), dtype=torch.float64),
-        "IoU": iou,
-    }
 
 
 def class_palette(n: int) -> list[int]:
