@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vitdense
-from tests.tiny import VIT, train_tiny_run
+from tests.tiny import SWIN_W16, VIT, train_tiny_run
 from vitdense import SegmentationTask
 from vitdense.cli import main
 from vitdense.export import export_onnx, export_safetensors
@@ -56,19 +56,35 @@ def test_lora_adapters_are_merged_into_the_export(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["segmentation", "classification"])
-def test_onnx_export_matches_pytorch_with_a_dynamic_batch(kind: str, tmp_path: Path) -> None:
+def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    config, ckpt = train_tiny_run(tmp_path, kind)
-    main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--size", "48", "40"])
+    config, ckpt = train_tiny_run(tmp_path, kind)  # trained at 32x32
+    main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx"])
     (path,) = (tmp_path / "runs").glob(f"{kind}/version_0/{kind}.onnx")
     session, reference = ort.InferenceSession(str(path)), checkpointed(config, ckpt)
-    for batch in (1, 3):
-        images = torch.rand(batch, 3, 48, 40)
+    # The training size, sizes that need padding, a 6x12-token grid (as large as the 6-cell pooling), one wider
+    # than the export's example, and a tall one.
+    for batch, size in [(1, (32, 32)), (3, (37, 91)), (2, (48, 96)), (1, (40, 200)), (1, (150, 40))]:
+        images = torch.rand(batch, 3, *size)
         with torch.no_grad():
             expected = reference(images).numpy()
         (out,) = session.run(None, {"images": images.numpy()})
-        assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4
+        assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4, size
+
+
+def test_onnx_export_of_a_windowed_backbone_at_new_sizes(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    task = SegmentationTask(backbone={**SWIN_W16, "pretrained": False}, num_classes=3, img_size=64,
+                            head={"channels": 8}).eval()  # fmt: skip
+    session = ort.InferenceSession(str(export_onnx(task, tmp_path / "swin.onnx")))
+    for size in [(64, 64), (45, 130), (9, 40)]:  # 9 rows: less than one 4-pixel patch row per window
+        images = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            expected = task(images).numpy()
+        (out,) = session.run(None, {"images": images.numpy()})
+        assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4, size
 
 
 def test_onnx_refuses_detection_with_the_alternative(tmp_path: Path) -> None:

@@ -99,21 +99,20 @@ def evaluate_main(args: list[str]) -> str:
 
 
 def export_main(args: list[str]) -> str:
-    """``vitdense export --config X --ckpt_path Y --format safetensors|onnx [--output F] [--size H W]``: the trained
+    """``vitdense export --config X --ckpt_path Y --format safetensors|onnx [--output F]``: the trained
     model as one file (see ``vitdense.export``); prints and returns its path."""
     from vitdense.export import export_onnx, export_safetensors
 
     parser = argparse.ArgumentParser(
         prog="vitdense export",
         description="Write a trained model as safetensors (weights + config; `vitdense.load(path)` rebuilds it) or "
-        "ONNX (segmentation and classification; dynamic batch, height and width fixed at --size). Every other "
+        "ONNX (segmentation and classification; dynamic batch, height and width). Every other "
         "argument is a `fit` argument (--model.*, --data.*).",
     )
     parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
     parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors")
     parser.add_argument("--output", type=Path, help="file to write (default: <run folder>/<config name>.<format>)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX input size (default: the crop)")
     own, rest = parser.parse_known_args(args)
     cli = main(["--config", own.config, *rest, "--trainer.logger", "false"], run=False)
     task = cli.model
@@ -121,10 +120,7 @@ def export_main(args: list[str]) -> str:
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
     output = own.output or run_folder(own.ckpt_path) / f"{Path(own.config).stem}.{own.format}"
-    if own.format == "onnx":
-        path = export_onnx(task, output, tuple(own.size) if own.size else None)
-    else:
-        path = export_safetensors(task, output)
+    path = export_onnx(task, output) if own.format == "onnx" else export_safetensors(task, output)
     text = f"wrote {path}"
     print(text, flush=True)
     return text

@@ -1,6 +1,5 @@
 """Exporting a trained task: safetensors (weights + resolved config, ``vitdense.load`` rebuilds the model without a
-checkpoint or a Trainer) and ONNX (segmentation and classification; dynamic batch, height and width fixed at the
-export size).
+checkpoint or a Trainer) and ONNX (segmentation and classification; dynamic batch, height and width).
 """
 
 from __future__ import annotations
@@ -63,22 +62,30 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> BaseTask:
     return task.to(device).eval()
 
 
-def export_onnx(task: BaseTask, path: str | Path, size: tuple[int, int] | None = None, opset: int = 18) -> Path:
-    """Write an ONNX graph of ``task(images)`` for (N, 3, H, W) images in [0, 1] at ``size`` (default the training
-    size): logits (N, K, H, W) for segmentation, (N, K) for classification. The batch is dynamic; height and width
-    are fixed at ``size`` (the exporter specialises the backbone's padding and pos-embed resampling to one size).
+def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:
+    """Write an ONNX graph of ``task(images)`` for (N, 3, H, W) images in [0, 1] of any batch, height and width:
+    logits (N, K, H, W) for segmentation (whole-image, no test-time augmentation), (N, K) for classification.
     """
     if isinstance(task, DetectionTask):
         raise ValueError("ONNX export covers segmentation and classification; for detection use safetensors.")
     path = _new_file(path, ".onnx")
     task.backbone.merge_adapters()
     task = task.eval().cpu()
-    height, width = size or task.input_size()
-    example = torch.rand(2, 3, height, width)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    example = torch.rand(2, 3, *example_size(task))
+    dims = {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     torch.onnx.export(task, (example,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
-                      dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)  # fmt: skip
+                      dynamic_shapes=(dims,), opset_version=opset, verbose=False)  # fmt: skip
     return path
+
+
+def example_size(task: BaseTask) -> tuple[int, int]:
+    """The size the exporter traces at. Its graph holds for every size only if no size-dependent choice is made
+    on the example: every pyramid level larger than 1 and than each adaptive pooling's output, height != width,
+    and a token grid unlike the pos-embed's (so that the resampling is traced)."""
+    pooled = [m.output_size for m in task.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
+    cells = max([8] + [max(s) if isinstance(s, tuple) else s for s in pooled if s is not None]) + 2
+    coarsest = 2 * task.backbone.size_divisor  # a plain ViT's simple feature pyramid ends at twice the patch stride
+    return (cells + 1) * coarsest, cells * coarsest
 
 
 def _new_file(path: str | Path, suffix: str) -> Path:

@@ -32,3 +32,13 @@ def test_keep_crops_the_padded_canvas() -> None:
     x = torch.randn(1, 4, 8, 8)
     ref = _interpolate(x, (32, 32))[..., :27, :30]
     torch.testing.assert_close(resize_bilinear(x, (32, 32), keep=(27, 30)), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("out_size", [1, 2, 3, 6, (4, 7)])
+def test_export_form_of_adaptive_pooling_is_the_same_pooling(out_size, monkeypatch) -> None:
+    from vitdense.models.resize import AdaptiveAvgPool2d
+
+    x = torch.randn(2, 3, 5, 13, dtype=torch.float64)  # bins overlap (5 rows into 6) and split unevenly
+    expected = F.adaptive_avg_pool2d(x, out_size)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(AdaptiveAvgPool2d(out_size)(x), expected, atol=1e-12, rtol=0)

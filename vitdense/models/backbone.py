@@ -208,7 +208,8 @@ class Backbone(nn.Module):
         h, w = x.shape[-2:]
         d = self.size_divisor
         ph, pw = math.ceil(h / d) * d - h, math.ceil(w / d) * d - w
-        return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        # Always padded in an export: a branch on the (symbolic) size would fix the graph to one height and width.
+        return F.pad(x, (0, pw, 0, ph)) if torch.compiler.is_exporting() or ph or pw else x
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of ``out_indices`` for already normalised images whose sides are multiples of the stride."""

@@ -13,6 +13,8 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 # Active recorders of resize calls: (calls list, context function); see record_resizes.
 _RECORDERS: list[tuple[list, Callable[[], Any]]] = []
@@ -58,6 +60,10 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int], keep: tuple[int, int
     """
     (out_h, out_w), (in_h, in_w) = size, x.shape[-2:]
     keep_h, keep_w = keep if keep is not None else size
+    if torch.compiler.is_exporting():
+        # Sizes are symbolic in an export with dynamic height and width: no branch on them, no int() (either would
+        # fix them at the example's size); the graph's resize op has the same numbers.
+        return F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False)[..., :keep_h, :keep_w]
     if (out_h, out_w) == (in_h, in_w):
         return x[..., :keep_h, :keep_w]
     for calls, context in _RECORDERS:
@@ -65,3 +71,30 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int], keep: tuple[int, int
     rows = interpolation_matrix(int(out_h), int(in_h), x.device, x.dtype)[:keep_h]
     cols = interpolation_matrix(int(out_w), int(in_w), x.device, x.dtype)[:keep_w]
     return torch.matmul(torch.matmul(rows, x), cols.T)
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that also exports with a dynamic input size.
+
+    The exporter writes adaptive pooling as gathers at indices fixed by the example's size, which fail at any other
+    size; while exporting, the pooling is two products with (out x in) bin-averaging matrices built from the symbolic
+    size instead (PyTorch's bins: ``[floor(i * n / out), ceil((i + 1) * n / out))``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        out_h, out_w = (self.output_size, self.output_size) if isinstance(self.output_size, int) else self.output_size
+        rows = _bin_average_matrix(out_h, x.shape[-2], x)
+        cols = _bin_average_matrix(out_w, x.shape[-1], x)
+        return torch.matmul(torch.matmul(rows, x), cols.T)
+
+
+def _bin_average_matrix(out_size: int, in_size: Any, like: torch.Tensor) -> torch.Tensor:
+    """(out_size, in_size) matrix whose row i averages adaptive pooling's bin i (in_size may be symbolic)."""
+    i = torch.arange(out_size, device=like.device)
+    start = (i * in_size) // out_size
+    end = ((i + 1) * in_size + out_size - 1) // out_size
+    j = torch.arange(in_size, device=like.device)
+    inside = ((j[None] >= start[:, None]) & (j[None] < end[:, None])).to(like.dtype)
+    return inside / inside.sum(1, keepdim=True)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitdense.models.resize import resize_bilinear
+from vitdense.models.resize import AdaptiveAvgPool2d, resize_bilinear
 
 
 class ConvModule(nn.Sequential):
@@ -31,7 +31,7 @@ class ConvModule(nn.Sequential):
 
 
 def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
-    return resize_bilinear(x, (int(size[0]), int(size[1])))  # F.interpolate's numbers, matmul backward
+    return resize_bilinear(x, (size[0], size[1]))  # F.interpolate's numbers, matmul backward
 
 
 class UPerHead(nn.Module):
@@ -56,7 +56,7 @@ class UPerHead(nn.Module):
         super().__init__()
         top = in_channels[-1]
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(top, channels, 1)) for s in pool_scales
+            nn.Sequential(AdaptiveAvgPool2d(s), ConvModule(top, channels, 1)) for s in pool_scales
         )
         self.bottleneck = ConvModule(top + len(pool_scales) * channels, channels, 3, padding=1)
         self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_channels[:-1])
