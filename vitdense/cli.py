@@ -52,6 +52,13 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self.count += len(pl_module.save_predictions(prediction, self.output_dir))
 
+    def on_predict_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
+        """Files written from all images at once (detection's COCO results), by one process after every batch."""
+        finish = getattr(pl_module, "finish_predictions", None)
+        trainer.strategy.barrier()
+        if finish is not None and trainer.is_global_zero:
+            finish(self.output_dir, trainer.datamodule)
+
 
 class VitdenseCLI(LightningCLI):
     """LightningCLI whose model is any ``BaseTask`` and whose data is any registered ``BaseDataModule``."""

@@ -45,3 +45,101 @@ def test_predicted_masks_rescored_with_numpy_give_the_logged_miou(tmp_path: Path
     miou = np.mean(tp[union > 0] / union[union > 0])
     assert abs(miou - float(logged["test/mIoU"])) < 1e-6
     assert abs(tp.sum() / confusion.sum() - float(logged["test/pixel_acc"])) < 1e-6
+
+
+def test_detection_predict_writes_coco_results_with_the_splits_ids(tmp_path: Path) -> None:
+    """predict on the images of a COCO split writes coco_results.json with that split's image and category ids, one
+    entry per predictions.jsonl box (xyxy -> xywh), which pycocotools loads against the split's annotation file."""
+    import json
+
+    from pycocotools.coco import COCO
+
+    from tests.tiny import train_tiny_run
+
+    config, ckpt = train_tiny_run(tmp_path, "detection")  # on synthetic shapes
+    # The synthetic val split as a COCO folder with ids of its own: images 100.., categories 10, 20, 30.
+    cli = main(["--config", str(config), "--trainer.logger", "false"], run=False)
+    val = cli.datamodule.dataset("val")
+    root = tmp_path / "coco"
+    (root / "val" / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(len(val)):
+        item = val[i]
+        pixels = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(root / "val" / "images" / f"shape{i}.png")
+        images.append({"id": 100 + i, "file_name": f"shape{i}.png", "height": 32, "width": 32})
+        for (x0, y0, x1, y1), label in zip(item["target"]["boxes"].tolist(), item["target"]["labels"].tolist(),
+                                           strict=True):  # fmt: skip
+            w, h = x1 - x0, y1 - y0
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": 10 * (label + 1),
+                                "bbox": [x0, y0, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+    categories = [{"id": 10 * (k + 1), "name": name} for k, name in enumerate(cli.model.class_names)]
+    truth_file = root / "val" / "annotations.json"
+    truth_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"] = {"class_path": "CocoDetectionDataModule",
+                   "init_args": {"root": str(root), "image_size": 32, "batch_size": 4,
+                                 "predict_dir": str(root / "val" / "images")}}  # fmt: skip
+    coco_config = tmp_path / "configs" / "coco.yaml"
+    coco_config.write_text(yaml.safe_dump(cfg))
+
+    main(["predict", "--config", str(coco_config), "--ckpt_path", str(ckpt)])
+    (out,) = (tmp_path / "runs" / "predictions").glob("coco-*")
+    results = json.loads((out / "coco_results.json").read_text())
+    listed = json.loads((out / "coco_images.json").read_text())
+    assert listed["categories"] == categories and sorted(x["id"] for x in listed["images"]) == [x["id"] for x in images]
+    lines = {Path(x["path"]).name: x for x in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert len(results) == sum(len(x["boxes"]) for x in lines.values()) > 0
+    first = lines[images[0]["file_name"]]
+    x0, y0, x1, y1 = first["boxes"][0]
+    assert {"image_id": 100, "category_id": 10 * (first["labels"][0] + 1), "score": first["scores"][0]}.items() <= (
+        results_of_100 := [r for r in results if r["image_id"] == 100]
+    )[0].items()
+    assert np.allclose(results_of_100[0]["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=0.01)
+    COCO(str(truth_file)).loadRes(results)  # raises on an image id the split does not have
+
+
+def test_coco_results_rescored_with_pycocotools_give_torchmetrics_map(tmp_path: Path) -> None:
+    """The same detections scored by vitdense's metric and, written as COCO results, by pycocotools' COCOeval."""
+    import json
+
+    import torch
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from vitdense.data.coco_format import write_coco_results
+    from vitdense.metrics import DetectionMAP
+
+    rng = np.random.default_rng(0)
+    images, annotations, lines, metric = [], [], [], DetectionMAP(box_format="xyxy")
+    for i in range(6):
+        xy = rng.uniform(0, 60, (4, 2))
+        truth = np.concatenate([xy, xy + rng.uniform(8, 40, (4, 2))], 1)
+        labels = rng.integers(0, 2, 4)
+        # Predictions: the boxes jittered (some below IoU 0.5), one missed, one false positive, random scores.
+        boxes = np.concatenate([truth[:3] + rng.normal(0, 2, (3, 4)), [[5.0, 5.0, 30.0, 30.0]]])
+        pred_labels, scores = np.append(labels[:3], 1), rng.uniform(0.1, 1, 4)
+        images.append({"id": 7 + i, "file_name": f"{i}.jpg", "height": 120, "width": 120})
+        for box, label in zip(truth.tolist(), labels.tolist(), strict=True):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": 7 + i, "category_id": 3 + 2 * label,
+                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+        lines.append({"path": f"/x/{i}.jpg", "height": 120, "width": 120, "boxes": boxes.round(2).tolist(),
+                      "scores": scores.round(4).tolist(), "labels": pred_labels.tolist()})  # fmt: skip
+        metric.update([{"boxes": torch.tensor(boxes.round(2)), "scores": torch.tensor(scores.round(4)),
+                        "labels": torch.tensor(pred_labels)}],
+                      [{"boxes": torch.tensor(truth), "labels": torch.tensor(labels)}])  # fmt: skip
+    categories = [(3, "a"), (5, "b")]
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                      "categories": [{"id": k, "name": n} for k, n in categories]}))  # fmt: skip
+    results_file, _ = write_coco_results(lines, tmp_path, categories, {f"{i}.jpg": 7 + i for i in range(6)})
+    truth = COCO(str(truth_file))
+    evaluator = COCOeval(truth, truth.loadRes(str(results_file)), iouType="bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    expected = metric.compute()
+    assert 0.1 < float(expected["map"]) < 0.9
+    assert abs(evaluator.stats[0] - float(expected["map"])) < 1e-4
+    assert abs(evaluator.stats[1] - float(expected["map_50"])) < 1e-4

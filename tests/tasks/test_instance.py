@@ -94,7 +94,7 @@ def test_cli_fit_test_and_predict(tmp_path: Path) -> None:
 
 
 def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(tmp_path: Path) -> None:
-    """predict's RLE masks, as COCO results against the val set written as COCO ground truth, score with pycocotools'
+    """predict's COCO results (RLE masks), against the val set written as COCO ground truth, score with pycocotools'
     COCOeval exactly what `validate` logged."""
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
@@ -121,17 +121,14 @@ def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(
     truth.dataset = {"images": images, "annotations": annotations,
                      "categories": [{"id": k + 1, "name": n} for k, n in enumerate(cli.model.class_names)]}  # fmt: skip
     truth.createIndex()
-    # predict reuses the val images (synthetic/predict/000003 is synthetic/val/000003): match them by number.
+    # predict's COCO results (RLE masks); predict reuses the val images (synthetic/predict/000003 is
+    # synthetic/val/000003), so its image ids map to val's by file number.
+    listed = json.loads((out.parent / "coco_images.json").read_text())["images"]
+    number = {x["id"]: int(Path(x["file_name"]).stem) for x in listed}
     results = [
-        {
-            "image_id": int(line["path"].rsplit("/", 1)[-1]),
-            "category_id": label + 1,
-            "segmentation": rle,
-            "score": score,
-        }
-        for line in map(json.loads, out.read_text().splitlines())
-        for label, rle, score in zip(line["labels"], line["masks"], line["scores"], strict=True)
+        {**r, "image_id": number[r["image_id"]]} for r in json.loads((out.parent / "coco_results.json").read_text())
     ]
+    assert len(results) == sum(len(json.loads(line)["masks"]) for line in out.read_text().splitlines())
     evaluator = COCOeval(truth, truth.loadRes(results), iouType="segm")
     evaluator.evaluate()
     evaluator.accumulate()

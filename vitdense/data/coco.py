@@ -18,6 +18,7 @@ from vitdense.data.coco_format import (
     LAYOUT,
     check_mask_matches_box,
     decode_mask,
+    match_image_ids,
     parse_categories,
     read_categories,
     read_coco_json,
@@ -237,6 +238,12 @@ class CocoDetectionDataModule(BaseDataModule):
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (images keep their own sizes)."""
         return detection_collate
+
+    def coco_ids(self, names: list[str]) -> tuple[list[tuple[int, str]], dict[str, int] | None]:
+        """For COCO results of predictions on images ``names``: each label's ``(category id, name)``, and the image
+        ids of the first split (train, val, test) whose annotation file lists all of them (else ``None``)."""
+        files = [p for _, p in self.paths.values() if p is not None and p.is_file()]
+        return list(self.categories.items()), match_image_ids(names, files)
 
 
 @register_datamodule

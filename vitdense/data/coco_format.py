@@ -248,3 +248,51 @@ def check_mask_matches_box(mask: np.ndarray, box: np.ndarray, where: str) -> Non
             f"{extent[3]:.0f} but its bbox is x {box[0]:.0f}-{box[2]:.0f}, y {box[1]:.0f}-{box[3]:.0f}: the mask and "
             "the box do not describe the same object."
         )
+
+
+def match_image_ids(names: list[str], annotation_files: list[Path]) -> dict[str, int] | None:
+    """``{image file name: COCO image id}`` from the first annotation file that lists every one of ``names`` (by
+    file name, once each), or ``None``: predictions on a split's own images then carry that split's ids."""
+    for path in annotation_files:
+        ids: dict[str, list[int]] = {}
+        for image in read_coco_json(path)["images"]:
+            ids.setdefault(Path(str(image.get("file_name", ""))).name, []).append(image.get("id"))
+        if all(len(ids.get(name, ())) == 1 for name in names):
+            return {name: ids[name][0] for name in names}
+    return None
+
+
+def write_coco_results(
+    lines: list[dict[str, Any]], output_dir: Path, categories: list[tuple[int, str]], image_ids: dict[str, int] | None
+) -> tuple[Path, Path]:
+    """Write predictions as COCO results: ``coco_results.json``, the list ``COCO.loadRes`` and evaluation servers
+    take (``image_id``, ``category_id``, ``bbox`` as ``[x, y, w, h]``, ``score``, and ``segmentation`` RLE for
+    masks), and ``coco_images.json`` (``images`` and ``categories``: the ids the results use).
+
+    Args:
+        lines: ``predictions.jsonl`` lines (``path``, ``height``, ``width``, ``boxes`` xyxy, ``scores``, ``labels``,
+            optionally ``masks``).
+        categories: ``(COCO category id, name)`` of each label.
+        image_ids: image id of each file name (see ``match_image_ids``); ``None``: 1, 2, ... in path order.
+    """
+    lines = sorted(lines, key=lambda line: line["path"])
+    if image_ids is None:
+        image_ids = {Path(line["path"]).name: i for i, line in enumerate(lines, start=1)}
+    results, images = [], []
+    for line in lines:
+        image_id = image_ids[Path(line["path"]).name]
+        images.append({"id": image_id, "file_name": Path(line["path"]).name, "height": line["height"],
+                       "width": line["width"]})  # fmt: skip
+        masks = line.get("masks") or [None] * len(line["boxes"])
+        for box, score, label, mask in zip(line["boxes"], line["scores"], line["labels"], masks, strict=True):
+            x0, y0, x1, y1 = box
+            bbox = [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+            result = {"image_id": image_id, "category_id": categories[label][0], "bbox": bbox, "score": score}
+            if mask is not None:
+                result["segmentation"] = mask
+            results.append(result)
+    written = (output_dir / "coco_results.json", output_dir / "coco_images.json")
+    written[0].write_text(json.dumps(results))
+    listed = [{"id": cat_id, "name": name} for cat_id, name in categories]
+    written[1].write_text(json.dumps({"images": images, "categories": listed}, indent=1))
+    return written

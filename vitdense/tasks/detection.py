@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vitdense.config import merge_config
+from vitdense.data.coco_format import write_coco_results
 from vitdense.inference import (
     DETECTION_INFERENCE_DEFAULTS,
     DetectionInferenceConfig,
@@ -142,9 +143,9 @@ class DetectionTask(BaseTask):
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """Detections per image in its original pixels: ``[{"path", "boxes", "scores", "labels"}, ...]``."""
+        """Detections per image in its original pixels: ``[{"path", "size", "boxes", "scores", "labels"}, ...]``."""
         return [
-            {"path": path, **self.to_original(det, (int(oh), int(ow)), (int(vh), int(vw)))}
+            {"path": path, "size": (int(oh), int(ow)), **self.to_original(det, (int(oh), int(ow)), (int(vh), int(vw)))}
             for det, path, (oh, ow), (vh, vw) in zip(
                 self(batch["image"]), batch["path"], batch["orig_size"], batch["valid_size"], strict=True
             )
@@ -171,8 +172,24 @@ class DetectionTask(BaseTask):
         labels = pred["labels"].tolist()
         return {
             "path": pred["path"],
+            "height": pred["size"][0],
+            "width": pred["size"][1],
             "boxes": [[round(v, 2) for v in box] for box in pred["boxes"].tolist()],
             "scores": [round(v, 4) for v in pred["scores"].tolist()],
             "labels": labels,
             "class_names": [self.class_names[k] for k in labels],
         }
+
+    def finish_predictions(self, output_dir: Path, datamodule: Any) -> list[Path]:
+        """After predict: ``predictions.jsonl`` also as COCO results (``coco_results.json`` + ``coco_images.json``),
+        with the dataset's category ids and, for images of a COCO split, that split's image ids."""
+        path = output_dir / "predictions.jsonl"
+        if not path.is_file():  # no image to predict
+            return []
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        coco_ids = getattr(datamodule, "coco_ids", None)
+        if coco_ids is not None:
+            categories, image_ids = coco_ids([Path(line["path"]).name for line in lines])
+        else:  # no COCO categories: ids 1..K in label order
+            categories, image_ids = [(k + 1, name) for k, name in enumerate(self.class_names)], None
+        return list(write_coco_results(lines, output_dir, categories, image_ids))
