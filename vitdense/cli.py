@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import inspect
 import logging
 import subprocess
@@ -17,6 +18,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 # Importing the packages registers every task and DataModule, so short class_path names resolve.
 from vitdense.data import BaseDataModule
@@ -72,6 +74,21 @@ class VitdenseCLI(LightningCLI):
         parser.link_arguments("data.input_size", "model.init_args.img_size", apply_on="instantiate")
 
     LINKED = ("num_classes", "class_names", "ignore_index", "img_size")
+    # How a model is evaluated and what predict writes, not what it learned: with --ckpt_path, the value in the
+    # config and command line wins over the checkpoint's (LightningCLI would restore every saved argument).
+    EVAL_SETTINGS = ("inference", "overlays")
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        init_args = self.config[subcommand].model.get("init_args") if subcommand else None
+        given = {k: copy.deepcopy(init_args[k]) for k in self.EVAL_SETTINGS if init_args and k in init_args}
+        super()._parse_ckpt_path()
+        restored = self.config[subcommand].model.get("init_args") if given else None
+        for key, value in given.items():
+            if restored.get(key) != value:
+                rank_zero_info(f"[vitdense] {subcommand}: model.init_args.{key} from the config ({value}), not the "
+                               f"checkpoint's ({restored.get(key)})")  # fmt: skip
+            restored[key] = value
 
     def instantiate_classes(self) -> None:
         """Instantiate data, model and trainer; a model value the data replaces through a link is an error when

@@ -29,7 +29,7 @@ def test_predicted_masks_rescored_with_numpy_give_the_logged_miou(tmp_path: Path
     main(["fit", "--config", str(config)])
     (ckpt,) = (tmp_path / "runs").glob("seg/version_0/checkpoints/last.ckpt")
     logged = main(["test", "--config", str(config), "--ckpt_path", str(ckpt)]).trainer.callback_metrics
-    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt)])
+    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), "--model.init_args.overlays", "true"])
     (out,) = (tmp_path / "runs" / "predictions").glob("seg-*")
 
     k, void = 3, 255
@@ -45,6 +45,13 @@ def test_predicted_masks_rescored_with_numpy_give_the_logged_miou(tmp_path: Path
     miou = np.mean(tp[union > 0] / union[union > 0])
     assert abs(miou - float(logged["test/mIoU"])) < 1e-6
     assert abs(tp.sum() / confusion.sum() - float(logged["test/pixel_acc"])) < 1e-6
+    # overlays: each image half-blended with its mask's palette colours
+    for image_path in sorted((root / "test" / "images").iterdir()):
+        overlay = np.array(Image.open(out / "overlays" / f"{image_path.stem}.png")).astype(int)
+        pred = Image.open(out / f"{image_path.stem}.png")
+        colours = np.array(pred.getpalette()[:768]).reshape(256, 3)[np.array(pred)]
+        expected = np.array(Image.open(image_path).convert("RGB")).astype(int) // 2 + colours // 2
+        assert overlay.shape == expected.shape and np.array_equal(overlay, expected)
 
 
 def test_detection_predict_writes_coco_results_with_the_splits_ids(tmp_path: Path) -> None:

@@ -15,23 +15,26 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from vitdense.config import merge_config
+from vitdense.data.io import load_image
 from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
 from vitdense.losses import frequency_weights, ohem_cross_entropy
 from vitdense.metrics import segmentation_scores
-from vitdense.models.heads import FCNHead, UPerHead
+from vitdense.models.heads import FCNHead, LinearHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
 from vitdense.tasks.base import BaseTask, group_indices
 
 
 class UPerNetConfig(TypedDict, total=False):
-    """UPerNet settings under ``model.init_args.head``.
+    """Decode head settings under ``model.init_args.head``.
 
-    Keys: ``channels`` (inner width, 512 in mmseg), ``pool_scales`` (PPM sizes), ``dropout`` (before the
-    classifier), ``aux_weight`` (loss weight of the auxiliary FCN head; 0 = no auxiliary head), ``aux_channels``,
-    ``aux_in_index`` (pyramid level the auxiliary head reads).
+    Keys: ``name`` (``upernet``, or ``linear``: batch norm + 1x1 conv on the concatenated levels, DINOv2's linear
+    evaluation; it uses only ``dropout`` and never has an auxiliary head), ``channels`` (inner width, 512 in mmseg),
+    ``pool_scales`` (PPM sizes), ``dropout`` (before the classifier), ``aux_weight`` (loss weight of the auxiliary
+    FCN head; 0 = no auxiliary head), ``aux_channels``, ``aux_in_index`` (pyramid level the auxiliary head reads).
     """
 
+    name: Literal["upernet", "linear"]
     channels: int
     pool_scales: list[int]
     dropout: float
@@ -60,6 +63,7 @@ class SegmentationLossConfig(TypedDict, total=False):
 
 
 HEAD_DEFAULTS: UPerNetConfig = {
+    "name": "upernet",
     "channels": 512,
     "pool_scales": [1, 2, 3, 6],
     "dropout": 0.1,
@@ -114,6 +118,7 @@ class SegmentationTask(BaseTask):
         head: UPerNetConfig | None = None,
         loss: SegmentationLossConfig | None = None,
         inference: InferenceConfig | None = None,
+        overlays: bool = False,
         **kwargs: Any,
     ) -> None:
         """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
@@ -122,10 +127,12 @@ class SegmentationTask(BaseTask):
             num_classes: number of classes (linked from the DataModule in the CLI).
             ignore_index: mask value excluded from loss and metrics (linked from the DataModule in the CLI).
             neck: pyramid neck; auto = multilevel for plain ViTs, layernorm for hierarchical backbones.
-            head: UPerNet settings (channels, pool_scales, dropout, aux_weight, aux_channels, aux_in_index).
+            head: decode head (name: upernet | linear; channels, pool_scales, dropout, aux_weight, ...).
             loss: loss terms (ce_weight, dice_weight, focal_weight, lovasz_weight, class_weights, label_smoothing,
                 ohem_thresh, ohem_min_kept).
             inference: how val, test and predict compute logits (mode: whole|slide, crop, stride, flip, scales).
+            overlays: ``predict`` also writes ``overlays/<image>.png``, each image half-blended with its predicted
+                mask's class colours, to look at.
         """
         super().__init__(num_classes=num_classes, **kwargs)
 
@@ -138,11 +145,16 @@ class SegmentationTask(BaseTask):
         check_inference_config(self.inference_cfg)
         self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides, self.backbone.hierarchical)
         channels = self.neck.out_channels
-        self.decode_head = UPerHead(
-            channels, self.num_classes, cfg["channels"], tuple(cfg["pool_scales"]), cfg["dropout"]
-        )
+        if cfg["name"] not in ("upernet", "linear"):
+            raise ValueError(f"head.name: '{cfg['name']}' is not one of upernet, linear.")
+        if cfg["name"] == "linear":
+            self.decode_head: nn.Module = LinearHead(channels, self.num_classes, cfg["dropout"])
+        else:
+            self.decode_head = UPerHead(
+                channels, self.num_classes, cfg["channels"], tuple(cfg["pool_scales"]), cfg["dropout"]
+            )
         self.auxiliary_head = None
-        if cfg["aux_weight"] > 0:
+        if cfg["aux_weight"] > 0 and cfg["name"] == "upernet":
             idx = cfg["aux_in_index"]
             if not -len(channels) <= idx < len(channels):
                 raise ValueError(f"head.aux_in_index={idx} is out of range for {len(channels)} pyramid levels.")
@@ -322,6 +334,11 @@ class SegmentationTask(BaseTask):
                 image = Image.fromarray(mask.astype(np.uint16))
             image.save(path)
             written.append(path)
+            if self.hparams.overlays:
+                (output_dir / "overlays").mkdir(exist_ok=True)
+                colours = np.array(class_palette(256), dtype=np.uint8).reshape(256, 3)[mask % 256]
+                blend = load_image(pred["path"]) // 2 + colours // 2
+                Image.fromarray(blend).save(output_dir / "overlays" / f"{Path(pred['path']).stem}.png")
         return written
 
     def head_modules(self) -> list[nn.Module]:
