@@ -68,6 +68,15 @@ def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path
     assert shown["pred"]["boxes"].shape[1] == 4 and shown["image"].shape == (32, 32, 3)
 
 
+def test_instance_report_has_per_class_mask_ap_averaging_to_the_logged_mask_map(tmp_path: Path) -> None:
+    config, ckpt = train_tiny_run(tmp_path, "instance")
+    report = vitdense.evaluate(config, ckpt, "val")
+    with_boxes = [row for row in report.per_class if row["gt_boxes"]]
+    assert report.metrics["val/mask_mAP"] > 0
+    for ours, logged in (("mask_AP", "val/mask_mAP"), ("mask_AP50", "val/mask_mAP_50"), ("AP", "val/mAP")):
+        assert np.mean([row[ours] for row in with_boxes]) == pytest.approx(report.metrics[logged], abs=1e-6)
+
+
 def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: Path, capsys) -> None:
     config, ckpt = train_tiny_run(tmp_path, "classification")
     main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])

@@ -31,7 +31,8 @@ class EvaluationReport:
         split: the split scored (``val`` or ``test``).
         metrics: the metrics as logged by the task (e.g. ``val/mIoU``), over the whole split.
         per_class: one row per class: segmentation IoU, Dice and pixel counts; classification precision, recall, F1
-            and support; detection AP, AP50, AP75 and box counts (COCO definitions).
+            and support; detection AP, AP50, AP75 and box counts, and mask_AP, mask_AP50, mask_AP75 for instance
+            segmentation (COCO definitions).
         per_image: one row per image of the split, in order (``index`` = position in the split): its path and its
             own score (``score``, higher is better: the image's mIoU, the probability of its true class, or its F1
             of boxes at IoU 0.5 and score >= 0.5), plus the task's detail.
@@ -275,16 +276,20 @@ def match_boxes(
 def _detection(records: list[dict], names: list[str], score_thresh: float = 0.5) -> dict[str, Any]:
     from torchmetrics.detection import MeanAveragePrecision
 
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True)
-    metric.update([r["pred"] for r in records], [r["target"] for r in records])
-    out = metric.compute()
-    # precision: (IoU thresholds .50:.05:.95, 101 recall points, classes, area ranges, max detections); -1 = no GT.
-    precision = out["precision"][:, :, :, 0, -1].numpy()
-    present = [int(c) for c in out["classes"].reshape(-1).tolist()]
+    def pr_table(iou_type: str) -> tuple[np.ndarray, list[int]]:
+        """Precision (IoU thresholds .50:.05:.95, 101 recall points, classes; -1 = no GT) and the classes' ids."""
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type=iou_type, class_metrics=True, extended_summary=True)
+        metric.update([r["pred"] for r in records], [r["target"] for r in records])
+        out = metric.compute()  # precision: (..., area ranges, max detections): all areas, 100 detections
+        return out["precision"][:, :, :, 0, -1].numpy(), [int(c) for c in out["classes"].reshape(-1).tolist()]
 
-    def ap(t: slice | int, column: int) -> float:
+    def ap(precision: np.ndarray, t: slice | int, column: int) -> float:
         p = precision[t, :, column]
         return float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+
+    precision, present = pr_table("bbox")
+    with_masks = bool(records) and "masks" in records[0]["pred"]  # instance segmentation: mask AP too
+    mask_precision, mask_present = pr_table("segm") if with_masks else (None, [])
 
     gt = np.bincount(np.concatenate([r["target"]["labels"].numpy() for r in records] or [[]]).astype(int),
                      minlength=len(names))  # fmt: skip
@@ -296,8 +301,12 @@ def _detection(records: list[dict], names: list[str], score_thresh: float = 0.5)
         col = present.index(c) if c in present else None
         row = {"class": n, "AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
         if col is not None:
-            row |= {"AP": ap(slice(None), col), "AP50": ap(0, col), "AP75": ap(5, col)}
+            row |= {"AP": ap(precision, slice(None), col), "AP50": ap(precision, 0, col), "AP75": ap(precision, 5, col)}
             curves[n] = (recall_points, np.clip(precision[0, :, col], 0, None))
+        if mask_precision is not None:
+            m = mask_present.index(c) if c in mask_present else None
+            row |= {f"mask_{k}": float("nan") if m is None else ap(mask_precision, t, m)
+                    for k, t in (("AP", slice(None)), ("AP50", 0), ("AP75", 5))}  # fmt: skip
         per_class.append(row | {"gt_boxes": int(gt[c]), "detections": int(dets[c])})
     per_image = []
     for r in records:
