@@ -1,12 +1,14 @@
-"""OHEM cross-entropy: the mean over hard pixels, at least min_kept of them, void never counted.
+"""OHEM cross-entropy: the mean over hard pixels, at least min_kept of them, void never counted. The one-pass
+cross-entropy: PyTorch's loss and gradients.
 
 How SegmentationTask combines its loss terms is tested in tests/tasks/test_segmentation.py.
 """
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from vitdense.losses import ohem_cross_entropy
+from vitdense.losses import cross_entropy, ohem_cross_entropy
 
 
 def test_ohem_keeps_hard_pixels_and_at_least_min_kept() -> None:
@@ -22,3 +24,37 @@ def test_ohem_keeps_hard_pixels_and_at_least_min_kept() -> None:
     torch.testing.assert_close(two, (per_pixel[1] + per_pixel[2]) / 2)
     everything = ohem_cross_entropy(logits, target, ignore_index=255, thresh=1.0, min_kept=1)
     torch.testing.assert_close(everything, F.cross_entropy(logits, target, ignore_index=255))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (3, 4)])  # per pixel, and per sample
+def test_one_pass_cross_entropy_gives_pytorchs_loss_and_gradients(weighted: bool, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    logits = (torch.randn(shape, dtype=torch.float64) * 3).requires_grad_(True)
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]))
+    target.view(-1)[::3] = 255  # void pixels
+    weight = torch.rand(shape[1], dtype=torch.float64) + 0.5 if weighted else None
+    ours = cross_entropy(logits, target, weight=weight, ignore_index=255)
+    theirs = F.cross_entropy(logits, target, weight=weight, ignore_index=255)
+    torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+    upstream = torch.tensor(0.7, dtype=torch.float64)  # a loss weight above this term
+    (g_ours,) = torch.autograd.grad(ours * upstream, logits)
+    (g_theirs,) = torch.autograd.grad(theirs * upstream, logits)
+    torch.testing.assert_close(g_ours, g_theirs, atol=1e-12, rtol=0)
+
+
+def test_one_pass_cross_entropy_under_bf16_autocast_gives_a_bf16_gradient() -> None:
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = cross_entropy(logits, target)
+        reference = F.cross_entropy(logits, target)
+    assert loss.dtype == torch.float32 and torch.allclose(loss, reference.float(), atol=1e-6)
+    loss.backward()
+    assert logits.grad.dtype == torch.bfloat16
+
+
+def test_label_smoothing_is_pytorchs() -> None:
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    torch.testing.assert_close(cross_entropy(logits, target, label_smoothing=0.1),
+                               F.cross_entropy(logits, target, label_smoothing=0.1))  # fmt: skip

@@ -1,10 +1,52 @@
-"""Per-pixel losses that the libraries vitdense builds on do not provide: OHEM cross-entropy (mmseg's sampler)."""
+"""Per-pixel losses that the libraries vitdense builds on do not provide: OHEM cross-entropy (mmseg's sampler) and a
+cross-entropy with a one-pass backward."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``F.cross_entropy`` (mean over the pixels not ignored, weighted as PyTorch weights them) with a backward of
+    one pass: ``softmax - one_hot``, scaled, written over the saved log-probabilities. PyTorch's backward zero-fills
+    a logits-sized gradient, scatters into it and runs log-softmax's backward over it (2.2x the time, measured on
+    CPU at 2 x 150 x 224 x 224). Label smoothing goes to ``F.cross_entropy``."""
+    if label_smoothing:
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                               label_smoothing=label_smoothing)  # fmt: skip
+    return _CrossEntropy.apply(logits, target, weight, ignore_index)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int):
+        ctx.dtype = logits.dtype
+        # fp16/bf16 in fp32, as autocast runs F.cross_entropy
+        logp = torch.log_softmax(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), 1)
+        valid = target != ignore_index
+        index = torch.where(valid, target, 0).unsqueeze(1)
+        w = valid.to(logp.dtype) if weight is None else weight.to(logp.dtype)[index.squeeze(1)] * valid
+        total = w.sum()
+        ctx.save_for_backward(logp, index, w, total)
+        return -(logp.gather(1, index).squeeze(1) * w).sum() / total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        logp, index, w, total = ctx.saved_tensors
+        scale = (w * (grad / total)).unsqueeze(1)
+        probs = logp.exp_().mul_(scale)  # the saved log-probabilities are not needed again
+        probs.scatter_add_(1, index, -scale)
+        return probs.to(ctx.dtype), None, None, None
 
 
 def ohem_cross_entropy(

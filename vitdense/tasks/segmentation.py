@@ -8,7 +8,6 @@ from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import nn
@@ -17,7 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from vitdense.config import merge_config
 from vitdense.data.io import load_image
 from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
-from vitdense.losses import frequency_weights, ohem_cross_entropy
+from vitdense.losses import cross_entropy, frequency_weights, ohem_cross_entropy
 from vitdense.metrics import segmentation_scores
 from vitdense.models.heads import FCNHead, LinearHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
@@ -246,7 +245,7 @@ class SegmentationTask(BaseTask):
         if ohem and cfg["ohem_thresh"] is not None:
             ce = ohem_cross_entropy(logits, mask, thresh=cfg["ohem_thresh"], min_kept=cfg["ohem_min_kept"], **ce_args)
         else:
-            ce = F.cross_entropy(logits, mask, **ce_args)
+            ce = cross_entropy(logits, mask, **ce_args)
         loss = cfg["ce_weight"] * ce
         if self.dice_loss is not None:
             loss = loss + cfg["dice_weight"] * self.dice_loss(logits, mask)
