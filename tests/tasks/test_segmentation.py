@@ -95,7 +95,10 @@ def test_ohem_trains_the_main_head_only_in_training() -> None:
     assert task.compute_loss(logits, mask, ohem=True) >= F.cross_entropy(logits, mask)  # hard pixels weigh more
 
 
-def test_class_weights_from_the_datamodule_when_fitting(tmp_path) -> None:
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_class_weights_from_the_datamodule_when_fitting(ema_decay, tmp_path) -> None:
+    """The weights are set in setup("fit"), after the EMA callback copied the model: no state of the model (they
+    once were a buffer, and the EMA's copy then lacked it and failed on its first update)."""
     import yaml
 
     from tests.fake_data import write_folder_dataset
@@ -104,7 +107,8 @@ def test_class_weights_from_the_datamodule_when_fitting(tmp_path) -> None:
     root = write_folder_dataset(tmp_path / "data")
     backbone = PATCH8_VIT_D2
     cfg = {"model": {"class_path": "SegmentationTask", "init_args": {
-               "backbone": backbone, "head": {"channels": 8}, "loss": {"class_weights": "sqrt_median_frequency"}}},
+               "backbone": backbone, "head": {"channels": 8}, "loss": {"class_weights": "sqrt_median_frequency"},
+               "ema_decay": ema_decay}},
            "data": {"class_path": "SegmentationFolderDataModule",
                     "init_args": {"root": str(root), "crop_size": 32, "batch_size": 2}},
            "trainer": {"accelerator": "cpu", "fast_dev_run": True, "default_root_dir": str(tmp_path),
@@ -113,6 +117,7 @@ def test_class_weights_from_the_datamodule_when_fitting(tmp_path) -> None:
     cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
     weights = cli.model.ce_class_weights
     assert weights is not None and weights.shape == (3,) and torch.isfinite(weights).all() and (weights > 0).all()
+    assert "ce_class_weights" not in dict(cli.model.named_buffers())
 
 
 def test_lovasz_term_adds_smp_lovasz_over_labelled_pixels_only() -> None:

@@ -173,9 +173,8 @@ class SegmentationTask(BaseTask):
             weights = None  # derived from the training masks in setup("fit")
         elif weights is not None and len(weights) != self.num_classes:
             raise ValueError(f"loss.class_weights has {len(weights)} values but num_classes is {self.num_classes}.")
-        self.register_buffer(
-            "ce_class_weights", torch.tensor(weights, dtype=torch.float) if weights else None, persistent=False
-        )
+        # Not a buffer: weights from the masks are set in setup("fit"), after an EMA callback copied the buffers.
+        self.ce_class_weights = torch.tensor(weights, dtype=torch.float) if weights else None
         self.dice_loss = (
             smp.losses.DiceLoss("multiclass", ignore_index=self.ignore_index) if cfg["dice_weight"] > 0 else None
         )
@@ -199,7 +198,7 @@ class SegmentationTask(BaseTask):
                 f"training masks ({type(datamodule).__name__} cannot); give a list of {self.num_classes} weights."
             )
         weights = frequency_weights(*counts(), sqrt=rule.startswith("sqrt"))
-        self.ce_class_weights = weights.to(self.device)
+        self.ce_class_weights = weights
         names = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weights.tolist(), strict=True))
         rank_zero_info(f"[vitdense] class weights ({rule} of the training masks): {names}")
 
@@ -240,6 +239,8 @@ class SegmentationTask(BaseTask):
         cfg = self.loss_cfg
         if not (mask != self.ignore_index).any():
             return logits.sum() * 0.0  # cross-entropy over zero pixels is NaN
+        if self.ce_class_weights is not None and self.ce_class_weights.device != logits.device:
+            self.ce_class_weights = self.ce_class_weights.to(logits.device)
         ce_args = {"weight": self.ce_class_weights, "ignore_index": self.ignore_index,
                    "label_smoothing": cfg["label_smoothing"]}  # fmt: skip
         if ohem and cfg["ohem_thresh"] is not None:
