@@ -125,7 +125,7 @@ def test_help_documents_task_and_datamodule_arguments(capsys) -> None:
     out = capsys.readouterr().out
     for arg in ("--model.backbone", "--model.head", "--model.ignore_index", "--model.optimizer"):
         assert arg in out
-    assert "UPerNet settings" in out
+    assert "decode head (name: upernet | linear" in out
     with pytest.raises(SystemExit):
         run("fit", "--data.help", "SegmentationFolderDataModule")
     out = capsys.readouterr().out
