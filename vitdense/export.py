@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from vitdense.models.weights import EXPORT_METADATA_KEY as CONFIG_KEY
 from vitdense.tasks.base import BaseTask
 from vitdense.tasks.detection import DetectionTask
 
-CONFIG_KEY = "vitdense"  # safetensors metadata: {"task": "module.Class", "init_args": {...}}
 # Training-only arguments left out of an exported model's config (an inference model has no optimizer).
 TRAINING_ONLY = ("optimizer", "scheduler", "freeze_backbone", "unfreeze_at_epoch", "ema_decay", "grad_checkpointing",
                  "compile")  # fmt: skip

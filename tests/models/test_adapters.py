@@ -109,3 +109,16 @@ def test_lora_fit_through_the_cli_keeps_the_pretrained_weights(tmp_path: Path) -
     logged = main(["test", "--config", str(config), "--ckpt_path", str(ckpt)]).model
     restored = dict(logged.backbone.model.named_parameters())
     assert all(torch.equal(restored[n].detach(), p.detach()) for n, p in adapted.items())
+
+    # As a starting point for another run: the slim checkpoint is refused with the remedy, and its export (adapters
+    # merged) gives the merged weights.
+    fresh = {"name": VIT, "model_kwargs": SMALL}
+    with pytest.raises(ValueError, match=r"LoRA adapters.*vitdense export"):
+        SegmentationTask(backbone={**fresh, "pretrained": str(ckpt)}, num_classes=3, img_size=32)
+    main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "safetensors"])
+    (exported,) = (tmp_path / "runs").glob("lora/version_0/*.safetensors")
+    merged = SegmentationTask(backbone={**fresh, "pretrained": str(exported)}, num_classes=3, img_size=32)
+    logged.backbone.merge_adapters()
+    expected = logged.backbone.model.state_dict()
+    for name, value in merged.backbone.model.state_dict().items():
+        assert torch.equal(value, expected[name]), name

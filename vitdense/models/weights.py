@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
+EXPORT_METADATA_KEY = "vitdense"  # safetensors metadata of `vitdense export`: {"task": ..., "init_args": ...}
+FROZEN_BASE_KEY = "vitdense_frozen_base"  # a LoRA run's checkpoint: the frozen weights left out of its state dict
 HUB_HOST = ("huggingface.co", 443)
 
 
@@ -80,16 +82,26 @@ def _filter_fn(name: str, model: nn.Module):
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, never unpickling arbitrary objects; a vitdense checkpoint gives its backbone."""
+    prefix = "backbone.model."  # a vitdense task's backbone
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            exported = EXPORT_METADATA_KEY in (f.metadata() or {})  # a whole task, adapters merged
+        sd = load_file(str(path))
+        return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)} if exported else sd
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"Cannot read weights '{path}' safely (weights_only): {err}") from err
     if isinstance(obj, dict) and "state_dict" in obj and "pytorch-lightning_version" in obj:
-        prefix = "backbone.model."
+        if obj.get(FROZEN_BASE_KEY):
+            raise ValueError(
+                f"Checkpoint '{path}' was trained with LoRA adapters and holds them without the frozen weights they "
+                "adapt. Export it with the adapters merged (`vitdense export --config <its config> --ckpt_path "
+                f"{path} --format safetensors`) and give that file as backbone.pretrained."
+            )
         sd = {k[len(prefix) :]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
         if not sd:
             raise ValueError(f"Checkpoint '{path}' has no '{prefix}*' tensors; is it a vitdense checkpoint?")

@@ -15,6 +15,7 @@ from torchmetrics import Metric, MetricCollection
 import vitdense.estimate  # noqa: F401  (registers the CPU attention FLOPs that the model summary counts)
 from vitdense.models.adapters import is_adapter
 from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
+from vitdense.models.weights import FROZEN_BASE_KEY
 from vitdense.tasks.training import (
     BackboneUnfreeze,
     OptimizerConfig,
@@ -245,7 +246,7 @@ class BaseTask(L.LightningModule):
             self.scheduler_cfg, int(total), self.optimizer_fn, self.scheduler_fn, self.monitor,
         )  # fmt: skip
 
-    FROZEN_BASE_KEY = "vitdense_frozen_base"
+    FROZEN_BASE_KEY = FROZEN_BASE_KEY
 
     def frozen_base_keys(self) -> list[str]:
         """State-dict keys of the backbone's frozen pretrained weights when it trains LoRA adapters (else none)."""
