@@ -112,3 +112,16 @@ def test_estimate_command_on_the_ade20k_recipe(capsys) -> None:
     reported = float(next(ln for ln in table.splitlines() if ln.startswith("forward, inference")).split()[2])
     assert estimate(task, (256, 256)).total_flops() == pytest.approx(expected, rel=0.10)
     assert reported * 1e9 == pytest.approx(estimate(task, (256, 256)).total_flops(training=False), rel=0.01)
+
+
+def test_a_frozen_backbone_keeps_no_activations_and_no_optimizer_state() -> None:
+    kwargs = {"backbone": VIT_D4_W48, "num_classes": 5, "img_size": 64, "neck": "identity", "head": {"name": "linear"}}
+    trained = estimate(SegmentationTask(**kwargs), (64, 64), batch=2)
+    frozen = estimate(SegmentationTask(**kwargs, freeze_backbone=True), (64, 64), batch=2)
+    later = estimate(SegmentationTask(**kwargs, unfreeze_at_epoch=1), (64, 64), batch=2)
+    head = [s for s in frozen.stages if s.name in ("decode_head", "logits resize")]
+    assert frozen.trainable == sum(s.params for s in head) and trained.trainable == trained.params
+    assert [s.name for s in frozen.backward_stages()] == [s.name for s in head]
+    assert later.trainable == trained.params  # costed as after the unfreeze: the peak
+    assert frozen.table() != trained.table() and later.table() == trained.table()
+    assert "M parameters frozen" in frozen.table()

@@ -9,8 +9,10 @@ of 512, gives 4x the tokens and 16x the attention FLOPs. Norms, activations and 
 out, as ``torch.utils.flop_counter`` leaves them out (the suite checks the totals against it).
 
 Activation memory is an estimate: for training, the outputs of every layer kept for the backward pass (fused
-attention keeps no N x N matrix); for inference, the largest input + output of any one layer. Parameter memory is
-4 bytes per parameter, and 16 for training with AdamW (weights, gradients, two moments).
+attention keeps no N x N matrix) in the stages the backward reaches (a frozen backbone's are not kept); for
+inference, the largest input + output of any one layer. Parameter memory is 4 bytes per parameter, plus 12 per
+trained parameter in training with AdamW (gradients, two moments). The backward costs ~2x the forward of the stages
+it reaches.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class StageCost:
     attn_flops: float = 0.0
     other_flops: float = 0.0
     params: int = 0
+    trainable: int = 0
     tokens: int = 0
     context: int = 0
     train_bytes: float = 0.0
@@ -92,6 +95,15 @@ class Estimate:
     def params(self) -> int:
         return sum(s.params for s in self.stages)
 
+    @property
+    def trainable(self) -> int:
+        return sum(s.trainable for s in self.stages)
+
+    def backward_stages(self) -> list[StageCost]:
+        """The stages the backward pass runs through: from the first one that trains on (in forward order)."""
+        first = next((i for i, s in enumerate(self.stages) if s.trainable), len(self.stages))
+        return self.stages[first:]
+
     def table(self) -> str:
         """The estimate as a text table with totals."""
         gf, mib = 1e9, 2**20
@@ -107,17 +119,22 @@ class Estimate:
                          f"{s.params / 1e6:9.2f} {s.train_bytes * b / mib:14.1f}")  # fmt: skip
         lines.append("-" * len(head))
         attn = sum(s.attn_flops for s in self.stages)
-        train_act = sum(s.train_bytes for s in self.stages) * b
+        train_act = sum(s.train_bytes for s in self.backward_stages()) * b
         infer_act = max((s.infer_bytes for s in self.stages), default=0.0) * b
         fwd_train, fwd_infer = self.total_flops(True), self.total_flops(False)
+        bwd = 2 * sum(s.flops for s in self.backward_stages())
+        frozen = self.params - self.trainable
         lines += [
             f"{'total':30s} {'':8s} {'':8s} {attn / gf:12.2f} {(fwd_train - attn) / gf:13.2f} "
             f"{self.params / 1e6:9.2f} {train_act / mib:14.1f}",
             "",
             f"forward, inference: {fwd_infer / gf:.2f} GFLOPs per image; "
-            f"training step (forward + backward ~ 3x forward): {3 * fwd_train * b / 1e12:.3f} TFLOPs per batch of {b}",
-            f"memory, training: ~{(train_act + 16 * self.params) / mib:.0f} MiB (activations {train_act / mib:.0f} + "
-            f"weights, gradients and AdamW moments {16 * self.params / mib:.0f}); inference: "
+            f"training step (forward + backward ~ 2x the forward it runs through): "
+            f"{(fwd_train + bwd) * b / 1e12:.3f} TFLOPs per batch of {b}"
+            + (f" ({frozen / 1e6:.2f} M parameters frozen)" if frozen else ""),
+            f"memory, training: ~{(train_act + 4 * self.params + 12 * self.trainable) / mib:.0f} MiB (activations "
+            f"{train_act / mib:.0f} + weights, gradients and AdamW moments "
+            f"{(4 * self.params + 12 * self.trainable) / mib:.0f}); inference: "
             f"~{(infer_act + 4 * self.params) / mib:.0f} MiB (largest layer {infer_act / mib:.0f} + weights "
             f"{4 * self.params / mib:.0f}), at {self.bytes_per_value} bytes per value",
         ]
@@ -184,6 +201,8 @@ def estimate(task: nn.Module, size: tuple[int, int], batch: int = 1) -> Estimate
     the RPN head; the RoI box head, anchors and box decoding are left out).
     """
     meta = _meta_copy(task)
+    if getattr(task, "unfreeze_at_epoch", None) is not None and not task.backbone.adapters:
+        meta.backbone.requires_grad_(True)  # the cost once the backbone trains
     inference = estimate_forward(meta, size, training=False)
     result = estimate_forward(meta, size, training=True)
     result.batch, result.inference_flops = batch, inference.total_flops()
@@ -202,6 +221,7 @@ def estimate_forward(meta: nn.Module, size: tuple[int, int], training: bool) -> 
         fresh = [p for p in module.parameters() if id(p) not in counted]
         counted.update(id(p) for p in fresh)
         cost.params = sum(p.numel() for p in fresh)
+        cost.trainable = sum(p.numel() for p in fresh if p.requires_grad)
         for sub in module.modules():
             owner.setdefault(sub, cost)
     images = torch.zeros(1, 3, *size, device="meta")
