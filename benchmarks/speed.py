@@ -19,6 +19,8 @@ backward, optimizer and, for a, Lightning's loop), synchronised on CUDA. FLOPs p
 torch.utils.flop_counter on one eager step of each model; MFU = FLOPs / step time / the matmul peak measured in the
 same run (fp32 on CPU, bf16 on CUDA at --precision bf16-mixed). Peak memory: CUDA max allocated, or the process's
 peak RSS on CPU. Prints a table and the ratios a/b, a/c, a/d (< 1 = vitdense faster) and writes JSON (--out).
+With --repeats N (default 3 on CPU, where one step time moves up to ~10% from one process to the next, and 1 on
+CUDA) the cases run N times, interleaved (a b c d ... a b c d ...), and each row is the median run.
 """
 
 from __future__ import annotations
@@ -273,6 +275,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, help="batch size (default 2 on CPU, 8 on CUDA)")
     p.add_argument("--steps", type=int, help="timed steps (default 8 on CPU, 30 on CUDA)")
     p.add_argument("--warmup", type=int, help="untimed first steps (default 3 on CPU, 10 on CUDA)")
+    p.add_argument("--repeats", type=int, help="interleaved runs of every case, median kept (default 3 CPU, 1 CUDA)")
     p.add_argument("--classes", type=int, default=150)
     p.add_argument("--channels", type=int, help="UPerNet channels (default 128 on CPU, 512 on CUDA)")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
@@ -286,6 +289,7 @@ def main() -> None:
     args.size, args.batch = args.size or size, args.batch or batch
     args.steps, args.warmup = args.steps or steps, args.warmup or warmup
     args.channels = args.channels or (128 if args.device == "cpu" else 512)
+    args.repeats = args.repeats or (3 if args.device == "cpu" else 1)
     args.precision = args.precision or ("32" if args.device == "cpu" else "bf16-mixed")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -300,19 +304,33 @@ def main() -> None:
                                                "classes", "channels")}  # fmt: skip
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}"
     print(f"{machine}, {torch.get_num_threads()} threads; matmul peak measured {peak / 1e12:.3f} TFLOP/s; {settings}")
+    cases = [*args.cases, *(f"a+{v}" for v in args.variants)]
+    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
+    for repeat in range(args.repeats):
+        for case in cases:
+            cmd = [sys.executable, __file__, "--case", case]
+            cmd += [a for k, v in settings.items() for a in (f"--{k}", str(v))]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            cmd += ["--profile"] if args.profile and repeat == 0 else []
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"case {case} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
+                runs[case].append({"case": case, "error": proc.stderr[-3000:]})
+                continue
+            runs[case].append(json.loads(lines[-1][7:]))
+            if args.repeats > 1:
+                print(f"  run {repeat + 1}/{args.repeats} {case:16s} {runs[case][-1]['step_s'] * 1e3:9.1f} ms/step",
+                      flush=True)  # fmt: skip
     rows = []
-    for case in [*args.cases, *(f"a+{v}" for v in args.variants)]:
-        cmd = [sys.executable, __file__, "--case", case] + [a for k, v in settings.items() for a in (f"--{k}", str(v))]
-        cmd += ["--threads", str(args.threads)] if args.threads else []
-        cmd += ["--profile"] if args.profile else []
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(f"case {case} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
-            rows.append({"case": case, "error": proc.stderr[-3000:]})
+    for case in cases:
+        timed = sorted((r for r in runs[case] if "step_s" in r), key=lambda r: r["step_s"])
+        if not timed:
+            rows.append(runs[case][-1])
             continue
-        row = json.loads(lines[-1][7:])
+        row = timed[(len(timed) - 1) // 2]  # the median run (the lower one of an even count)
         row["mfu"] = row["flops_per_step"] / row["step_s"] / peak
+        row["step_s_runs"] = [r["step_s"] for r in runs[case] if "step_s" in r]
         rows.append(row)
         if row.get("profile"):
             print(row["profile"], flush=True)
@@ -330,7 +348,7 @@ def main() -> None:
     out = args.out or REPO / "benchmarks" / "results" / "speed" / f"{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine, "threads": torch.get_num_threads(), "matmul_peak_flops": peak,
-              "torch": torch.__version__, "settings": settings, "rows": rows, "ratios": ratios,
+              "torch": torch.__version__, "settings": settings, "repeats": args.repeats, "rows": rows, "ratios": ratios,
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
