@@ -73,6 +73,7 @@ def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: 
         assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4, size
 
 
+@pytest.mark.slow  # ~30 s: tracing a Swin through the dynamo exporter
 def test_onnx_export_of_a_windowed_backbone_at_new_sizes(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
