@@ -85,12 +85,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     prefix = "backbone.model."  # a vitdense task's backbone
     if path.suffix == ".safetensors":
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            exported = EXPORT_METADATA_KEY in (f.metadata() or {})  # a whole task, adapters merged
-        sd = load_file(str(path))
-        return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)} if exported else sd
+        with safe_open(str(path), framework="pt") as f:  # read once; the handle is not iterable: f.keys()
+            if EXPORT_METADATA_KEY in (f.metadata() or {}):  # `vitdense export`: a whole task, adapters merged
+                return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

@@ -246,8 +246,6 @@ class BaseTask(L.LightningModule):
             self.scheduler_cfg, int(total), self.optimizer_fn, self.scheduler_fn, self.monitor,
         )  # fmt: skip
 
-    FROZEN_BASE_KEY = FROZEN_BASE_KEY
-
     def frozen_base_keys(self) -> list[str]:
         """State-dict keys of the backbone's frozen pretrained weights when it trains LoRA adapters (else none)."""
         if not self.backbone.adapters:
@@ -262,10 +260,10 @@ class BaseTask(L.LightningModule):
         for key in keys:
             checkpoint["state_dict"].pop(key, None)
         if keys:
-            checkpoint[self.FROZEN_BASE_KEY] = keys
+            checkpoint[FROZEN_BASE_KEY] = keys
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        dropped = checkpoint.get(self.FROZEN_BASE_KEY)
+        dropped = checkpoint.get(FROZEN_BASE_KEY)
         if dropped:
             if not self.backbone.adapters:
                 raise ValueError(

@@ -144,12 +144,13 @@ class DetectionTask(BaseTask):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Detections per image in its original pixels: ``[{"path", "size", "boxes", "scores", "labels"}, ...]``."""
-        return [
-            {"path": path, "size": (int(oh), int(ow)), **self.to_original(det, (int(oh), int(ow)), (int(vh), int(vw)))}
-            for det, path, (oh, ow), (vh, vw) in zip(
-                self(batch["image"]), batch["path"], batch["orig_size"], batch["valid_size"], strict=True
-            )
-        ]
+        out = []
+        for det, path, orig, valid in zip(
+            self(batch["image"]), batch["path"], batch["orig_size"], batch["valid_size"], strict=True
+        ):
+            size = (int(orig[0]), int(orig[1]))
+            out.append({"path": path, "size": size, **self.to_original(det, size, (int(valid[0]), int(valid[1])))})
+        return out
 
     def to_original(
         self, det: dict[str, torch.Tensor], orig: tuple[int, int], valid: tuple[int, int]

@@ -323,21 +323,21 @@ class SegmentationTask(BaseTask):
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
         """Write each predicted mask as a PNG of class ids named after its image: a palette PNG (the pixel values are
         the class ids, image viewers show them in colour) up to 256 classes, 16-bit grey above."""
-        written = []
+        written, palette = [], class_palette(256)
+        colours = np.array(palette, dtype=np.uint8).reshape(256, 3)
         for pred in predictions:
             path = output_dir / f"{Path(pred['path']).stem}.png"
             mask = pred["mask"].numpy()
             if self.num_classes <= 256:
                 image = Image.fromarray(mask.astype(np.uint8))
-                image.putpalette(class_palette(256))  # an "L" image with a palette is a "P" image
+                image.putpalette(palette)  # an "L" image with a palette is a "P" image
             else:
                 image = Image.fromarray(mask.astype(np.uint16))
             image.save(path)
             written.append(path)
             if self.hparams.overlays:
                 (output_dir / "overlays").mkdir(exist_ok=True)
-                colours = np.array(class_palette(256), dtype=np.uint8).reshape(256, 3)[mask % 256]
-                blend = load_image(pred["path"]) // 2 + colours // 2
+                blend = load_image(pred["path"]) // 2 + colours[mask % 256] // 2
                 Image.fromarray(blend).save(output_dir / "overlays" / f"{Path(pred['path']).stem}.png")
         return written
 
