@@ -234,10 +234,11 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
         run: run the subcommand; ``False`` only parses the config and builds the model, data and trainer.
     """
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] and argv[0] in ("estimate", "evaluate", "export"):
+    if argv[:1] and argv[0] not in ("fit", "validate", "test", "predict") and not argv[0].startswith("-"):
         from vitdense.commands import COMMANDS
 
-        return COMMANDS[argv[0]](argv[1:])
+        if argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
     cli = VitdenseCLI(
         BaseTask,
         BaseDataModule,
