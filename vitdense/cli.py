@@ -68,7 +68,7 @@ class VitdenseCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The DataModule knows the classes; the task receives them so a user states them once.
         # Links whose source or target a given class lacks (e.g. ignore_index for classification) are skipped.
-        for key in ("num_classes", "class_names", "ignore_index"):
+        for key in ("num_classes", "class_names", "ignore_index", "class_colors"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         # The size too: the backbone is built for the training crop (pos-embed / window tables resampled to it).
         parser.link_arguments("data.input_size", "model.init_args.img_size", apply_on="instantiate")

@@ -118,6 +118,7 @@ class SegmentationTask(BaseTask):
         loss: SegmentationLossConfig | None = None,
         inference: InferenceConfig | None = None,
         overlays: bool = False,
+        class_colors: list[tuple[int, int, int]] | None = None,
         **kwargs: Any,
     ) -> None:
         """Build the model; every other argument is BaseTask's (backbone, optimizer, scheduler, ...).
@@ -132,12 +133,20 @@ class SegmentationTask(BaseTask):
             inference: how val, test and predict compute logits (mode: whole|slide, crop, stride, flip, scales).
             overlays: ``predict`` also writes ``overlays/<image>.png``, each image half-blended with its predicted
                 mask's class colours, to look at.
+            class_colors: RGB colour of each class for predicted masks and overlays (linked from the DataModule's
+                class table in the CLI); default PASCAL VOC's colour map.
         """
         super().__init__(num_classes=num_classes, **kwargs)
 
     def configure_models(self) -> None:
         hp = self.hparams
         self.ignore_index = hp.ignore_index
+        colors = hp.get("class_colors")
+        if colors is not None and (len(colors) != self.num_classes or any(len(c) != 3 for c in colors)):
+            raise ValueError(
+                f"class_colors has {len(colors)} entries but num_classes is {self.num_classes}; give one [r, g, b] "
+                "per class."
+            )
         self.head_cfg = cfg = merge_config(hp.head, dict(HEAD_DEFAULTS), "head")
         self.loss_cfg = merge_config(hp.loss, dict(LOSS_DEFAULTS), "loss")
         self.inference_cfg = merge_config(hp.get("inference"), dict(INFERENCE_DEFAULTS), "inference")
@@ -323,7 +332,7 @@ class SegmentationTask(BaseTask):
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
         """Write each predicted mask as a PNG of class ids named after its image: a palette PNG (the pixel values are
         the class ids, image viewers show them in colour) up to 256 classes, 16-bit grey above."""
-        written, palette = [], class_palette(256)
+        written, palette = [], self.palette()
         colours = np.array(palette, dtype=np.uint8).reshape(256, 3)
         for pred in predictions:
             path = output_dir / f"{Path(pred['path']).stem}.png"
@@ -340,6 +349,13 @@ class SegmentationTask(BaseTask):
                 blend = load_image(pred["path"]) // 2 + colours[mask % 256] // 2
                 Image.fromarray(blend).save(output_dir / "overlays" / f"{Path(pred['path']).stem}.png")
         return written
+
+    def palette(self) -> list[int]:
+        """Flat RGB list of 256 colours: the class colours (``class_colors``) first, PASCAL VOC's after them."""
+        palette = class_palette(256)
+        for k, color in enumerate(self.hparams.get("class_colors") or []):
+            palette[3 * k : 3 * k + 3] = [int(c) for c in color]
+        return palette
 
     def head_modules(self) -> list[nn.Module]:
         return [m for m in (self.neck, self.decode_head, self.auxiliary_head) if m is not None]
