@@ -68,8 +68,6 @@ class BaseDataModule(pl.LightningDataModule):
 
     num_classes: int
     class_names: list[str]
-    # RGB colour of each class when the data defines them (a colour-mask class table); None: vitdense's palette.
-    class_colors: list[tuple[int, int, int]] | None = None
 
     def __init__(self, batch_size: int = 8, num_workers: int = 0, pin_memory: bool = False) -> None:
         """Store the DataLoader settings.

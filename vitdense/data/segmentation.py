@@ -182,6 +182,10 @@ class SegmentationFolderDataModule(BaseDataModule):
     images are optionally resized by their short side and padded per batch (masks with ``ignore_index``).
     """
 
+    # RGB colour of each class when the data defines them (a colour-mask class table), linked into the task for
+    # predicted masks; None: vitdense's palette. Only segmentation DataModules have it (the CLI link needs a source).
+    class_colors: list[tuple[int, int, int]] | None = None
+
     def __init__(
         self,
         root: str,
