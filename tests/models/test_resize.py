@@ -42,3 +42,16 @@ def test_export_form_of_adaptive_pooling_is_the_same_pooling(out_size, monkeypat
     expected = F.adaptive_avg_pool2d(x, out_size)
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     torch.testing.assert_close(AdaptiveAvgPool2d(out_size)(x), expected, atol=1e-12, rtol=0)
+
+
+def test_a_matrix_first_built_under_inference_mode_still_trains() -> None:
+    # Evaluate, then fine-tune in the same process (a notebook's workflow): the cached matrices must not be
+    # inference tensors, which autograd cannot save for backward.
+    from vitdense.models.resize import interpolation_matrix
+
+    interpolation_matrix.cache_clear()
+    with torch.inference_mode():
+        resize_bilinear(torch.randn(1, 2, 3, 5), (13, 17))
+    x = torch.randn(1, 2, 3, 5, requires_grad=True)
+    resize_bilinear(x, (13, 17)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

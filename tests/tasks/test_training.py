@@ -123,3 +123,23 @@ def test_unfreeze_at_epoch_keeps_backbone_fixed_before(tmp_path) -> None:
 def test_ema_and_grad_checkpointing_train(tmp_path) -> None:
     before, after = _seg_fit(tmp_path, epochs=1, ema_decay=0.9, grad_checkpointing=True)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fine_tuning_after_validate_in_the_same_process(tmp_path: Path) -> None:
+    """Evaluate, then fit, in one process (a notebook's workflow): nothing built under validate's inference mode
+    (cached resize matrices, metric states) may break the training step that follows."""
+    from lightning.pytorch import Trainer
+
+    from vitdense import SegmentationTask
+    from vitdense.data import SyntheticSegmentationDataModule
+    from vitdense.models.resize import interpolation_matrix
+
+    interpolation_matrix.cache_clear()
+    data_classes = SyntheticSegmentationDataModule(image_size=32).num_classes
+    task = SegmentationTask(backbone=tiny_vit(), num_classes=data_classes, head={"channels": 16, "aux_weight": 0})
+    data = SyntheticSegmentationDataModule(num_train=4, num_val=2, image_size=32, batch_size=2)
+    args = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+            "enable_model_summary": False, "default_root_dir": str(tmp_path)}  # fmt: skip
+    Trainer(**args).validate(task, data)
+    Trainer(max_steps=1, num_sanity_val_steps=0, limit_val_batches=0, **args).fit(task, data)
+    assert task.trainer.global_step == 1

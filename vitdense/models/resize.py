@@ -37,7 +37,17 @@ def record_resizes(context: Callable[[], Any] = lambda: None) -> Iterator[list[t
 
 @lru_cache(maxsize=64)
 def interpolation_matrix(out_size: int, in_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(out_size, in_size) matrix of PyTorch's bilinear weights along one axis (align_corners=False, no antialias)."""
+    """(out_size, in_size) matrix of PyTorch's bilinear weights along one axis (align_corners=False, no antialias).
+
+    Cached and shared by every later call: built as a normal tensor even under ``torch.inference_mode`` (validate,
+    test, predict, ``vitdense.evaluate``), where it would otherwise be an inference tensor that a later training
+    step in the same process cannot save for backward.
+    """
+    with torch.inference_mode(False):
+        return _interpolation_matrix(out_size, in_size, device, dtype)
+
+
+def _interpolation_matrix(out_size: int, in_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     scale = in_size / out_size
     src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
     low = src.floor().long().clamp(max=in_size - 1)
