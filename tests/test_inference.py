@@ -204,3 +204,47 @@ def test_bad_detection_inference_settings_name_the_key() -> None:
         detector_with(mode="slide")
     with pytest.raises(ValueError, match=r"inference.crop: \[64\] must be two positive sizes"):
         detector_with(mode="tile", crop=[64])
+
+
+def test_every_accepted_window_setting_covers_every_pixel() -> None:
+    """Any crop/stride the config accepts leaves no pixel uncovered (uncovered pixels would be 0/0 = NaN logits and
+    objects missed by detection tiles); a stride larger than the crop is refused, naming the keys."""
+    from itertools import product
+
+    from vitdense.inference import tile_windows
+
+    def ones(x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(x.shape[0], 1, *x.shape[-2:])
+
+    for height, width, crop, stride in product((17, 32, 45, 100), (9, 33, 100), (8, 16, 32), (1, 5, 8, 16, 32)):
+        if stride > crop:
+            with pytest.raises(ValueError, match=r"inference\.stride: .* is larger than inference\.crop"):
+                slide_logits(ones, torch.zeros(1, 3, height, width), (crop, crop), (stride, stride))
+            with pytest.raises(ValueError, match=r"inference\.stride"):
+                tile_windows(height, width, (crop, crop), (stride, stride))
+            continue
+        out = slide_logits(ones, torch.zeros(1, 3, height, width), (crop, crop), (stride, stride))
+        assert torch.equal(out, torch.ones_like(out)), (height, width, crop, stride)
+        covered = torch.zeros(height, width, dtype=torch.bool)
+        ch, cw = min(crop, height), min(crop, width)
+        for y, x in tile_windows(height, width, (crop, crop), (stride, stride)):
+            covered[y : y + ch, x : x + cw] = True
+        assert covered.all(), (height, width, crop, stride)
+
+
+def test_a_stride_larger_than_the_crop_is_refused_when_the_task_is_built() -> None:
+    with pytest.raises(ValueError, match=r"inference\.stride: \[48, 48\] is larger than inference\.crop: \[32, 32\]"):
+        task_with({"mode": "slide", "crop": [32, 32], "stride": [48, 48]})
+    # crop unset: the window is the backbone's img_size (64 here)
+    with pytest.raises(ValueError, match=r"larger than inference\.crop: the default crop \[64, 64\]"):
+        task_with({"mode": "slide", "stride": [80, 80]})
+    task_with({"mode": "whole", "stride": [80, 80]})  # no windows in whole mode: the stride is not used
+
+
+def test_detection_refuses_tiles_with_gaps_and_ignores_the_stride_when_whole() -> None:
+    with pytest.raises(ValueError, match=r"inference\.stride: \[80, 80\] is larger than inference\.crop"):
+        detector_with(mode="tile", crop=[64, 64], stride=[80, 80])
+    task = detector_with(mode="whole", flip=True, stride=[200, 200])  # stride unused: one window per image
+    with torch.no_grad():
+        (det,) = task([torch.rand(3, 64, 96)])
+    assert torch.isfinite(det["boxes"]).all()

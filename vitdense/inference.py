@@ -43,14 +43,33 @@ class InferenceConfig(TypedDict, total=False):
 INFERENCE_DEFAULTS: InferenceConfig = {"mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0]}
 
 
-def check_inference_config(cfg: dict) -> None:
-    """Reject settings that cannot run, naming the key."""
-    if cfg["mode"] not in ("whole", "slide"):
-        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'slide'.")
+def _check_sizes(cfg: dict) -> None:
     for key in ("crop", "stride"):
         value = cfg[key]
         if value is not None and (len(value) != 2 or min(value) < 1):
             raise ValueError(f"inference.{key}: {value} must be two positive sizes [height, width].")
+
+
+def check_window_stride(crop: tuple[int, int], stride: tuple[int, int], default_crop: bool = False) -> None:
+    """Windows every ``stride`` pixels cover the image only when the stride is at most the crop: refuse gaps (their
+    pixels would average zero windows: NaN logits, objects missed), naming the keys."""
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        source = f"the default crop {list(crop)} (the backbone's img_size)" if default_crop else f"{list(crop)}"
+        raise ValueError(
+            f"inference.stride: {list(stride)} is larger than inference.crop: {source}, so windows would leave "
+            "strips of the image that no window covers. Use a stride at most the crop (e.g. 2/3 of it), or leave "
+            "inference.stride unset."
+        )
+
+
+def check_inference_config(cfg: dict, default_crop: tuple[int, int] | None = None) -> None:
+    """Reject settings that cannot run, naming the key; ``default_crop``: the window size when ``crop`` is unset."""
+    if cfg["mode"] not in ("whole", "slide"):
+        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'slide'.")
+    _check_sizes(cfg)
+    crop = cfg["crop"] or default_crop
+    if cfg["mode"] == "slide" and cfg["stride"] is not None and crop is not None:
+        check_window_stride(tuple(crop), tuple(cfg["stride"]), default_crop=not cfg["crop"])
     if not cfg["scales"] or min(cfg["scales"]) <= 0:
         raise ValueError(f"inference.scales: {cfg['scales']} must be a non-empty list of positive factors.")
 
@@ -59,8 +78,9 @@ def slide_logits(forward: Logits, images: torch.Tensor, crop: tuple[int, int], s
     """Logits of ``images`` (B, 3, H, W) from ``crop`` windows every ``stride`` pixels, averaged where they overlap.
 
     A side shorter than the crop is run whole. With the crop equal to the image this is one window: ``forward``
-    itself.
+    itself. A stride larger than the crop is refused (it would leave pixels no window covers).
     """
+    check_window_stride(crop, stride)
     height, width = images.shape[-2:]
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)
     rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
@@ -131,19 +151,21 @@ class DetectionInferenceConfig(TypedDict, total=False):
 DETECTION_INFERENCE_DEFAULTS: DetectionInferenceConfig = {"mode": "whole", "crop": None, "stride": None, "flip": False}
 
 
-def check_detection_inference_config(cfg: dict) -> None:
-    """Reject settings that cannot run, naming the key."""
+def check_detection_inference_config(cfg: dict, default_crop: tuple[int, int] | None = None) -> None:
+    """Reject settings that cannot run, naming the key; ``default_crop``: the tile size when ``crop`` is unset."""
     if cfg["mode"] not in ("whole", "tile"):
         raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'tile' (detection).")
-    for key in ("crop", "stride"):
-        value = cfg[key]
-        if value is not None and (len(value) != 2 or min(value) < 1):
-            raise ValueError(f"inference.{key}: {value} must be two positive sizes [height, width].")
+    _check_sizes(cfg)
+    crop = cfg["crop"] or default_crop
+    if cfg["mode"] == "tile" and cfg["stride"] is not None and crop is not None:
+        check_window_stride(tuple(crop), tuple(cfg["stride"]), default_crop=not cfg["crop"])
 
 
 def tile_windows(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int]]:
     """Top-left corners of ``crop`` windows every ``stride`` pixels covering the image, the last ones shifted inside
-    it (mmseg's slide positions); a side shorter than the crop is one window."""
+    it (mmseg's slide positions); a side shorter than the crop is one window. A stride larger than the crop is
+    refused (objects in the strips between tiles would be missed)."""
+    check_window_stride(crop, stride)
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)
     rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
     cols = max(width - crop_w + stride[1] - 1, 0) // stride[1] + 1
@@ -165,8 +187,11 @@ def infer_detections(
     out = []
     for image in images:
         height, width = image.shape[-2:]
-        crop = tuple(cfg["crop"] or default_crop) if cfg["mode"] == "tile" else (height, width)
-        stride = tuple(cfg["stride"] or (max(1, crop[0] * 4 // 5), max(1, crop[1] * 4 // 5)))
+        if cfg["mode"] == "tile":
+            crop = tuple(cfg["crop"] or default_crop)
+            stride = tuple(cfg["stride"] or (max(1, crop[0] * 4 // 5), max(1, crop[1] * 4 // 5)))
+        else:  # whole image (with flip): one window
+            crop = stride = (height, width)
         windows = tile_windows(height, width, crop, stride)
         crop_h, crop_w = min(crop[0], height), min(crop[1], width)
         parts = []

@@ -57,7 +57,7 @@ class DetectionTask(BaseTask):
         self.inference_cfg = merge_config(
             self.hparams.get("inference"), dict(DETECTION_INFERENCE_DEFAULTS), "inference"
         )
-        check_detection_inference_config(self.inference_cfg)
+        check_detection_inference_config(self.inference_cfg, self.input_size())
         given = {"name": self.default_head, **(self.hparams.head or {})}
         self.head_cfg = cfg = merge_config(given, dict(HEAD_DEFAULTS), "head")
         if cfg["name"] in INSTANCE_DETECTORS and not self.predicts_masks:

@@ -150,7 +150,7 @@ class SegmentationTask(BaseTask):
         self.head_cfg = cfg = merge_config(hp.head, dict(HEAD_DEFAULTS), "head")
         self.loss_cfg = merge_config(hp.loss, dict(LOSS_DEFAULTS), "loss")
         self.inference_cfg = merge_config(hp.get("inference"), dict(INFERENCE_DEFAULTS), "inference")
-        check_inference_config(self.inference_cfg)
+        check_inference_config(self.inference_cfg, self.input_size())
         self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides, self.backbone.hierarchical)
         channels = self.neck.out_channels
         if cfg["name"] not in ("upernet", "linear"):
