@@ -122,3 +122,20 @@ def test_lora_fit_through_the_cli_keeps_the_pretrained_weights(tmp_path: Path) -
     expected = logged.backbone.model.state_dict()
     for name, value in merged.backbone.model.state_dict().items():
         assert torch.equal(value, expected[name]), name
+
+
+def test_checkpoint_of_a_random_base_keeps_it() -> None:
+    """pretrained: false has no source to rebuild the frozen base from (a new run draws other random weights), so
+    its checkpoint keeps the base; a checkpoint restores the same outputs in a process with another seed."""
+    torch.manual_seed(0)
+    trained = lora_task().eval()
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
+    trained.on_save_checkpoint(checkpoint)
+    assert any("base_layer" in k for k in checkpoint["state_dict"])
+    torch.manual_seed(1)
+    restored = lora_task().eval()
+    restored.on_load_checkpoint(checkpoint)
+    restored.load_state_dict(checkpoint["state_dict"])
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(restored(images), trained(images))

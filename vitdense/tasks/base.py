@@ -247,8 +247,13 @@ class BaseTask(L.LightningModule):
         )  # fmt: skip
 
     def frozen_base_keys(self) -> list[str]:
-        """State-dict keys of the backbone's frozen pretrained weights when it trains LoRA adapters (else none)."""
-        if not self.backbone.adapters:
+        """State-dict keys of the backbone's frozen pretrained weights when it trains LoRA adapters (else none).
+
+        Only weights that come back the same from ``backbone.pretrained`` (hub or file) are left out of checkpoints;
+        a randomly initialised base (``pretrained: false``) would be another random draw when the run is loaded, so
+        it is kept.
+        """
+        if not self.backbone.adapters or not self.backbone_cfg.get("pretrained"):
             return []
         frozen = {id(p) for name, p in self.backbone.model.named_parameters() if not is_adapter(name)}
         return [key for key, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
