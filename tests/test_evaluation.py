@@ -107,3 +107,25 @@ def test_match_boxes_counts_duplicates_and_wrong_classes_as_false_positives() ->
     assert match_boxes(pred, target, 0.5) == (1, 2, 1)
     assert match_boxes(pred, target, 0.85) == (1, 0, 1)
     assert match_boxes(pred, target, 0.95) == (0, 0, 2)
+
+
+def test_classification_table_means_equal_torchmetrics_macro_scores() -> None:
+    """A class with images but no predictions scores precision 0 and F1 0 (as the logged macro val/f1 counts it), not
+    NaN; a class with neither images nor predictions is left out; the table's F1 mean is the logged val/f1."""
+    import torch
+    from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
+
+    from vitdense.evaluation import _classification
+
+    names = ["a", "b", "never_predicted", "absent", "only_predicted"]
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 1, 2])
+    preds = torch.tensor([0, 1, 1, 1, 0, 0, 1, 4, 1, 0])
+    records = [{"index": i, "path": f"{i}.png", "label": int(t), "pred": int(p), "probs": np.eye(5)[int(p)]}
+               for i, (t, p) in enumerate(zip(labels, preds, strict=True))]  # fmt: skip
+    table = {row["class"]: row for row in _classification(records, names)["per_class"]}
+    assert table["never_predicted"]["precision"] == 0 and table["never_predicted"]["F1"] == 0
+    assert table["only_predicted"]["recall"] == 0 and table["only_predicted"]["F1"] == 0
+    assert all(np.isnan(table["absent"][k]) for k in ("precision", "recall", "F1"))
+    for key, metric in (("F1", MulticlassF1Score), ("precision", MulticlassPrecision), ("recall", MulticlassRecall)):
+        logged = float(metric(5, average="macro")(preds, labels))
+        assert np.nanmean([row[key] for row in table.values()]) == pytest.approx(logged), key

@@ -233,8 +233,12 @@ def _classification(records: list[dict], names: list[str]) -> dict[str, Any]:
     for r in records:
         confusion[r["label"], r["pred"]] += 1
     tp = np.diag(confusion)
-    precision, recall = _ratio(tp, confusion.sum(0)), _ratio(tp, confusion.sum(1))
-    f1 = _ratio(2 * precision * recall, precision + recall)
+    fp, fn = confusion.sum(0) - tp, confusion.sum(1) - tp
+    # torchmetrics' convention, which the logged val/f1 (macro) follows: 0/0 is 0 for a class that has images or
+    # predictions (a class never predicted scores precision 0, F1 0), and a class with neither is left out (NaN).
+    seen = tp + fp + fn > 0
+    precision, recall = (np.where(seen, np.nan_to_num(_ratio(tp, d)), np.nan) for d in (tp + fp, tp + fn))
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     per_class = [
         {"class": n, "precision": float(precision[c]), "recall": float(recall[c]), "F1": float(f1[c]),
          "support": int(confusion[c].sum())}
