@@ -248,3 +248,37 @@ def test_detection_refuses_tiles_with_gaps_and_ignores_the_stride_when_whole() -
     with torch.no_grad():
         (det,) = task([torch.rand(3, 64, 96)])
     assert torch.isfinite(det["boxes"]).all()
+
+
+def test_predictions_of_images_sharing_a_stem_are_all_kept(tmp_path) -> None:
+    """a.jpg and a.png in one predict folder: each gets its own mask (named with its extension), none overwritten;
+    writing a name twice raises instead of replacing the first file."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from tests.fake_data import write_folder_dataset
+    from vitdense.cli import main
+
+    root = write_folder_dataset(tmp_path / "data", num_classes=3, sizes=((32, 32),))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)).save(photos / name)
+    cfg = {
+        "model": {"class_path": "SegmentationTask", "init_args": {"backbone": VIT_D2_W32, "head": {"channels": 8},
+                                                                  "overlays": True}},
+        "data": {"class_path": "SegmentationFolderDataModule",
+                 "init_args": {"root": str(root), "crop_size": 32, "batch_size": 2, "predict_dir": str(photos)}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "default_root_dir": str(tmp_path / "runs")},
+    }  # fmt: skip
+    config = tmp_path / "seg.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    cli = main(["predict", "--config", str(config)])
+    (writer,) = [cb for cb in cli.trainer.callbacks if hasattr(cb, "output_dir")]
+    assert writer.count == 3
+    assert sorted(p.name for p in writer.output_dir.glob("*.png")) == ["a.jpg.png", "a.png.png", "b.png"]
+    assert sorted(p.name for p in (writer.output_dir / "overlays").glob("*.png")) == ["a.jpg.png", "a.png.png", "b.png"]
+    task = cli.model
+    with pytest.raises(FileExistsError, match=r"'other/b\.tif' would overwrite .*b\.png"):
+        task.save_predictions([{"path": "other/b.tif", "mask": torch.zeros(2, 2, dtype=torch.long)}], writer.output_dir)

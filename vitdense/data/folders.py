@@ -85,7 +85,9 @@ def list_images(folder: str | Path) -> list[Path]:
 class PredictImageFolder(Dataset):
     """The images directly inside a folder, for prediction (no masks).
 
-    Items are ``dict(image=(3, H, W) float in [0, 1], path=str, orig_size=(h, w), valid_size=(h, w))``.
+    Items are ``dict(image=(3, H, W) float in [0, 1], path=str, name=str, orig_size=(h, w), valid_size=(h, w))``;
+    ``name`` is the stem for a file's outputs, the file name with its extension where stems collide (``a.jpg``,
+    ``a.png`` -> ``a.jpg``, ``a.png``), so that no prediction overwrites another.
     """
 
     def __init__(self, folder: str | Path, transform: Callable[..., dict[str, Any]] | None = None) -> None:
@@ -96,6 +98,8 @@ class PredictImageFolder(Dataset):
             transform: Albumentations pipeline; defaults to ``segmentation_eval_transform()``.
         """
         self.files = list_images(folder)
+        stems = [p.stem for p in self.files]
+        self.names = [p.name if stems.count(p.stem) > 1 else p.stem for p in self.files]
         self.transform = transform or segmentation_eval_transform()
 
     def __len__(self) -> int:
@@ -107,6 +111,7 @@ class PredictImageFolder(Dataset):
         return {
             "image": out["image"],
             "path": str(self.files[index]),
+            "name": self.names[index],
             "orig_size": tuple(image.shape[:2]),
             "valid_size": tuple(out["image"].shape[-2:]),
         }

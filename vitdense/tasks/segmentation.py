@@ -83,6 +83,7 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
 
 
 FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency")
+CLASS_WEIGHTS_KEY = "vitdense_class_weights"  # checkpoint key of the class weights derived from the training masks
 
 
 def class_palette(n: int) -> list[int]:
@@ -98,6 +99,19 @@ def class_palette(n: int) -> list[int]:
             c >>= 3
         palette += [r, g, b]
     return palette
+
+
+def _save_new(image: Image.Image, path: Path, source: str) -> Path:
+    """Save ``image`` as the PNG ``path``, which must not exist yet (exclusive create, also across processes)."""
+    try:
+        with path.open("xb") as f:
+            image.save(f, format="PNG")
+    except FileExistsError:
+        raise FileExistsError(
+            f"The prediction of '{source}' would overwrite '{path}', written for another image of the same name. "
+            "Give the images distinct names (or predict them into separate folders)."
+        ) from None
+    return path
 
 
 class SegmentationTask(BaseTask):
@@ -210,6 +224,20 @@ class SegmentationTask(BaseTask):
         self.ce_class_weights = weights
         names = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weights.tolist(), strict=True))
         rank_zero_info(f"[vitdense] class weights ({rule} of the training masks): {names}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Class weights derived from the training masks go with the checkpoint: validate, test and evaluate of the
+        run then compute the val loss that fit logged (not an unweighted one). Kept beside the state dict, not as a
+        buffer: the EMA callback copies the model before setup("fit") derives them."""
+        super().on_save_checkpoint(checkpoint)
+        if isinstance(self.loss_cfg["class_weights"], str) and self.ce_class_weights is not None:
+            checkpoint[CLASS_WEIGHTS_KEY] = self.ce_class_weights.tolist()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        weights = checkpoint.get(CLASS_WEIGHTS_KEY)
+        if weights is not None:
+            self.ce_class_weights = torch.tensor(weights, dtype=torch.float)
 
     def configure_metrics(self) -> MulticlassConfusionMatrix:
         # One confusion matrix over the whole split (summed over batches and processes), never per-batch means.
@@ -326,28 +354,32 @@ class SegmentationTask(BaseTask):
         out: list[dict[str, Any]] = [{} for _ in batch["path"]]
         for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), batch["orig_size"]):
             for i, pred in zip(idx, logits.argmax(1).cpu(), strict=True):
-                out[i] = {"path": batch["path"][i], "mask": pred}
+                name = batch["name"][i] if "name" in batch else Path(batch["path"][i]).stem
+                out[i] = {"path": batch["path"][i], "name": name, "mask": pred}
         return out
 
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
         """Write each predicted mask as a PNG of class ids named after its image: a palette PNG (the pixel values are
-        the class ids, image viewers show them in colour) up to 256 classes, 16-bit grey above."""
+        the class ids, image viewers show them in colour) up to 256 classes, 16-bit grey above.
+
+        A file is never overwritten: the name is the image's stem (its file name where the predict folder has two
+        files of one stem), and a name already written raises, naming both images' outputs.
+        """
         written, palette = [], self.palette()
         colours = np.array(palette, dtype=np.uint8).reshape(256, 3)
         for pred in predictions:
-            path = output_dir / f"{Path(pred['path']).stem}.png"
+            name = pred.get("name") or Path(pred["path"]).stem
             mask = pred["mask"].numpy()
             if self.num_classes <= 256:
                 image = Image.fromarray(mask.astype(np.uint8))
                 image.putpalette(palette)  # an "L" image with a palette is a "P" image
             else:
                 image = Image.fromarray(mask.astype(np.uint16))
-            image.save(path)
-            written.append(path)
+            written.append(_save_new(image, output_dir / f"{name}.png", pred["path"]))
             if self.hparams.overlays:
                 (output_dir / "overlays").mkdir(exist_ok=True)
                 blend = load_image(pred["path"]) // 2 + colours[mask % 256] // 2
-                Image.fromarray(blend).save(output_dir / "overlays" / f"{Path(pred['path']).stem}.png")
+                _save_new(Image.fromarray(blend), output_dir / "overlays" / f"{name}.png", pred["path"])
         return written
 
     def palette(self) -> list[int]:
