@@ -135,3 +135,27 @@ def test_lovasz_term_adds_smp_lovasz_over_labelled_pixels_only() -> None:
     noisy = logits.clone()
     noisy[:, :, :2] = torch.randn_like(noisy[:, :, :2]) * 10
     torch.testing.assert_close(task.compute_loss(noisy, mask), expected)
+
+
+def test_class_weights_from_the_masks_go_with_the_checkpoint(tmp_path) -> None:
+    """validate from a run's checkpoint computes the val loss fit logged: the weights derived from the training masks
+    in setup("fit") are saved with the checkpoint and used on every stage."""
+    from lightning.pytorch import Trainer
+
+    from tests.fake_data import write_folder_dataset
+    from vitdense.data import SegmentationFolderDataModule
+
+    root = write_folder_dataset(tmp_path / "data")
+    data = SegmentationFolderDataModule(root=str(root), crop_size=32, batch_size=2)
+    loss = {"class_weights": "median_frequency"}
+    task = SegmentationTask(backbone=PATCH8_VIT_D2, num_classes=3, img_size=32, head={"channels": 8}, loss=loss)
+    args = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    trainer = Trainer(max_epochs=1, default_root_dir=str(tmp_path), **args)
+    trainer.fit(task, data)
+    fit_loss = float(trainer.callback_metrics["val/loss"])
+    assert task.ce_class_weights is not None and not torch.allclose(task.ce_class_weights, torch.ones(3))
+    ckpt = trainer.checkpoint_callback.best_model_path
+    fresh = SegmentationTask(backbone=PATCH8_VIT_D2, num_classes=3, img_size=32, head={"channels": 8}, loss=loss)
+    (result,) = Trainer(**args).validate(fresh, data, ckpt_path=ckpt)
+    torch.testing.assert_close(fresh.ce_class_weights, task.ce_class_weights)
+    assert result["val/loss"] == pytest.approx(fit_loss, abs=1e-6)
