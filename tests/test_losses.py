@@ -58,3 +58,36 @@ def test_label_smoothing_is_pytorchs() -> None:
     logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
     torch.testing.assert_close(cross_entropy(logits, target, label_smoothing=0.1),
                                F.cross_entropy(logits, target, label_smoothing=0.1))  # fmt: skip
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_pass_cross_entropy_over_no_pixels_is_pytorchs(weighted: bool) -> None:
+    """Every pixel ignored: loss NaN and gradient zero, as F.cross_entropy (not a NaN gradient)."""
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.full((2, 4, 4), 255)
+    weight = torch.rand(3) if weighted else None
+    loss = cross_entropy(logits, target, weight=weight, ignore_index=255)
+    assert torch.isnan(loss) and torch.isnan(F.cross_entropy(logits, target, weight=weight, ignore_index=255))
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(grad, torch.zeros_like(logits))
+
+
+def test_one_pass_cross_entropy_backward_twice_with_a_kept_graph() -> None:
+    logits = torch.randn(2, 3, 5, 5, requires_grad=True)
+    target = torch.randint(0, 3, (2, 5, 5))
+    loss = cross_entropy(logits, target) * 2
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)
+    (reference,) = torch.autograd.grad(F.cross_entropy(logits, target) * 2, logits)
+    torch.testing.assert_close(first, reference)
+    torch.testing.assert_close(second, reference)
+
+
+def test_one_pass_cross_entropy_keeps_the_dtype_of_low_precision_logits_without_autocast() -> None:
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    loss, reference = cross_entropy(logits, target), F.cross_entropy(logits, target)
+    assert loss.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(loss, reference, atol=2e-2, rtol=1e-2)
+    loss.backward()
+    assert logits.grad.dtype == torch.bfloat16

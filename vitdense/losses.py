@@ -23,7 +23,17 @@ def cross_entropy(
     if label_smoothing:
         return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                                label_smoothing=label_smoothing)  # fmt: skip
-    return _CrossEntropy.apply(logits, target, weight, ignore_index)
+    loss = _CrossEntropy.apply(logits, target, weight, ignore_index)
+    if logits.dtype in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled(logits.device.type):
+        return loss.to(logits.dtype)  # as F.cross_entropy: fp32 under autocast, the logits' dtype without it
+    return loss
+
+
+def _graph_is_kept() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph=True``): then the saved log-probabilities are
+    needed again and must not be overwritten. Unknown (an older PyTorch without the query): assume kept."""
+    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if query is None else bool(query())
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -43,8 +53,10 @@ class _CrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         logp, index, w, total = ctx.saved_tensors
-        scale = (w * (grad / total)).unsqueeze(1)
-        probs = logp.exp_().mul_(scale)  # the saved log-probabilities are not needed again
+        # No pixel counted (all ignored): the loss is NaN as PyTorch's, the gradient zero as PyTorch's.
+        scale = (w * torch.where(total > 0, grad / total, 0.0)).unsqueeze(1)
+        # In place unless a later backward through this graph needs the log-probabilities again.
+        probs = (logp.exp() if _graph_is_kept() else logp.exp_()).mul_(scale)
         probs.scatter_add_(1, index, -scale)
         return probs.to(ctx.dtype), None, None, None
 
