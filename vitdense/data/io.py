@@ -83,8 +83,8 @@ def load_mask(path: str | Path) -> np.ndarray:
     if img.mode not in _MASK_MODES:
         raise ValueError(
             f"Mask '{path}' has image mode {img.mode!r}: masks must be single-channel class-id PNGs "
-            "(mode L, P or 16-bit) where each pixel value is a class index, not a colour. "
-            "Convert colour masks to class ids first."
+            "(mode L, P or 16-bit) where each pixel value is a class index, not a colour. For colour masks, give "
+            "each class its colour: root/classes.txt lines `<id> <name> <r,g,b>`, CVAT's labelmap.txt, or data.classes."
         )
     return np.asarray(img).astype(np.int64)
 
@@ -103,3 +103,24 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return img.size
     except _DECODE_ERRORS as err:
         raise _read_error(path, err) from err
+
+
+def load_mask_any(path: str | Path) -> tuple[np.ndarray, bool]:
+    """Load a mask as stored: ``(H, W)`` int64 class ids for single-channel files, ``(H, W, 3)`` uint8 colours for
+    RGB(A) files; the flag says which (True = colours). Palette (``P``) masks give their palette indices.
+
+    Raises:
+        ValueError: The file cannot be decoded or has a mode that is neither.
+    """
+    img = _open(path)
+    if img.mode in _MASK_MODES:
+        return np.asarray(img).astype(np.int64), False
+    if img.mode in ("RGB", "RGBA", "RGBX"):
+        return np.asarray(img.convert("RGB")), True
+    raise ValueError(f"Mask '{path}' has image mode {img.mode!r}: masks are class-id PNGs (L, P, 16-bit) or RGB "
+                     "colour masks.")  # fmt: skip
+
+
+def load_palette_colors(path: str | Path) -> np.ndarray:
+    """Load any mask as ``(H, W, 3)`` uint8 colours (palette masks through their palette)."""
+    return np.asarray(_open(path).convert("RGB"))

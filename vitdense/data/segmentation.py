@@ -1,185 +1,53 @@
-"""Semantic segmentation from folders of images and masks: the dataset, its DataModule and ``classes.txt`` reading.
+"""Semantic segmentation from a folder: ``SegmentationFolderDataModule`` (layouts, class table, one-folder split).
 
-File listing and pairing are in ``vitdense.data.folders``; the synthetic shapes DataModule is in
-``vitdense.data.synthetic_datamodules``.
+It composes a reader (``vitdense.data.readers``: mask files, colour masks, COCO / LabelMe / CVAT polygons), the split
+(``vitdense.data.splits``) and ``SegmentationFolderDataset`` (``vitdense.data.segmentation_dataset``); the synthetic
+shapes DataModule is in ``vitdense.data.synthetic_datamodules``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, Split
-from vitdense.data.folders import PredictImageFolder, pair_folders
-from vitdense.data.io import image_size, load_image, load_mask
+from vitdense.data.class_table import ClassSpec, ClassTable, ColorLookup, drop_void_classes, find_class_table
+from vitdense.data.folders import PredictImageFolder, examples
+from vitdense.data.readers import (
+    AnnotationFormat,
+    MaskReader,
+    MaskType,
+    PolygonOptions,
+    make_reader,
+    native_class_table,
+)
 from vitdense.data.registry import register_datamodule
+from vitdense.data.segmentation_dataset import SegmentationFolderDataset, check_split_folder
+from vitdense.data.splits import apply_split, read_split_lists, stratified_split, write_split_lists
 from vitdense.data.transforms import (
-    apply_transform,
     pad_collate,
     segmentation_eval_transform,
     segmentation_train_transform,
 )
 
-LAYOUT = "root/{split}/images/*.png (or .jpg, ...) + root/{split}/masks/*.png with the same file stems"
-
-
-class SegmentationFolderDataset(Dataset):
-    """Image/mask pairs from ``root/{split}/images`` and ``root/{split}/masks``, paired by file stem.
-
-    The folder is validated when the dataset is built; mask values are checked when an item is loaded.
-    Items are ``dict(image=(3, H, W) float in [0, 1], mask=(H, W) long, path=str, orig_size=(h, w),
-    valid_size=(h, w))`` where ``valid_size`` is the size after the transform.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        num_classes: int,
-        ignore_index: int = 255,
-        transform: Callable[..., dict[str, Any]] | None = None,
-        label_map: np.ndarray | None = None,
-    ) -> None:
-        """Scan and validate the split folder.
-
-        Args:
-            root: Dataset root holding one folder per split.
-            split: Split folder name (``train``, ``val``, ``test``).
-            num_classes: Number of classes; mask values must lie in ``[0, num_classes)`` or equal ``ignore_index``.
-            ignore_index: Mask value of pixels left out of loss and metrics.
-            transform: Albumentations pipeline; defaults to ``segmentation_eval_transform()``.
-            label_map: Lookup table applied to each loaded mask (``mask = label_map[mask]``), e.g. dataset ids ->
-                train ids; ``None`` keeps the stored values.
-        """
-        self.root = Path(root)
-        self.split = split
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.transform = transform or segmentation_eval_transform()
-        self.label_map = label_map
-        self.samples = self._scan()
-
-    def find_pairs(self) -> list[tuple[Path, Path]]:
-        """Return the split's ``(image, mask)`` paths, sorted; subclasses override this to read other layouts."""
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"Dataset root '{self.root}' does not exist. Expected the layout {LAYOUT}.")
-        split_dir = self.root / self.split
-        if not split_dir.is_dir():
-            found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-            raise FileNotFoundError(
-                f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). "
-                f"Expected the layout {LAYOUT}."
-            )
-        image_dir, mask_dir = split_dir / "images", split_dir / "masks"
-        for folder in (image_dir, mask_dir):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"Folder '{folder}' not found. Expected the layout {LAYOUT}.")
-        return pair_folders(image_dir, mask_dir)
-
-    def _scan(self) -> list[tuple[Path, Path]]:
-        samples = self.find_pairs()
-        mismatched = []
-        for image_path, mask_path in samples:
-            isize, msize = image_size(image_path), image_size(mask_path)
-            if isize != msize:
-                mismatched.append(f"'{image_path}' is {isize[0]}x{isize[1]} but '{mask_path}' is {msize[0]}x{msize[1]}")
-        if mismatched:
-            raise ValueError(
-                f"{len(mismatched)} mask(s) differ in size from their image (width x height): "
-                f"{'; '.join(mismatched[:5])}. Each mask must have exactly its image's size."
-            )
-        return samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def class_pixel_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per class: its pixels, and the pixels of the images it appears in (void left out), over the split.
-
-        What median-frequency class weights need (SegNet; ``loss.class_weights: median_frequency``).
-        """
-        pixels = np.zeros(self.num_classes, np.int64)
-        image_pixels = np.zeros(self.num_classes, np.int64)
-        for _, mask_path in self.samples:
-            mask = load_mask(mask_path)
-            if self.label_map is not None:
-                mask = self._relabel(mask, mask_path)
-            self._check_mask(mask, mask_path)
-            labelled = mask[mask != self.ignore_index].astype(np.int64)
-            counts = np.bincount(labelled, minlength=self.num_classes)[: self.num_classes]
-            pixels += counts
-            image_pixels += (counts > 0) * labelled.size
-        return pixels, image_pixels
-
-    def _check_mask(self, mask: np.ndarray, path: Path) -> None:
-        if mask.min(initial=0) >= 0 and mask.max(initial=0) < self.num_classes:
-            return
-        bad = np.unique(mask[((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)])
-        if bad.size:
-            values = ", ".join(str(v) for v in bad[:20]) + (", ..." if bad.size > 20 else "")
-            raise ValueError(
-                f"Mask '{path}' has values [{values}] outside [0, num_classes={self.num_classes}) that are not "
-                f"ignore_index={self.ignore_index}. Set num_classes to cover every class id, or set ignore_index "
-                "to the value used for void pixels."
-            )
-
-    def _relabel(self, mask: np.ndarray, path: Path) -> np.ndarray:
-        size = len(self.label_map)  # type: ignore[arg-type]
-        if mask.min(initial=0) < 0 or mask.max(initial=0) >= size:
-            raise ValueError(
-                f"Mask '{path}' has values outside [0, {size}), the ids this dataset's label mapping knows "
-                f"(found {int(mask.min())}..{int(mask.max())}). Check the file is an official annotation."
-            )
-        return self.label_map[mask]  # type: ignore[index]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image_path, mask_path = self.samples[index]
-        image, mask = load_image(image_path), load_mask(mask_path)
-        if self.label_map is not None:
-            mask = self._relabel(mask, mask_path)
-        self._check_mask(mask, mask_path)
-        out = apply_transform(self.transform, image, mask)
-        return {
-            "image": out["image"],
-            "mask": out["mask"],
-            "path": str(image_path),
-            "orig_size": tuple(image.shape[:2]),
-            "valid_size": tuple(out["image"].shape[-2:]),
-        }
-
-
-def _read_class_names(root: Path, ignore_index: int) -> list[str] | None:
-    """Names from ``classes.txt``: one per line, ``name`` or ``<id> <name>``; a line for ignore_index is dropped."""
-    path = root / "classes.txt"
-    if not path.is_file():
-        return None
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    numbered = [re.match(r"^(\d+)[\s:,]+(.+)$", line) for line in lines]
-    if not lines or not all(numbered):
-        return lines
-    by_id = {int(m.group(1)): m.group(2).strip() for m in numbered}  # type: ignore[union-attr]
-    by_id.pop(ignore_index, None)
-    ids = sorted(by_id)
-    if ids != list(range(len(ids))):
-        raise ValueError(
-            f"'{path}' numbers its classes {ids}; ids must run 0..K-1 (a line for ignore_index is allowed)."
-        )
-    return [by_id[i] for i in ids]
-
 
 @register_datamodule
 class SegmentationFolderDataModule(BaseDataModule):
-    """Semantic segmentation from ``root/{train,val,test}/images/*`` + ``root/{split}/masks/*.png``.
+    """Semantic segmentation from a folder: ``root/{train,val,test}/images/*`` + annotations per split, or one
+    ``root/images`` + annotations split by a seeded, class-stratified split (or by split list files).
 
-    Masks are single-channel PNGs of class ids (same stem as their image). An optional ``root/classes.txt``
-    gives one class name per line. Train batches are random scale/crop/flip/colour-jittered crops; val/test
-    images are optionally resized by their short side and padded per batch (masks with ``ignore_index``).
+    Annotations (``annotations: auto`` finds which): ``masks/`` of class ids or of class colours (through a class
+    table: ``classes.txt`` lines ``<id> <name> <r,g,b>``, CVAT's ``labelmap.txt`` or ``classes``), COCO
+    ``annotations.json``, LabelMe JSON per image (``annotations/`` or beside the images) or CVAT for images
+    ``annotations.xml``. Train batches are random scale/crop/flip/colour-jittered crops; val/test images are
+    optionally resized by their short side and padded per batch (masks with ``ignore_index``). A one-folder split is
+    saved with the run (list files in the run folder, and in its checkpoints), and evaluating from a checkpoint uses it.
     """
 
     # RGB colour of each class when the data defines them (a colour-mask class table), linked into the task for
@@ -200,13 +68,23 @@ class SegmentationFolderDataModule(BaseDataModule):
         pin_memory: bool = False,
         predict_dir: str | None = None,
         class_names: list[str] | None = None,
+        classes: list[ClassSpec] | None = None,
+        void_classes: list[str] | None = None,
+        unknown_colors: Literal["error", "ignore"] = "error",
+        mask_type: MaskType = "auto",
+        annotations: AnnotationFormat = "auto",
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        split_dir: str | None = None,
+        polygons: PolygonOptions | None = None,
     ) -> None:
-        """Read the class names; the folders are scanned in ``setup``.
+        """Read the class table; the folders are scanned in ``setup``.
 
         Args:
-            root: Dataset root with ``train``, ``val`` (and optionally ``test``) folders, each holding
-                ``images/`` and ``masks/``.
-            num_classes: Number of classes; defaults to the number of lines in ``root/classes.txt``.
+            root: Dataset root: ``train``, ``val`` (and optionally ``test``) folders, each holding ``images/`` and
+                annotations, or one ``images/`` folder and its annotations (split by ``val_fraction`` and ``seed``).
+            num_classes: Number of classes; defaults to the number of classes of the class table.
             ignore_index: Mask value of void pixels, left out of loss and metrics.
             crop_size: Side of the square training crops.
             eval_size: Short side that val/test/predict images are resized to; ``None`` keeps their size.
@@ -216,7 +94,21 @@ class SegmentationFolderDataModule(BaseDataModule):
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
             predict_dir: Folder of images to run ``predict`` on.
-            class_names: Class names, used when there is no ``root/classes.txt``; defaults to ``class_<i>``.
+            class_names: Class names, used when there is no class table; defaults to ``class_<i>``.
+            classes: The class table in the config, in id order: ``[{name: road, color: [128, 64, 128]}, ...]``
+                (instead of ``root/classes.txt`` or ``root/labelmap.txt``).
+            void_classes: Names of class-table entries that mark void pixels (mapped to ``ignore_index``).
+            unknown_colors: A mask colour in no class entry: ``error`` (naming file, colour and pixels) or ``ignore``.
+            mask_type: ``auto``: RGB masks are colours, single-channel masks class ids; ``ids``; ``colors`` (palette
+                masks through their palette's colours too).
+            annotations: ``masks``, ``coco`` (annotations.json), ``labelme`` (JSON per image), ``cvat``
+                (annotations.xml, CVAT for images 1.1), or ``auto`` (found from the files).
+            val_fraction: Share of a one-folder dataset put into val.
+            test_fraction: Share of a one-folder dataset put into test.
+            seed: Seed of the one-folder split.
+            split_dir: Folder of split lists (``train.txt``, ``val.txt``, ``test.txt``, one image stem per line, as
+                VOC's ImageSets) splitting a one-folder dataset, instead of the seeded split.
+            polygons: How polygon annotations are drawn (background class, COCO category matching, line width).
         """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.root = Path(root)
@@ -226,16 +118,30 @@ class SegmentationFolderDataModule(BaseDataModule):
         self.scale_range = scale_range
         self.color_jitter = color_jitter
         self.predict_dir = predict_dir
+        self.classes, self.void_classes = classes, list(void_classes or [])
+        self.unknown_colors, self.mask_type, self.annotations = unknown_colors, mask_type, annotations
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.split_dir = Path(split_dir) if split_dir else None
+        self.polygons: PolygonOptions = dict(polygons or {})  # type: ignore[assignment]
+        self.table: ClassTable | None = None
         self.num_classes, self.class_names = self._resolve_classes(num_classes, class_names)
         if 0 <= ignore_index < self.num_classes:
             raise ValueError(
                 f"ignore_index={ignore_index} is also a class id (num_classes={self.num_classes}). "
                 "Use a value outside [0, num_classes), e.g. 255."
             )
+        self.split: dict[str, list[str]] | None = None  # the one-folder split in use
+        self.saved_split: dict[str, list[str]] | None = None  # from a checkpoint
+        self.all_samples: dict[str, list[tuple[Path, Any]]] | None = None
 
     def _resolve_classes(self, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
-        file_names = _read_class_names(self.root, self.ignore_index)
-        names = file_names if file_names is not None else class_names
+        self.table = find_class_table(self.root, self.ignore_index, self.classes, self._native_table)
+        if self.table is not None:
+            self.table = drop_void_classes(self.table, self.void_classes)
+        elif self.void_classes:
+            raise ValueError(f"void_classes {self.void_classes} names classes, but no class table was found.")
+        self.class_colors = self.table.colors if self.table is not None else None
+        names = self.table.names if self.table is not None else class_names
         if num_classes is None:
             if names is None:
                 hint = "" if self.root.is_dir() else f" (the root '{self.root}' does not exist either)"
@@ -245,16 +151,36 @@ class SegmentationFolderDataModule(BaseDataModule):
                 )
             num_classes = len(names)
         if names is not None and len(names) != num_classes:
-            source = f"'{self.root / 'classes.txt'}'" if file_names is not None else "class_names"
+            source = self.table.source if self.table is not None else "class_names"
             raise ValueError(
                 f"{source} lists {len(names)} classes but num_classes={num_classes}. "
                 "Make them agree (or leave num_classes unset to take it from the names)."
             )
         return num_classes, list(names) if names is not None else [f"class_{i}" for i in range(num_classes)]
 
+    def _native_table(self) -> ClassTable | None:
+        """The classes an annotation file states itself (COCO categories, CVAT labels), if any."""
+        return native_class_table(self._base_folder(), self.annotations)
+
     @property
     def input_size(self) -> int:
         return self.crop_size
+
+    @property
+    def one_folder(self) -> bool:
+        """Whether the data is one folder to split (``root/images``, no ``root/train``)."""
+        return not (self.root / "train").is_dir() and (self.root / "images").is_dir()
+
+    def _base_folder(self, split: str = "train") -> Path:
+        return self.root if self.one_folder else self.root / split
+
+    def reader(self, base: Path) -> MaskReader:
+        """The reader of the annotations of the folder ``base`` (``root`` or ``root/<split>``)."""
+        lookup = None
+        if self.table is not None and self.table.colors is not None:
+            lookup = ColorLookup(self.table, self.ignore_index, self.unknown_colors)
+        return make_reader(base, self.annotations, self.class_names, self.ignore_index, lookup, self.mask_type,
+                           self.polygons, tuple(self.void_classes))  # fmt: skip
 
     def _make_dataset(self, split: Split) -> Dataset:
         if split == "predict":
@@ -273,7 +199,66 @@ class SegmentationFolderDataModule(BaseDataModule):
 
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
-        return SegmentationFolderDataset(self.root, split, self.num_classes, self.ignore_index, transform)
+        args = (self.root, split, self.num_classes, self.ignore_index, transform)
+        if self.one_folder:
+            samples = self.split_samples()[split]
+            if not samples:
+                raise ValueError(
+                    f"The {split} split of the one-folder dataset '{self.root}' is empty; set "
+                    f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
+                )
+            return SegmentationFolderDataset(*args, reader=self.reader(self.root), samples=samples)
+        base = check_split_folder(self.root, split, ("images",))
+        return SegmentationFolderDataset(*args, reader=self.reader(base))
+
+    def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
+        """The samples of each split of a one-folder dataset: the split of ``split_dir``, else the one saved with the
+        run (restored from a checkpoint), else a seeded split stratified by class."""
+        if self.all_samples is not None:
+            return self.all_samples
+        reader = self.reader(self.root)
+        everything = SegmentationFolderDataset(self.root, "all", self.num_classes, self.ignore_index, reader=reader)
+        pairs = everything.samples
+        if self.split_dir is not None:
+            split, source = read_split_lists(self.split_dir), f"lists in '{self.split_dir}'"
+        elif self.saved_split is not None:
+            split, source = self.saved_split, "saved with the run (checkpoint)"
+        else:
+            presence = [set(np.unique(everything.load_mask(key)).tolist()) - {self.ignore_index} for _, key in pairs]
+            stems = [image.stem for image, _ in pairs]
+            split = stratified_split(stems, presence, self.val_fraction, self.test_fraction, self.seed)
+            source = f"seed {self.seed}, val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
+        samples, left_out = apply_split(pairs, split, source)
+        if left_out:
+            rank_zero_warn(f"[vitdense] {len(left_out)} image(s) of '{self.root}' are in no split of the split "
+                           f"{source} and are left out (e.g. {examples(left_out)}).")  # fmt: skip
+        self.split = {name: [image.stem for image, _ in pairs_] for name, pairs_ in samples.items()}
+        sizes = ", ".join(f"{name} {len(v)}" for name, v in samples.items())
+        rank_zero_info(f"[vitdense] split of '{self.root}' ({source}): {sizes}")
+        self.all_samples = {name: samples.get(name, []) for name in ("train", "val", "test")}
+        return self.all_samples
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of ``stage``; when fitting a one-folder dataset, write its split into the run folder."""
+        super().setup(stage)
+        trainer = getattr(self, "trainer", None)
+        if stage == "fit" and self.split is not None and trainer is not None and trainer.is_global_zero:
+            folder = write_split_lists(self.split, Path(trainer.log_dir or ".") / "split")
+            rank_zero_info(f"[vitdense] split lists written to {folder}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The one-folder split, saved in checkpoints so that a run is evaluated on the split it trained with."""
+        return {"split": self.split} if self.split is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take the split saved in a checkpoint; datasets built from another split are built again."""
+        saved = state_dict.get("split")
+        if saved is None or saved == self.split:
+            return
+        self.saved_split = saved
+        if self.split_dir is None:
+            self.split, self.all_samples = None, None
+            self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
 
     def class_pixel_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class, its pixels and those of the images it appears in, over the training masks (one pass)."""

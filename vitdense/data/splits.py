@@ -1,0 +1,137 @@
+"""Splitting one folder of samples into train/val/test: a seeded split stratified by class, and split list files.
+
+A split is a dict ``{"train": [stems], "val": [...], "test": [...]}`` of image file stems. List files hold one stem
+per line (``train.txt``, ``val.txt``, ``test.txt``), as Pascal VOC's ``ImageSets/Segmentation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitdense.data.folders import IMAGE_EXTENSIONS, examples
+
+SPLITS = ("train", "val", "test")
+
+
+def stratified_split(
+    stems: Sequence[str], presence: Sequence[set[int]], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[str]]:
+    """A seeded split of ``stems`` whose val (and test) holds every class where it can.
+
+    Classes are visited from the rarest up: a class in at least 2 images gets one of them into val (3 images: one
+    into test too, when there is a test split), picking an image whose other classes keep an image for training
+    where there is one. Val and test are then filled at random up to their fractions, again sparing the last
+    training image of a class. The same stems, classes and seed give the same split.
+
+    Args:
+        stems: Image stems, one per sample.
+        presence: Classes present in each sample's mask.
+        val_fraction: Share of the samples in val.
+        test_fraction: Share of the samples in test.
+        seed: Seed of the random choices.
+    """
+    n = len(stems)
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must each lie in [0, 1) and leave "
+            "images for training (sum < 1)."
+        )
+    targets = {s: max(1, round(f * n)) if f > 0 else 0 for s, f in (("val", val_fraction), ("test", test_fraction))}
+    if targets["val"] + targets["test"] >= n:
+        raise ValueError(
+            f"{n} image(s) cannot be split into val {targets['val']} + test {targets['test']} and leave any for "
+            "training; add images or lower val_fraction / test_fraction."
+        )
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    assigned: dict[int, str] = {}
+    classes = sorted({c for p in presence for c in p})
+    remaining = {c: sum(c in p for p in presence) for c in classes}  # unassigned images holding each class
+    counts = dict(remaining)
+
+    def spares_train(i: int) -> bool:
+        return all(remaining[c] > 1 for c in presence[i])
+
+    def assign(i: int, split: str) -> None:
+        assigned[i] = split
+        for c in presence[i]:
+            remaining[c] -= 1
+
+    for split, min_images in (("val", 2), ("test", 3)):
+        if targets[split] == 0:
+            continue
+        for c in sorted(classes, key=lambda c: (counts[c], c)):
+            if counts[c] < min_images or any(s == split and c in presence[i] for i, s in assigned.items()):
+                continue
+            candidates = [i for i in order if i not in assigned and c in presence[i]]
+            if candidates:
+                assign(next((i for i in candidates if spares_train(i)), candidates[0]), split)
+        size = sum(s == split for s in assigned.values())
+        for sparing in (True, False):
+            for i in order:
+                if size >= targets[split]:
+                    break
+                if i not in assigned and (spares_train(i) or not sparing):
+                    assign(i, split)
+                    size += 1
+    split_of = [assigned.get(i, "train") for i in range(n)]
+    return {s: sorted(stem for stem, t in zip(stems, split_of) if t == s) for s in SPLITS}
+
+
+def _stem(entry: str) -> str:
+    return entry[: -len(Path(entry).suffix)] if Path(entry).suffix.lower() in IMAGE_EXTENSIONS else entry
+
+
+def read_split_lists(folder: Path) -> dict[str, list[str]]:
+    """``train.txt``, ``val.txt`` (and ``test.txt``) of ``folder``: the first word of each line, an image stem."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Split list folder '{folder}' does not exist; it should hold train.txt and val.txt.")
+    split: dict[str, list[str]] = {}
+    for name in SPLITS:
+        path = folder / f"{name}.txt"
+        if path.is_file():
+            split[name] = [_stem(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+    if "train" not in split:
+        found = sorted(p.name for p in folder.glob("*.txt"))
+        raise FileNotFoundError(
+            f"'{folder / 'train.txt'}' not found (lists there: {found or 'none'}); a split folder holds train.txt, "
+            "val.txt and optionally test.txt, one image stem per line."
+        )
+    return split
+
+
+def write_split_lists(split: dict[str, list[str]], folder: Path) -> Path:
+    """Write ``<split>.txt`` files (one stem per line) into ``folder``; return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, stems in split.items():
+        (folder / f"{name}.txt").write_text("".join(f"{s}\n" for s in stems))
+    return folder
+
+
+def apply_split(
+    pairs: list[tuple[Path, Any]], split: dict[str, list[str]], source: str
+) -> tuple[dict[str, list[tuple[Path, Any]]], list[str]]:
+    """The samples of each split, and the stems of ``pairs`` that no list names.
+
+    Raises:
+        ValueError: A stem is listed in two splits, twice in one, or names no image of the folder.
+    """
+    by_stem = {image.stem: (image, key) for image, key in pairs}
+    seen: dict[str, str] = {}
+    for name, stems in split.items():
+        for stem in stems:
+            if stem in seen:
+                where = "twice in" if seen[stem] == name else f"in both {seen[stem]} and"
+                raise ValueError(f"Image '{stem}' is listed {where} {name} of the split {source}; list it once.")
+            seen[stem] = name
+        unknown = [s for s in stems if s not in by_stem]
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} image(s) of the {name} list of the split {source} are not in the folder "
+                f"(e.g. {examples(unknown)}). Restore them, or remove them from the list."
+            )
+    left_out = sorted(by_stem.keys() - seen.keys())
+    return {name: [by_stem[s] for s in stems] for name, stems in split.items()}, left_out
