@@ -5,12 +5,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image
 
-from tests.data.label_fixtures import COLORS, write_color_splits
+from tests.data.label_fixtures import COLORS, write_color_splits, write_one_folder
 from tests.tiny import PATCH8_VIT_D2
 from vitdense.cli import main
+from vitdense.data import SegmentationFolderDataModule
 
 CONFIG = Path(__file__).parents[2] / "configs" / "segmentation_folder.yaml"
 TINY = ["--model.init_args.backbone", json.dumps({**PATCH8_VIT_D2, "img_size": None}),
@@ -52,3 +54,22 @@ def test_colour_masks_train_and_predict_in_the_datas_colours(tmp_path: Path) -> 
     assert png.mode == "P" and png.size == (28, 20)
     palette = np.array(png.getpalette()[:9]).reshape(3, 3)
     np.testing.assert_array_equal(palette, COLORS)
+
+
+def test_one_folder_split_is_saved_with_the_run_and_reused_by_test(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_one_folder(root, n=10)
+    cfg = config(tmp_path, root=str(root), val_fraction=0.2, test_fraction=0.2, seed=1)
+    cli = fit(cfg, tmp_path, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1")
+    saved = cli.datamodule.split
+    run = tmp_path / "runs" / "seg" / "version_0"
+    assert (run / "split" / "test.txt").read_text().split() == saved["test"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["SegmentationFolderDataModule"] == {
+        "split": saved
+    }
+    write_one_folder(root, n=14)  # the folder gains images: a fresh split would differ
+    assert SegmentationFolderDataModule(str(root), test_fraction=0.2, seed=1).split_samples()["test"] != saved["test"]
+    cli = main(["test", "--config", str(cfg), *TINY, "--trainer.default_root_dir", str(tmp_path / "runs"),
+                "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
+    tested = [Path(p).stem for p, _ in cli.datamodule.dataset("test").samples]
+    assert tested == saved["test"] and "test/mIoU" in cli.trainer.callback_metrics
