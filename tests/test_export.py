@@ -95,3 +95,24 @@ def test_onnx_refuses_detection_with_the_alternative(tmp_path: Path) -> None:
     task = DetectionTask(backbone={**PATCH8_VIT_D4, "img_size": 32}, num_classes=2, head={"channels": 16})
     with pytest.raises(ValueError, match="for detection use safetensors"):
         export_onnx(task, tmp_path / "det.onnx")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", pytest.param("onnx", marks=pytest.mark.slow)])  # onnx: 12 s
+def test_export_leaves_the_task_as_it_was(fmt: str, tmp_path: Path) -> None:
+    """Exporting mid-training (from a notebook) neither merges the task's adapters nor puts it in eval mode: the
+    optimizer's parameters are still the model's, and training goes on."""
+    pytest.importorskip("peft")
+    backbone = {"name": VIT, "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2},
+                "peft": {"r": 2, "target_modules": ["qkv"]}}  # fmt: skip
+    task = SegmentationTask(backbone=backbone, num_classes=3, img_size=32, head={"channels": 8}).train()
+    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad])
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    (export_onnx if fmt == "onnx" else export_safetensors)(task, tmp_path / "model")
+    assert task.training and task.backbone.adapters
+    assert task.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in task.state_dict().items())
+    in_model = {id(p) for p in task.parameters()}
+    assert all(id(p) in in_model for group in optimizer.param_groups for p in group["params"])
+    task(torch.rand(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    assert any(not torch.equal(v, before[k]) for k, v in task.state_dict().items() if "lora_" in k)

@@ -4,6 +4,7 @@ checkpoint or a Trainer) and ONNX (segmentation and classification; dynamic batc
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 from pathlib import Path
@@ -35,11 +36,19 @@ def export_safetensors(task: BaseTask, path: str | Path) -> Path:
     from safetensors.torch import save_model
 
     path = _new_file(path, ".safetensors")
-    task.backbone.merge_adapters()
+    task = inference_copy(task)
     meta = {"task": f"{type(task).__module__}.{type(task).__name__}", "init_args": inference_config(task)}
     # save_model stores a tensor that two modules share (a detector's body holds the backbone) once.
-    save_model(task.cpu(), str(path), metadata={CONFIG_KEY: json.dumps(meta)})
+    save_model(task, str(path), metadata={CONFIG_KEY: json.dumps(meta)})
     return path
+
+
+def inference_copy(task: BaseTask) -> BaseTask:
+    """A CPU copy of ``task`` in eval mode with its LoRA adapters merged; the task itself is left as it was (an export
+    from a notebook mid-training must not take the parameters its optimizer holds out of the model)."""
+    copied = copy.deepcopy(task).cpu()
+    copied.backbone.merge_adapters()
+    return copied.eval()
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> BaseTask:
@@ -69,8 +78,7 @@ def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:
     if isinstance(task, DetectionTask):
         raise ValueError("ONNX export covers segmentation and classification; for detection use safetensors.")
     path = _new_file(path, ".onnx")
-    task.backbone.merge_adapters()
-    task = task.eval().cpu()
+    task = inference_copy(task)
     example = torch.rand(2, 3, *example_size(task))
     dims = {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     torch.onnx.export(task, (example,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
