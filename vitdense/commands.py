@@ -1,5 +1,6 @@
-"""vitdense's own subcommands beside LightningCLI's: ``estimate`` (costs of a config before training), ``evaluate``
-(per-class and per-image scores of a checkpoint) and ``export`` (safetensors or ONNX)."""
+"""vitdense's own subcommands beside LightningCLI's: ``data`` (a look at the data before training), ``estimate``
+(costs of a config before training), ``evaluate`` (per-class and per-image scores of a checkpoint) and ``export``
+(safetensors or ONNX)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vitdense.cli import VitdenseCLI, main
@@ -126,7 +128,55 @@ def export_main(args: list[str]) -> str:
     return text
 
 
+def _datamodule(config: str, overrides: list[str]) -> BaseDataModule:
+    """The DataModule of a config's ``data`` section (with ``--data.*`` overrides), without building a model."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    cfg = yaml.safe_load(Path(config).read_text()) or {}
+    if "data" not in cfg:
+        raise ValueError(f"'{config}' has no data section; give the config you train with.")
+    parser = ArgumentParser(prog="vitdense data", exit_on_error=False)
+    parser.add_subclass_arguments(BaseDataModule, "data")
+    parsed = parser.parse_args(["--data", yaml.safe_dump(cfg["data"]), *overrides])
+    return parser.instantiate_classes(parsed).data
+
+
+def data_main(args: list[str]) -> str:
+    """``vitdense data --config X [--output DIR] [--per_split N]``: the data report of a config (images, sizes,
+    pixels and images per class per split, missing classes, every problem) and a contact sheet (see
+    ``vitdense.data.report``)."""
+    from vitdense.data.report import contact_sheet, summarize
+    from vitdense.tasks.segmentation import class_palette
+
+    parser = argparse.ArgumentParser(
+        prog="vitdense data",
+        description="Read the DataModule of a config (no model is built) and report, per split: images, sizes, "
+        "pixels and images per class, classes missing from a split and every problem found; then write "
+        "report.txt and contact_sheet.png (images with their masks in class colours) into a new folder. Every "
+        "other argument is a --data.* argument.",
+    )
+    parser.add_argument("--config", required=True, help="the config to train with (its data section is read)")
+    parser.add_argument("--output", type=Path, help="new folder for the files (default: runs/data/<config name>)")
+    parser.add_argument("--per_split", type=int, default=8, help="images per split on the contact sheet")
+    own, rest = parser.parse_known_args(args)
+    datamodule = _datamodule(own.config, rest)
+    if not hasattr(datamodule, "_labelled_dataset"):
+        raise ValueError(f"vitdense data reports segmentation DataModules; {type(datamodule).__name__} is not one.")
+    output = free_folder(own.output or Path("runs") / "data" / Path(own.config).stem)
+    report = summarize(datamodule)
+    text = report.table()
+    colors = datamodule.class_colors or [tuple(c) for c in np.reshape(class_palette(256), (256, 3)).tolist()]
+    output.mkdir(parents=True)
+    (output / "report.txt").write_text(text + "\n")
+    sheet = contact_sheet(report, datamodule, colors, output / "contact_sheet.png", own.per_split)
+    text += f"\nwrote {output / 'report.txt'} and {sheet}"
+    print(text, flush=True)
+    return text
+
+
 COMMANDS: dict[str, Callable[[list[str]], str]] = {
+    "data": data_main,
     "estimate": estimate_main,
     "evaluate": evaluate_main,
     "export": export_main,

@@ -133,6 +133,8 @@ class SegmentationFolderDataModule(BaseDataModule):
         self.split: dict[str, list[str]] | None = None  # the one-folder split in use
         self.saved_split: dict[str, list[str]] | None = None  # from a checkpoint
         self.all_samples: dict[str, list[tuple[Path, Any]]] | None = None
+        # Set to a list by the data report: problems of single samples are collected there instead of raised.
+        self.problems: list[str] | None = None
 
     def _resolve_classes(self, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
         self.table = find_class_table(self.root, self.ignore_index, self.classes, self._native_table)
@@ -207,9 +209,10 @@ class SegmentationFolderDataModule(BaseDataModule):
                     f"The {split} split of the one-folder dataset '{self.root}' is empty; set "
                     f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
                 )
-            return SegmentationFolderDataset(*args, reader=self.reader(self.root), samples=samples)
+            return SegmentationFolderDataset(*args, reader=self.reader(self.root), samples=samples,
+                                             check_sizes=self.problems is None)  # fmt: skip
         base = check_split_folder(self.root, split, ("images",))
-        return SegmentationFolderDataset(*args, reader=self.reader(base))
+        return SegmentationFolderDataset(*args, reader=self.reader(base), check_sizes=self.problems is None)
 
     def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
         """The samples of each split of a one-folder dataset: the split of ``split_dir``, else the one saved with the
@@ -217,14 +220,15 @@ class SegmentationFolderDataModule(BaseDataModule):
         if self.all_samples is not None:
             return self.all_samples
         reader = self.reader(self.root)
-        everything = SegmentationFolderDataset(self.root, "all", self.num_classes, self.ignore_index, reader=reader)
+        everything = SegmentationFolderDataset(self.root, "all", self.num_classes, self.ignore_index, reader=reader,
+                                               check_sizes=self.problems is None)  # fmt: skip
         pairs = everything.samples
         if self.split_dir is not None:
             split, source = read_split_lists(self.split_dir), f"lists in '{self.split_dir}'"
         elif self.saved_split is not None:
             split, source = self.saved_split, "saved with the run (checkpoint)"
         else:
-            presence = [set(np.unique(everything.load_mask(key)).tolist()) - {self.ignore_index} for _, key in pairs]
+            presence = [self._classes_present(everything, key) for _, key in pairs]
             stems = [image.stem for image, _ in pairs]
             split = stratified_split(stems, presence, self.val_fraction, self.test_fraction, self.seed)
             source = f"seed {self.seed}, val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
@@ -237,6 +241,15 @@ class SegmentationFolderDataModule(BaseDataModule):
         rank_zero_info(f"[vitdense] split of '{self.root}' ({source}): {sizes}")
         self.all_samples = {name: samples.get(name, []) for name in ("train", "val", "test")}
         return self.all_samples
+
+    def _classes_present(self, dataset: SegmentationFolderDataset, key: Any) -> set[int]:
+        try:
+            return set(np.unique(dataset.load_mask(key)).tolist()) - {self.ignore_index}
+        except ValueError as err:
+            if self.problems is None:
+                raise
+            self.problems.append(str(err))
+            return set()
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage``; when fitting a one-folder dataset, write its split into the run folder."""

@@ -52,6 +52,7 @@ class SegmentationFolderDataset(Dataset):
         label_map: np.ndarray | None = None,
         reader: MaskReader | None = None,
         samples: list[tuple[Path, Any]] | None = None,
+        check_sizes: bool = True,
     ) -> None:
         """Scan and validate the split folder.
 
@@ -66,6 +67,8 @@ class SegmentationFolderDataset(Dataset):
             reader: Reads the annotations (mask files, colour masks, polygons); ``None``: class-id mask files.
             samples: The ``(image, annotation)`` pairs of the split (e.g. a saved split of one folder); ``None``
                 lists them with the reader, or from ``root/{split}``.
+            check_sizes: Check each annotation's size against its image's when scanning (the data report checks
+                them itself, to list every problem).
         """
         self.root = Path(root)
         self.split = split
@@ -75,7 +78,7 @@ class SegmentationFolderDataset(Dataset):
         self.label_map = label_map
         self.reader = reader
         self.given_samples = samples
-        self.samples = self._scan()
+        self.samples = self._scan() if check_sizes else self.find_pairs()
 
     def find_pairs(self) -> list[tuple[Path, Path]]:
         """Return the split's ``(image, mask)`` paths, sorted; subclasses override this to read other layouts."""
@@ -91,13 +94,16 @@ class SegmentationFolderDataset(Dataset):
         """One line per annotation whose size differs from its image's."""
         mismatched = []
         for image_path, key in samples:
-            isize = image_size(image_path)
-            msize = self.reader.size(key) if self.reader is not None else image_size(key)
+            isize, msize = image_size(image_path), self.annotation_size(key)
             if isize != msize:
                 mismatched.append(
                     f"'{image_path}' is {isize[0]}x{isize[1]} but {self.describe(key)} is {msize[0]}x{msize[1]}"
                 )
         return mismatched
+
+    def annotation_size(self, key: Any) -> tuple[int, int]:
+        """``(width, height)`` of a sample's annotation."""
+        return self.reader.size(key) if self.reader is not None else image_size(key)
 
     def describe(self, key: Any) -> str:
         """The annotation file (and entry) of a sample, for messages."""

@@ -1,0 +1,43 @@
+"""`vitdense data`: per-split tables whose pixel shares sum to 1, every problem listed, a contact sheet in the class
+colours, a new folder each time and nothing written into the data."""
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from tests.data.label_fixtures import COLORS, id_mask, paint, tree, write_color_splits
+from vitdense.cli import main
+
+
+def test_data_report_lists_every_problem_and_draws_class_colours(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_color_splits(root, per_split=3)
+    for path in root.rglob("images/*.jpg"):  # black images: the sheet shows the class colours halved
+        Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(path)
+    for stem in ("train1", "val2"):  # two masks with a colour in no class entry
+        bad = paint(id_mask(1))
+        bad[4:6, 4:6] = (7, 7, 7)
+        Image.fromarray(bad).save(root / stem[:-1] / "masks" / f"{stem}.png")
+    Image.fromarray(paint(id_mask(2))[:, :20]).save(root / "val" / "masks" / "val0.png")  # wrong size
+    cfg = tmp_path / "seg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"class_path": "SegmentationFolderDataModule", "init_args": {"root": "x"}},
+                                   "model": {"class_path": "SegmentationTask"}}))  # fmt: skip
+    before = tree(root)
+    text = main(["data", "--config", str(cfg), "--data.root", str(root), "--output", str(tmp_path / "look")])
+    assert "problems: 3:" in text
+    assert "train1.png' has 1 colour(s) in no class entry" in text and "(7,7,7) x 4 px" in text
+    assert "val2.png' has 1 colour(s)" in text and "val0.jpg' is 24x16 but" in text and "is 20x16" in text
+    assert "train: 3 images; sizes (w x h): 24x16 (3)" in text and "val: 3 images" in text
+    for split in ("train", "val"):
+        block = [r for r in text.split(f"{split}: ")[1].split("missing from")[0].splitlines()[2:] if r.strip()]
+        assert abs(sum(float(line.split()[2]) for line in block) - 1) < 1e-3
+    sheet = np.asarray(Image.open(tmp_path / "look" / "contact_sheet.png").convert("RGB")).reshape(-1, 3)
+    found = {tuple(c) for c in np.unique(sheet, axis=0).tolist()}
+    halves = {tuple(v // 2 for v in c) for c in COLORS}
+    assert halves <= found and found <= halves | {(0, 0, 0), (255, 255, 255)}
+    assert (tmp_path / "look" / "report.txt").read_text().startswith("train: 3 images")
+    main(["data", "--config", str(cfg), "--data.root", str(root), "--output", str(tmp_path / "look")])
+    assert (tmp_path / "look-2" / "contact_sheet.png").is_file()  # a new folder, never overwritten
+    assert tree(root) == before
