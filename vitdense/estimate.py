@@ -224,7 +224,7 @@ def estimate_forward(meta: nn.Module, size: tuple[int, int], training: bool) -> 
         cost.trainable = sum(p.numel() for p in fresh if p.requires_grad)
         for sub in module.modules():
             owner.setdefault(sub, cost)
-    images = torch.zeros(1, 3, *size, device="meta")
+    images = torch.zeros(1, meta.backbone.in_chans, *size, device="meta")
     resize_cost = StageCost("logits resize")
     active: list[StageCost] = []
     handles = []

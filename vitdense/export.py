@@ -79,7 +79,7 @@ def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:
         raise ValueError("ONNX export covers segmentation and classification; for detection use safetensors.")
     path = _new_file(path, ".onnx")
     task = inference_copy(task)
-    example = torch.rand(2, 3, *example_size(task))
+    example = torch.rand(2, task.backbone.in_chans, *example_size(task))
     dims = {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     torch.onnx.export(task, (example,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
                       dynamic_shapes=(dims,), opset_version=opset, verbose=False)  # fmt: skip

@@ -34,8 +34,12 @@ class BackboneConfig(TypedDict, total=False):
     Keys: ``name`` (any timm model name), ``pretrained`` (true = timm hub weights, a path = local
     .safetensors/.pth/.bin/.npz timm state dict, false = random init), ``img_size`` (pos-embed and window tables
     are resampled when it differs from pretraining), ``drop_path_rate``, ``out_indices`` (which blocks or
-    stages feed the neck), ``model_kwargs`` (extra keyword arguments for ``timm.create_model``) and ``peft``
-    (LoRA adapters: only they train in the backbone, see ``vitdense.models.adapters.PeftConfig``).
+    stages feed the neck), ``model_kwargs`` (extra keyword arguments for ``timm.create_model``), ``peft``
+    (LoRA adapters: only they train in the backbone, see ``vitdense.models.adapters.PeftConfig``), ``in_chans``
+    (input bands, e.g. 4 for RGB + near-infrared), ``rgb_bands`` (positions of red, green and blue among them, which
+    keep the pretrained filters; the other bands start at zero, see ``vitdense.models.weights.expand_rgb_filters``)
+    and ``mean`` / ``std`` (per input band, what ``normalize`` subtracts and divides by; default the pretraining's
+    RGB values, and for other bands the mean of those).
     """
 
     name: str
@@ -45,6 +49,10 @@ class BackboneConfig(TypedDict, total=False):
     out_indices: list[int] | None
     model_kwargs: dict[str, Any]
     peft: PeftConfig | None
+    in_chans: int
+    rgb_bands: list[int] | None
+    mean: list[float] | None
+    std: list[float] | None
 
 
 def resolve_backbone_config(
@@ -82,7 +90,43 @@ def resolve_backbone_config(
     cfg.setdefault("out_indices", None)
     cfg.setdefault("model_kwargs", {})
     cfg.setdefault("peft", None)
+    cfg.setdefault("in_chans", 3)
+    cfg.setdefault("rgb_bands", None)
+    cfg.setdefault("mean", None)
+    cfg.setdefault("std", None)
+    check_bands(cfg)
     return cfg
+
+
+def check_bands(cfg: dict[str, Any]) -> None:
+    """Reject band settings that cannot be built, naming the key."""
+    n = cfg["in_chans"]
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"backbone.in_chans: {n!r} must be a positive number of input bands.")
+    rgb = cfg["rgb_bands"]
+    if rgb is not None and (len(rgb) != 3 or len(set(rgb)) != 3 or not all(0 <= b < n for b in rgb)):
+        raise ValueError(
+            f"backbone.rgb_bands: {rgb} must be three distinct positions (red, green, blue) in [0, in_chans={n})."
+        )
+    for key in ("mean", "std"):
+        values = cfg[key]
+        if values is not None and len(values) != n:
+            raise ValueError(f"backbone.{key} has {len(values)} values but in_chans is {n}; give one per band.")
+    if cfg["std"] is not None and min(cfg["std"]) <= 0:
+        raise ValueError(f"backbone.std: {cfg['std']} must be positive for every band.")
+
+
+def band_normalization(cfg: dict[str, Any], pretrained_cfg: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std: the config's, else the pretraining's RGB values at the RGB bands (at all three for a
+    3-band model) and their mean at every other band."""
+    rgb_mean = list(pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+    rgb_std = list(pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+    n = cfg["in_chans"]
+    mean, std = [sum(rgb_mean) / 3] * n, [sum(rgb_std) / 3] * n
+    rgb = cfg["rgb_bands"] or ([0, 1, 2] if n >= 3 else [])
+    for j, band in enumerate(rgb):
+        mean[band], std[band] = rgb_mean[j], rgb_std[j]
+    return list(cfg["mean"] or mean), list(cfg["std"] or std)
 
 
 def check_model_name(name: str) -> None:
@@ -105,10 +149,12 @@ def create_timm_model(cfg: dict[str, Any], **extra: Any) -> nn.Module:
     kwargs: dict[str, Any] = {"num_classes": 0, "drop_path_rate": cfg["drop_path_rate"], **extra}
     if cfg["img_size"] is not None:
         kwargs["img_size"] = cfg["img_size"]
+    if cfg.get("in_chans", 3) != 3:
+        kwargs["in_chans"] = cfg["in_chans"]
     if is_model_in_modules(name, _DYNAMIC_SIZE_MODULES):
         kwargs["dynamic_img_size"] = True
     kwargs.update(cfg["model_kwargs"])
-    return create_with_weights(name, cfg["pretrained"], kwargs)
+    return create_with_weights(name, cfg["pretrained"], kwargs, cfg.get("rgb_bands"))
 
 
 class Backbone(nn.Module):
@@ -137,9 +183,11 @@ class Backbone(nn.Module):
             )
         # channels_last when the task's channels_last option is on (set at set-up); contiguous NCHW otherwise
         self.memory_format = torch.contiguous_format
-        pcfg = self.model.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(pcfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(pcfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), False)
+        self.in_chans = int(cfg.get("in_chans", 3))
+        mean, std = band_normalization({"in_chans": 3, "rgb_bands": None, "mean": None, "std": None, **cfg},
+                                       self.model.pretrained_cfg)  # fmt: skip
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), False)
         info = self.model.feature_info
         # The one answer to "is this a plain ViT" (all blocks at one stride) that necks and detectors use.
         self.hierarchical = is_hierarchical(info)
@@ -200,7 +248,8 @@ class Backbone(nn.Module):
         return int(self.model.num_features)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map [0, 1] RGB images to the backbone's pretraining normalisation (in ``memory_format``)."""
+        """Map images (``in_chans`` bands; [0, 1] RGB by default) to the backbone's normalisation (per band ``mean``
+        and ``std``, in ``memory_format``)."""
         return ((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)).contiguous(memory_format=self.memory_format)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:

@@ -114,9 +114,39 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def load_local_weights(model: nn.Module, name: str, path: Path) -> None:
-    """Load a local state dict into a timm model through timm's filter; report missing/unexpected keys."""
-    sd = read_state_dict(path)
+def expand_rgb_filters(weight: torch.Tensor, in_chans: int, rgb_bands: list[int] | None = None) -> torch.Tensor:
+    """A first convolution's RGB filters (O, 3, kh, kw) made into filters for ``in_chans`` input bands.
+
+    The rule: the bands at ``rgb_bands`` (red, green, blue; default the first three) keep the pretrained filters
+    and every other band starts at zero, so the N-band model starts as the RGB model (the extra bands learn from
+    there). With fewer than three bands and no ``rgb_bands``, each band gets the sum of the RGB filters over the band
+    count: a grey image, seen through any number of bands, gives the RGB model's response to that grey.
+    """
+    out = weight.new_zeros(weight.shape[0], in_chans, *weight.shape[2:])
+    if rgb_bands is None and in_chans < 3:
+        out[:] = weight.sum(1, keepdim=True) / in_chans
+    else:
+        out[:, list(rgb_bands or [0, 1, 2])] = weight
+    return out
+
+
+def adapt_input_convs(sd: dict[str, torch.Tensor], model: nn.Module, rgb_bands: list[int] | None) -> None:
+    """Give the RGB first-convolution weights of ``sd`` the band count of ``model`` (``expand_rgb_filters``)."""
+    own = model.state_dict()
+    first = model.pretrained_cfg.get("first_conv") or ()
+    for conv in (first,) if isinstance(first, str) else tuple(first):
+        key = f"{conv}.weight"
+        if key in sd and key in own and sd[key].ndim == 4 and sd[key].shape[1] == 3 != own[key].shape[1]:
+            sd[key] = expand_rgb_filters(sd[key], own[key].shape[1], rgb_bands)
+
+
+def load_local_weights(model: nn.Module, name: str, path: Path | dict[str, torch.Tensor],
+                       rgb_bands: list[int] | None = None) -> None:  # fmt: skip
+    """Load a local state dict (a file, or the tensors themselves) into a timm model through timm's filter, its first
+    convolution adapted to the model's band count; report missing/unexpected keys."""
+    sd = dict(path) if isinstance(path, dict) else read_state_dict(path)
+    source = "the RGB model's weights" if isinstance(path, dict) else f"'{path}'"
+    adapt_input_convs(sd, model, rgb_bands)
     filter_fn = _filter_fn(name, model)
     if filter_fn is not None:
         sd = filter_fn(sd, model)
@@ -135,23 +165,35 @@ def load_local_weights(model: nn.Module, name: str, path: Path) -> None:
                   if k in own and own[k].shape != sd[k].shape]  # fmt: skip
     if mismatched:
         raise ValueError(
-            f"Weights '{path}' do not fit '{name}' and timm cannot adapt these shapes: {'; '.join(mismatched[:5])}. "
+            f"Weights {source} do not fit '{name}' and timm cannot adapt these shapes: {'; '.join(mismatched[:5])}. "
             "Check the model name and its settings (patch size, embed dim, window size) against the file."
         )
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not any(k.startswith(c + ".") for c in classifiers)]
     if missing or unexpected:
         warnings.warn(
-            f"Loaded '{path}' into '{name}' with {len(missing)} missing key(s) {missing[:8]} and "
+            f"Loaded {source} into '{name}' with {len(missing)} missing key(s) {missing[:8]} and "
             f"{len(unexpected)} unexpected key(s) {unexpected[:8]}; missing tensors keep their random init.",
             stacklevel=2,
         )
 
 
-def create_with_weights(name: str, pretrained: bool | str, kwargs: dict[str, Any]) -> nn.Module:
-    """``timm.create_model`` with vitdense's weight sources (see ``BackboneConfig.pretrained``)."""
+def create_with_weights(
+    name: str, pretrained: bool | str, kwargs: dict[str, Any], rgb_bands: list[int] | None = None
+) -> nn.Module:
+    """``timm.create_model`` with vitdense's weight sources (see ``BackboneConfig.pretrained``).
+
+    A model of another band count than 3 (``kwargs["in_chans"]``) gets the RGB weights with its first convolution
+    adapted by ``expand_rgb_filters`` (not timm's repeat-and-rescale), whatever the source.
+    """
     if isinstance(pretrained, str) and pretrained.lower() in {"true", "false"}:
         pretrained = pretrained.lower() == "true"
+    in_chans = int(kwargs.get("in_chans", 3))
+    if pretrained and in_chans != 3:
+        rgb = create_with_weights(name, pretrained, {**kwargs, "in_chans": 3})
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_local_weights(model, name, rgb.state_dict(), rgb_bands)
+        return model
     if pretrained is True:
         check_hub_available(name)
         try:

@@ -134,7 +134,7 @@ class BaseTask(L.LightningModule):
 
     def example_input(self, size: tuple[int, int]) -> Any:
         """One image of ``size`` as ``forward`` takes it (for the model summary)."""
-        return torch.zeros(1, 3, *size)
+        return torch.zeros(1, self.backbone.in_chans, *size)
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze (no gradients, held in eval mode: no drop-path, norm statistics fixed) or unfreeze the backbone."""

@@ -77,7 +77,7 @@ class DetectionTask(BaseTask):
         return [m for name, m in self.detector.named_children() if name != "backbone"] + [self.detector.backbone.neck]
 
     def example_input(self, size: tuple[int, int]) -> Any:
-        return [[torch.zeros(3, *size)]]  # forward(images: list of tensors)
+        return [[torch.zeros(self.backbone.in_chans, *size)]]  # forward(images: list of tensors)
 
     def compile_targets(self) -> list[nn.Module]:
         # The detector's anchors, sampling and box decoding are Python over per-image lists: only the body compiles.
