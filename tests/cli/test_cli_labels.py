@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
 
+from tests.data import test_label_errors as errors
 from tests.data.label_fixtures import COLORS, write_color_splits, write_one_folder
 from tests.tiny import PATCH8_VIT_D2
 from vitdense.cli import main
@@ -73,3 +75,13 @@ def test_one_folder_split_is_saved_with_the_run_and_reused_by_test(tmp_path: Pat
                 "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
     tested = [Path(p).stem for p, _ in cli.datamodule.dataset("test").samples]
     assert tested == saved["test"] and "test/mIoU" in cli.trainer.callback_metrics
+
+
+@pytest.mark.parametrize("fmt", ["coco", "labelme", "cvat"])
+def test_polygon_formats_train_one_step(fmt: str, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    data = {"coco": errors.coco, "labelme": errors.labelme, "cvat": errors.cvat}[fmt](root)
+    cfg = config(tmp_path, root=str(root), val_fraction=0.34, annotations=fmt, polygons={"line_width": 3}, **data)
+    cli = fit(cfg, tmp_path, "--trainer.fast_dev_run", "true")
+    assert cli.model.class_names == ["background", "road", "car"] and "val/mIoU" in cli.trainer.callback_metrics
