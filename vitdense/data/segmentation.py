@@ -254,6 +254,11 @@ class SegmentationFolderDataModule(BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage``; when fitting a one-folder dataset, write its split into the run folder."""
         super().setup(stage)
+        if stage == "fit":
+            sizes = ", ".join(f"{s} {len(self.datasets[s])}" for s in ("train", "val"))  # type: ignore[arg-type]
+            source = self.table.source if self.table is not None else "data.num_classes / class_names"
+            rank_zero_info(f"[vitdense] data '{self.root}': {sizes} images, {self.num_classes} classes from {source} "
+                           "(`vitdense data --config ...` reports pixels per class and every problem)")  # fmt: skip
         trainer = getattr(self, "trainer", None)
         if stage == "fit" and self.split is not None and trainer is not None and trainer.is_global_zero:
             folder = write_split_lists(self.split, Path(trainer.log_dir or ".") / "split")
