@@ -78,10 +78,12 @@ def test_one_folder_split_is_saved_with_the_run_and_reused_by_test(tmp_path: Pat
 
 
 @pytest.mark.parametrize("fmt", ["coco", "labelme", "cvat"])
-def test_polygon_formats_train_one_step(fmt: str, tmp_path: Path) -> None:
+def test_polygon_formats_train_one_step(fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     root = tmp_path / "data"
     root.mkdir()
     data = {"coco": errors.coco, "labelme": errors.labelme, "cvat": errors.cvat}[fmt](root)
     cfg = config(tmp_path, root=str(root), val_fraction=0.34, annotations=fmt, polygons={"line_width": 3}, **data)
     cli = fit(cfg, tmp_path, "--trainer.fast_dev_run", "true")
     assert cli.model.class_names == ["background", "road", "car"] and "val/mIoU" in cli.trainer.callback_metrics
+    assert not (tmp_path / "split").exists()  # fast_dev_run has no run folder: no split lists in the working dir

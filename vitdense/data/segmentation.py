@@ -260,8 +260,11 @@ class SegmentationFolderDataModule(BaseDataModule):
             rank_zero_info(f"[vitdense] data '{self.root}': {sizes} images, {self.num_classes} classes from {source} "
                            "(`vitdense data --config ...` reports pixels per class and every problem)")  # fmt: skip
         trainer = getattr(self, "trainer", None)
+        # fast_dev_run has no run folder (its log_dir would be the working directory)
         if stage == "fit" and self.split is not None and trainer is not None and trainer.is_global_zero:
-            folder = write_split_lists(self.split, Path(trainer.log_dir or ".") / "split")
+            if trainer.fast_dev_run:
+                return
+            folder = write_split_lists(self.split, Path(trainer.log_dir or trainer.default_root_dir) / "split")
             rank_zero_info(f"[vitdense] split lists written to {folder}")
 
     def state_dict(self) -> dict[str, Any]:
