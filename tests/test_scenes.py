@@ -111,3 +111,13 @@ def test_scene_command_segments_rasters_from_an_export(tmp_path: Path) -> None:
     for i, scene in enumerate(scenes):
         with rasterio.open(tmp_path / "maps" / scene.name) as out:
             assert out.shape == (40 + i, 70) and out.crs.to_epsg() == 32633
+
+
+def test_scene_is_a_vitdense_subcommand(tmp_path: Path) -> None:
+    from vitdense.cli import main
+    from vitdense.export import export_safetensors
+
+    model = export_safetensors(seg_task(), tmp_path / "model")
+    scene = write_geotiff(tmp_path / "s.tif", np.zeros((33, 47, 3), np.uint8))
+    text = main(["scene", "--model", str(model), "--input", str(scene), "--output", str(tmp_path / "maps")])
+    assert "wrote" in text and (tmp_path / "maps" / "s.tif").is_file()

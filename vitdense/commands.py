@@ -1,6 +1,6 @@
 """vitdense's own subcommands beside LightningCLI's: ``data`` (a look at the data before training), ``estimate``
-(costs of a config before training), ``evaluate`` (per-class and per-image scores of a checkpoint) and ``export``
-(safetensors or ONNX)."""
+(costs of a config before training), ``evaluate`` (per-class and per-image scores of a checkpoint), ``export``
+(safetensors or ONNX) and ``scene`` (rasters of any size into georeferenced class maps, ``vitdense.scenes``)."""
 
 from __future__ import annotations
 
@@ -175,9 +175,17 @@ def data_main(args: list[str]) -> str:
     return text
 
 
+def scene_main(args: list[str]) -> str:
+    """``vitdense scene``: rasters of any size into georeferenced class maps (``vitdense.scenes.scene_main``)."""
+    from vitdense.scenes import scene_main as run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], str]] = {
     "data": data_main,
     "estimate": estimate_main,
     "evaluate": evaluate_main,
     "export": export_main,
+    "scene": scene_main,
 }
