@@ -216,6 +216,6 @@ def test_predict_folder(coco_root: Path) -> None:
     dm = CocoDetectionDataModule(str(coco_root), image_size=20, predict_dir=str(coco_root / "val" / "images"))
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert set(batch) == {"image", "path", "orig_size", "valid_size"}
+    assert set(batch) == {"image", "path", "name", "orig_size", "valid_size"}
     assert batch["orig_size"] == [(20, 40), (30, 30), (24, 16)]
     assert batch["valid_size"] == [(10, 20), (20, 20), (20, 13)]

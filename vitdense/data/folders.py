@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from vitdense.data.io import load_image
 from vitdense.data.transforms import apply_transform, segmentation_eval_transform
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy")  # .npy: rasters (data.bands)
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp")
 
 
@@ -90,13 +90,22 @@ class PredictImageFolder(Dataset):
     ``a.png`` -> ``a.jpg``, ``a.png``), so that no prediction overwrites another.
     """
 
-    def __init__(self, folder: str | Path, transform: Callable[..., dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        bands: list[int] | None = None,
+        nodata: float | None = None,
+    ) -> None:
         """List the images of ``folder``.
 
         Args:
             folder: Folder of images (not searched recursively).
             transform: Albumentations pipeline; defaults to ``segmentation_eval_transform()``.
+            bands: Read rasters with these bands (0-based), as float32 (see ``vitdense.data.raster.load_raster``).
+            nodata: Value of pixels without data in the rasters; default each file's own.
         """
+        self.bands, self.nodata = bands, nodata
         self.files = list_images(folder)
         stems = [p.stem for p in self.files]
         self.names = [p.name if stems.count(p.stem) > 1 else p.stem for p in self.files]
@@ -106,7 +115,12 @@ class PredictImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = load_image(self.files[index])
+        if self.bands is None:
+            image = load_image(self.files[index])
+        else:
+            from vitdense.data.raster import load_raster
+
+            image = load_raster(self.files[index], self.bands, self.nodata)
         out = apply_transform(self.transform, image)
         return {
             "image": out["image"],

@@ -46,6 +46,24 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return ((arr - np.iinfo(np.int32).min) >> 24).astype(np.uint8)
 
 
+def _raster_hint(path: str | Path) -> ValueError | None:
+    """The error for a multi-band raster read as an RGB image (None when the file is not one)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npy", ".tif", ".tiff"):
+        return None
+    try:
+        from vitdense.data.raster import Raster
+
+        with Raster(path) as raster:
+            what = f"{raster.count} band(s) of {raster.dtype}"
+    except Exception:  # not a raster either: the caller's own error stands
+        return None
+    return ValueError(
+        f"'{path}' is a raster of {what}, not an 8-bit RGB image: set data.bands to the bands to train on (0-based, "
+        "e.g. bands: [0, 1, 2, 3]) to read it with its bands and values."
+    )
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Load an image as an ``(H, W, 3)`` uint8 RGB array, whatever its mode.
 
@@ -59,7 +77,12 @@ def load_image(path: str | Path) -> np.ndarray:
     Raises:
         ValueError: The file cannot be decoded.
     """
-    img = _open(path)
+    if Path(path).suffix.lower() == ".npy":
+        raise _raster_hint(path) or ValueError(f"Cannot read '{path}' as an image: set data.bands for .npy rasters.")
+    try:
+        img = _open(path)
+    except ValueError as err:
+        raise (_raster_hint(path) or err) from err
     if img.mode in _HIGH_DEPTH_MODES:
         gray = _to_uint8(np.asarray(img))
         return np.repeat(gray[:, :, None], 3, axis=2)
@@ -98,10 +121,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     Raises:
         ValueError: The file is not a readable image.
     """
+    if Path(path).suffix.lower() == ".npy":
+        shape = np.load(path, mmap_mode="r").shape
+        return int(shape[1]), int(shape[0])
     try:
         with Image.open(path) as img:
             return img.size
     except _DECODE_ERRORS as err:
+        if Path(path).suffix.lower() in (".tif", ".tiff"):  # multi-band or high-depth TIFF that Pillow cannot open
+            try:
+                from vitdense.data.raster import Raster
+
+                with Raster(path) as raster:
+                    return raster.width, raster.height
+            except Exception:
+                pass
         raise _read_error(path, err) from err
 
 

@@ -126,6 +126,15 @@ def model_input(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+def load_raster(path: str | Path, bands: list[int] | None = None, nodata: float | None = None) -> np.ndarray:
+    """A whole raster as (H, W, C) float32 in ``model_input``'s units, NaN where a band has no data."""
+    with Raster(path, bands, nodata) as raster:
+        pixels = raster.read()
+        image = model_input(pixels).numpy().transpose(1, 2, 0).copy()
+        image[~raster.valid(pixels)] = np.nan
+    return image
+
+
 def band_statistics(
     paths: Iterable[str | Path], bands: list[int] | None = None, nodata: float | None = None, window: int = 1024
 ) -> tuple[list[float], list[float]]:

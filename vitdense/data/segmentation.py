@@ -78,6 +78,8 @@ class SegmentationFolderDataModule(BaseDataModule):
         seed: int = 0,
         split_dir: str | None = None,
         polygons: PolygonOptions | None = None,
+        bands: list[int] | None = None,
+        nodata: float | None = None,
     ) -> None:
         """Read the class table; the folders are scanned in ``setup``.
 
@@ -109,6 +111,12 @@ class SegmentationFolderDataModule(BaseDataModule):
             split_dir: Folder of split lists (``train.txt``, ``val.txt``, ``test.txt``, one image stem per line, as
                 VOC's ImageSets) splitting a one-folder dataset, instead of the seeded split.
             polygons: How polygon annotations are drawn (background class, COCO category matching, line width).
+            bands: Read images as multi-band rasters (GeoTIFF/TIFF, ``.npy``) with these bands, 0-based, in the
+                order the model takes them; the backbone gets ``in_chans = len(bands)`` and per-band mean/std from
+                the training images (computed once when fitting, saved with the run). Colour jitter, which assumes
+                RGB, is off. ``None``: images are read as 8-bit RGB.
+            nodata: Value of pixels without data in the rasters (default each file's own): void in masks, zero after
+                normalisation in images.
         """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.root = Path(root)
@@ -123,6 +131,9 @@ class SegmentationFolderDataModule(BaseDataModule):
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.split_dir = Path(split_dir) if split_dir else None
         self.polygons: PolygonOptions = dict(polygons or {})  # type: ignore[assignment]
+        if bands is not None and (not bands or min(bands) < 0 or len(set(bands)) != len(bands)):
+            raise ValueError(f"data.bands: {bands} must be distinct 0-based band positions, e.g. [0, 1, 2, 3].")
+        self.bands, self.nodata = (list(bands) if bands is not None else None), nodata
         self.table: ClassTable | None = None
         self.num_classes, self.class_names = self._resolve_classes(num_classes, class_names)
         if 0 <= ignore_index < self.num_classes:
@@ -169,6 +180,21 @@ class SegmentationFolderDataModule(BaseDataModule):
         return self.crop_size
 
     @property
+    def in_chans(self) -> int:
+        """Input bands of the model (linked into the task's backbone): ``len(bands)``, or 3 for RGB images."""
+        return len(self.bands) if self.bands is not None else 3
+
+    def band_statistics(self) -> tuple[list[float], list[float]] | None:
+        """Per-band mean and std over the training images' pixels with data (streamed), or None for RGB images,
+        which keep their backbone's pretraining normalisation."""
+        if self.bands is None:
+            return None
+        from vitdense.data.raster import band_statistics
+
+        paths = [image for image, _ in self.dataset("train").samples]  # type: ignore[attr-defined]
+        return band_statistics(paths, self.bands, self.nodata)
+
+    @property
     def one_folder(self) -> bool:
         """Whether the data is one folder to split (``root/images``, no ``root/train``)."""
         return not (self.root / "train").is_dir() and (self.root / "images").is_dir()
@@ -190,11 +216,13 @@ class SegmentationFolderDataModule(BaseDataModule):
                 raise ValueError(
                     "predict needs a folder of images: set data.init_args.predict_dir (--data.predict_dir)."
                 )
-            return PredictImageFolder(self.predict_dir, segmentation_eval_transform(self.eval_size))
+            return PredictImageFolder(self.predict_dir, segmentation_eval_transform(self.eval_size), self.bands,
+                                      self.nodata)  # fmt: skip
         if split == "train":
-            transform = segmentation_train_transform(
-                self.crop_size, self.ignore_index, self.scale_range, self.color_jitter
-            )
+            jitter = self.color_jitter if self.bands is None else 0.0
+            if jitter != self.color_jitter and self.color_jitter > 0:
+                rank_zero_info("[vitdense] colour jitter is off for multi-band rasters (it assumes RGB)")
+            transform = segmentation_train_transform(self.crop_size, self.ignore_index, self.scale_range, jitter)
         else:
             transform = segmentation_eval_transform(self.eval_size)
         return self._labelled_dataset(split, transform)
@@ -202,6 +230,7 @@ class SegmentationFolderDataModule(BaseDataModule):
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
         args = (self.root, split, self.num_classes, self.ignore_index, transform)
+        bands = {"bands": self.bands, "nodata": self.nodata}
         if self.one_folder:
             samples = self.split_samples()[split]
             if not samples:
@@ -210,9 +239,9 @@ class SegmentationFolderDataModule(BaseDataModule):
                     f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
                 )
             return SegmentationFolderDataset(*args, reader=self.reader(self.root), samples=samples,
-                                             check_sizes=self.problems is None)  # fmt: skip
+                                             check_sizes=self.problems is None, **bands)  # fmt: skip
         base = check_split_folder(self.root, split, ("images",))
-        return SegmentationFolderDataset(*args, reader=self.reader(base), check_sizes=self.problems is None)
+        return SegmentationFolderDataset(*args, reader=self.reader(base), check_sizes=self.problems is None, **bands)
 
     def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
         """The samples of each split of a one-folder dataset: the split of ``split_dir``, else the one saved with the

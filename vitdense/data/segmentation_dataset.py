@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from vitdense.data.folders import pair_folders
 from vitdense.data.io import image_size, load_image, load_mask
+from vitdense.data.raster import load_raster
 from vitdense.data.readers import MaskReader
 from vitdense.data.transforms import apply_transform, segmentation_eval_transform
 
@@ -53,6 +54,8 @@ class SegmentationFolderDataset(Dataset):
         reader: MaskReader | None = None,
         samples: list[tuple[Path, Any]] | None = None,
         check_sizes: bool = True,
+        bands: list[int] | None = None,
+        nodata: float | None = None,
     ) -> None:
         """Scan and validate the split folder.
 
@@ -69,6 +72,9 @@ class SegmentationFolderDataset(Dataset):
                 lists them with the reader, or from ``root/{split}``.
             check_sizes: Check each annotation's size against its image's when scanning (the data report checks
                 them itself, to list every problem).
+            bands: Read images as rasters with these bands (0-based), as float32 in their own units (8-bit scaled to
+                [0, 1]); pixels without data are NaN in the image and ``ignore_index`` in the mask. ``None``: 8-bit RGB.
+            nodata: Value of pixels without data in the rasters; default each file's own.
         """
         self.root = Path(root)
         self.split = split
@@ -78,6 +84,7 @@ class SegmentationFolderDataset(Dataset):
         self.label_map = label_map
         self.reader = reader
         self.given_samples = samples
+        self.bands, self.nodata = bands, nodata
         self.samples = self._scan() if check_sizes else self.find_pairs()
 
     def find_pairs(self) -> list[tuple[Path, Path]]:
@@ -116,6 +123,10 @@ class SegmentationFolderDataset(Dataset):
             mask = self._relabel(mask, key)
         self._check_mask(mask, key)
         return mask
+
+    def load_image(self, path: Path) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, or with ``bands`` the raster's bands as float32 (NaN where there is no data)."""
+        return load_image(path) if self.bands is None else load_raster(path, self.bands, self.nodata)
 
     def _scan(self) -> list[tuple[Path, Any]]:
         samples = self.find_pairs()
@@ -168,7 +179,9 @@ class SegmentationFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, key = self.samples[index]
-        image, mask = load_image(image_path), self.load_mask(key)
+        image, mask = self.load_image(image_path), self.load_mask(key)
+        if image.dtype.kind == "f":  # a raster: no data in a band -> void
+            mask = np.where(np.isnan(image).any(-1), self.ignore_index, mask)
         out = apply_transform(self.transform, image, mask)
         return {
             "image": out["image"],

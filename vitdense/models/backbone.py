@@ -56,7 +56,10 @@ class BackboneConfig(TypedDict, total=False):
 
 
 def resolve_backbone_config(
-    backbone: str | BackboneConfig | dict[str, Any], pretrained: bool | str | None = None, img_size: int | None = None
+    backbone: str | BackboneConfig | dict[str, Any],
+    pretrained: bool | str | None = None,
+    img_size: int | None = None,
+    in_chans: int | None = None,
 ) -> dict[str, Any]:
     """Normalise the ``backbone`` argument of a task (a name or a dict) into a full, plain dict.
 
@@ -72,15 +75,15 @@ def resolve_backbone_config(
             f"Unknown backbone key(s) {sorted(unknown)}; valid keys are {sorted(BackboneConfig.__annotations__)}. "
             "Pass other timm.create_model arguments under 'model_kwargs'."
         )
-    for key, short in (("pretrained", pretrained), ("img_size", img_size)):
+    for key, short in (("pretrained", pretrained), ("img_size", img_size), ("in_chans", in_chans)):
         if short is None:
             continue
         given = cfg.get(key)
         if given is not None and given != short:
             raise ValueError(
                 f"backbone.{key} is {given!r} but the task's {key} is {short!r}"
-                + (" (in the CLI it is the data's training crop size, data.crop_size or data.image_size)"
-                   if key == "img_size" else "")
+                + {"img_size": " (in the CLI it is the data's training crop size, data.crop_size or data.image_size)",
+                   "in_chans": " (in the CLI it is the number of data.bands, 3 for RGB images)"}.get(key, "")
                 + f". Set {key} in one place: remove backbone.{key}, or make the two agree."
             )  # fmt: skip
         cfg[key] = short
@@ -249,8 +252,11 @@ class Backbone(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map images (``in_chans`` bands; [0, 1] RGB by default) to the backbone's normalisation (per band ``mean``
-        and ``std``, in ``memory_format``)."""
-        return ((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)).contiguous(memory_format=self.memory_format)
+        and ``std``, in ``memory_format``); pixels without data (NaN, from rasters) become 0, the mean."""
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if not torch.compiler.is_exporting():
+            x = torch.nan_to_num(x, nan=0.0)
+        return x.contiguous(memory_format=self.memory_format)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """Pad bottom/right to a multiple of ``size_divisor`` (with zeros, i.e. the mean colour after normalising)."""

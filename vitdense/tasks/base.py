@@ -9,6 +9,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
@@ -55,6 +56,7 @@ class BaseTask(L.LightningModule):
         scheduler: SchedulerConfig | LRSchedulerCallable | None = None,
         pretrained: bool | str | None = None,
         img_size: int | None = None,
+        in_chans: int | None = None,
         freeze_backbone: bool = False,
         unfreeze_at_epoch: int | None = None,
         ema_decay: float | None = None,
@@ -76,6 +78,8 @@ class BaseTask(L.LightningModule):
             pretrained: shorthand for backbone.pretrained (true, false or a local weights file).
             img_size: shorthand for backbone.img_size (pretraining pos-embeds are resampled to it); the CLI links it
                 from the data's training crop (data.crop_size or data.image_size).
+            in_chans: shorthand for backbone.in_chans (input bands); the CLI links it from the data (the number of
+                data.bands, 3 for RGB images).
             freeze_backbone: train only neck and head (linear probe); the backbone stays in eval mode.
             unfreeze_at_epoch: start with the backbone frozen and train it from this epoch on.
             ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for validation and
@@ -101,7 +105,8 @@ class BaseTask(L.LightningModule):
             )
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
-        self.backbone_cfg = resolve_backbone_config(backbone, pretrained=pretrained, img_size=img_size)
+        self.backbone_cfg = resolve_backbone_config(backbone, pretrained=pretrained, img_size=img_size,
+                                                    in_chans=in_chans)  # fmt: skip
         # A dict configures vitdense's AdamW / schedules; a LightningCLI callable (class_path + init_args in YAML)
         # replaces them and still receives the same parameter groups.
         self.optimizer_fn = optimizer if callable(optimizer) else None
@@ -167,6 +172,29 @@ class BaseTask(L.LightningModule):
             for module in self.compile_targets():
                 module.compile()  # in place: parameter names and checkpoints are unchanged
         self._speed_set_up = True
+        if stage == "fit":
+            self.set_band_statistics()
+
+    def set_band_statistics(self) -> None:
+        """When fitting on multi-band rasters without ``backbone.mean``/``std``: normalise with the per-band mean and
+        std of the training images (from the DataModule), kept in the hyperparameters, so that the checkpoint, a
+        later ``test`` and an export normalise alike."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        stats = getattr(datamodule, "band_statistics", None)
+        if stats is None or self.backbone_cfg.get("mean") is not None or self.backbone_cfg.get("std") is not None:
+            return
+        found = stats()
+        if found is None:
+            return
+        mean, std = found
+        if len(mean) != self.backbone.in_chans:
+            raise ValueError(f"The data gives {len(mean)} bands but backbone.in_chans is {self.backbone.in_chans}.")
+        self.backbone.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
+        self.backbone.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
+        self.backbone_cfg = {**self.backbone_cfg, "mean": list(mean), "std": list(std)}
+        self.hparams["backbone"] = dict(self.backbone_cfg)
+        text = ", ".join(f"{m:.4g}/{s:.4g}" for m, s in zip(mean, std, strict=True))
+        rank_zero_info(f"[vitdense] band mean/std of the training images (saved with the run): {text}")
 
     def compile_targets(self) -> list[nn.Module]:
         """The modules ``compile: true`` compiles: the tensor-only hot path (backbone, neck, heads)."""
