@@ -29,6 +29,7 @@ from vitdense.data.coco import (
 from vitdense.data.imagefolder import ImageFolderDataModule
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
+from vitdense.data.raster_windows import RasterSegmentationDataModule
 from vitdense.data.segmentation import SegmentationFolderDataModule
 from vitdense.data.synthetic_datamodules import (
     SyntheticClassificationDataModule,
@@ -47,6 +48,7 @@ __all__ = [
     "CocoDetectionDataModule",
     "CocoInstanceDataModule",
     "ImageFolderDataModule",
+    "RasterSegmentationDataModule",
     "SegmentationFolderDataModule",
     "SyntheticClassificationDataModule",
     "SyntheticDetectionDataModule",
