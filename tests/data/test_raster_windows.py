@@ -65,7 +65,7 @@ def test_evaluation_tiles_cover_every_pixel_once_and_nodata_is_void(tmp_path: Pa
     dm.setup("validate")
     val = dm.dataset("val")
     cover = np.zeros((300, 400), int)
-    for scene, (top, left, h, w) in val.tiles:
+    for _, (top, left, h, w) in val.tiles:
         cover[top : top + h, left : left + w] += 1
     assert (cover == 1).all() and len(val) == 3 * 4
     item = val[0]

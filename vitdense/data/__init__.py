@@ -28,8 +28,8 @@ from vitdense.data.coco import (
 )
 from vitdense.data.imagefolder import ImageFolderDataModule
 from vitdense.data.io import image_size, load_image, load_mask
-from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
 from vitdense.data.raster_windows import RasterSegmentationDataModule
+from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
 from vitdense.data.segmentation import SegmentationFolderDataModule
 from vitdense.data.synthetic_datamodules import (
     SyntheticClassificationDataModule,

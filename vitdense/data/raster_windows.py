@@ -60,8 +60,10 @@ def check_scenes(pairs: list[tuple[Path, Path]], bands: list[int] | None) -> lis
             if label.size != image.size:
                 problems.append(f"label '{label_path}' is {label.size[0]}x{label.size[1]} but image "
                                 f"'{image_path}' is {image.size[0]}x{image.size[1]} (height x width)")  # fmt: skip
-            if label.crs is not None and image.crs is not None and (
-                label.crs != image.crs or label.transform != image.transform
+            if (
+                label.crs is not None
+                and image.crs is not None
+                and (label.crs != image.crs or label.transform != image.transform)
             ):
                 problems.append(f"label '{label_path}' is not on the grid of '{image_path}' (CRS or transform differ)")
             if image.transform is not None:
@@ -108,9 +110,17 @@ def _to_item(image: np.ndarray, label: np.ndarray, path: Path, window: Window) -
 class RasterWindowDataset(Dataset):
     """Random training windows of scenes (see the module docstring); the windows differ every epoch."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], sizes: list[tuple[int, int]], crop: int,
-                 windows_per_epoch: int, scale_range: tuple[float, float] = (0.5, 2.0),
-                 bands: list[int] | None = None, nodata: float | None = None, ignore_index: int = 255) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        sizes: list[tuple[int, int]],
+        crop: int,
+        windows_per_epoch: int,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        bands: list[int] | None = None,
+        nodata: float | None = None,
+        ignore_index: int = 255,
+    ) -> None:
         self.pairs, self.sizes, self.crop = pairs, sizes, crop
         self.scale_range, self.bands, self.nodata, self.ignore_index = scale_range, bands, nodata, ignore_index
         areas = np.array([h * w for h, w in sizes], dtype=np.float64)
@@ -148,8 +158,15 @@ class RasterWindowDataset(Dataset):
 class RasterTileDataset(Dataset):
     """Evaluation tiles of ``tile`` pixels over each scene: every pixel in exactly one tile."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], sizes: list[tuple[int, int]], tile: int,
-                 bands: list[int] | None = None, nodata: float | None = None, ignore_index: int = 255) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        sizes: list[tuple[int, int]],
+        tile: int,
+        bands: list[int] | None = None,
+        nodata: float | None = None,
+        ignore_index: int = 255,
+    ) -> None:
         self.pairs, self.bands, self.nodata, self.ignore_index = pairs, bands, nodata, ignore_index
         self.tiles = [
             (scene, (top, left, min(tile, height - top), min(tile, width - left)))
@@ -219,8 +236,10 @@ class RasterSegmentationDataModule(BaseDataModule):
         self.class_colors = table.colors if table is not None else None
         names = table.names if table is not None else class_names
         if num_classes is None and names is None:
-            raise ValueError(f"num_classes is not set and '{self.root / 'classes.txt'}' was not found: set "
-                             "data.init_args.num_classes, or add classes.txt with one class name per line.")  # fmt: skip
+            raise ValueError(
+                f"num_classes is not set and '{self.root / 'classes.txt'}' was not found: set "
+                "data.init_args.num_classes, or add classes.txt with one class name per line."
+            )
         self.num_classes = num_classes if num_classes is not None else len(names)  # type: ignore[arg-type]
         if names is not None and len(names) != self.num_classes:
             raise ValueError(f"The class table lists {len(names)} classes but num_classes={self.num_classes}.")
