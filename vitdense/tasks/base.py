@@ -63,6 +63,7 @@ class BaseTask(L.LightningModule):
         grad_checkpointing: bool = False,
         compile: bool = False,
         channels_last: bool = False,
+        log_images: int = 8,
     ) -> None:
         """Build the model; the task's own arguments are read from ``self.hparams`` by its hooks.
 
@@ -90,6 +91,9 @@ class BaseTask(L.LightningModule):
                 it pays on GPUs, rarely on CPUs.
             channels_last: keep images and convolution weights in channels-last memory layout (faster convolutions
                 on recent GPUs under mixed precision).
+            log_images: val images drawn with the model's predictions after each validation of a fit and logged as
+                ``val/panels`` to the loggers that take images (TensorBoard, MLflow, W&B); 0 = off
+                (``vitdense.panels``).
         """
         super().__init__()
         # Saved first: the hooks below (configure_models, ...) read the subclass's own arguments from hparams.
@@ -159,6 +163,10 @@ class BaseTask(L.LightningModule):
         if self.ema_decay is not None:
             # Lightning swaps the averaged weights in for validation and for the saved checkpoints.
             callbacks.append(EMAWeightAveraging(decay=self.ema_decay))
+        if self.hparams.get("log_images", 0) != 0:
+            from vitdense.panels import PredictionPanels
+
+            callbacks.append(PredictionPanels(self.hparams.log_images))
         return callbacks
 
     def setup(self, stage: str) -> None:
