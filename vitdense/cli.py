@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import inspect
-import logging
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
@@ -22,24 +24,33 @@ from lightning.pytorch.utilities import rank_zero_info
 
 # Importing the packages registers every task and DataModule, so short class_path names resolve.
 from vitdense.data import BaseDataModule
+from vitdense.messages import (
+    CKPT_CALLBACK_WARNINGS,
+    DEBUG_VARIABLE,
+    ConfigError,
+    VitdenseArgumentParser,
+    debug,
+    drop_noise,
+    exit_with,
+    quiet_lightning,
+    root_message,
+)
+from vitdense.predictions import INDEX
 from vitdense.tasks import BaseTask
 
 DEFAULT_ROOT = "runs"
 
 
-class DropAdverts(logging.Filter):
-    """Drops Lightning's advert for its cloud logger, printed on every Trainer: nothing a vitdense user acts on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(DropAdverts())
+drop_noise()
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes each batch's predictions with the task's ``save_predictions`` into a new folder."""
+    """Writes each batch's predictions with the task's ``save_predictions`` into a new folder.
+
+    With several processes, every process writes into rank 0's folder; files of one line per image are written as one
+    part per process and merged by rank 0 in dataset order (``vitdense.predictions``), in the task's
+    ``finish_predictions``.
+    """
 
     def __init__(self, output_dir: Path) -> None:
         super().__init__(write_interval="batch")
@@ -47,15 +58,23 @@ class PredictionWriter(BasePredictionWriter):
         self.count = 0
 
     def setup(self, trainer: Trainer, pl_module: BaseTask, stage: str) -> None:
-        if self.output_dir.exists() and any(self.output_dir.iterdir()):
-            raise FileExistsError(f"Prediction folder '{self.output_dir}' is not empty; choose another one.")
+        problem = None
+        if trainer.is_global_zero and self.output_dir.exists() and any(self.output_dir.iterdir()):
+            problem = f"Prediction folder '{self.output_dir}' is not empty; choose another one."
+        # Each process named the folder by the time it started (a second process starts seconds after the first).
+        self.output_dir, problem = trainer.strategy.broadcast((self.output_dir, problem))
+        if problem:
+            raise FileExistsError(problem)
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for pred, index in zip(prediction, batch_indices or [None] * len(prediction), strict=True):
+            pred[INDEX] = index  # the image's place in the dataset: the order merged files keep
         self.count += len(pl_module.save_predictions(prediction, self.output_dir))
 
     def on_predict_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
-        """Files written from all images at once (detection's COCO results), by one process after every batch."""
+        """Count every process's images; then rank 0 writes what needs all of them (merged parts, COCO results)."""
+        self.count = int(trainer.strategy.reduce(torch.tensor(self.count, device=pl_module.device), reduce_op="sum"))
         finish = getattr(pl_module, "finish_predictions", None)
         trainer.strategy.barrier()
         if finish is not None and trainer.is_global_zero:
@@ -64,6 +83,12 @@ class PredictionWriter(BasePredictionWriter):
 
 class VitdenseCLI(LightningCLI):
     """LightningCLI whose model is any ``BaseTask`` and whose data is any registered ``BaseDataModule``."""
+
+    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", VitdenseArgumentParser)
+        # Only building (estimate, export, Python): Lightning's lines about seeding, devices and precision are noise.
+        with contextlib.nullcontext() if run else quiet_lightning():
+            super().__init__(*args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The DataModule knows the classes; the task receives them so a user states them once.
@@ -93,6 +118,12 @@ class VitdenseCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Instantiate data, model and trainer; a model value the data replaces through a link is an error when
         the user set it to something else (jsonargparse would overwrite it silently)."""
+        try:
+            self._instantiate_and_check_links()
+        except Exception as err:  # the message of what failed, not jsonargparse's wrapping of it
+            raise ConfigError(root_message(err)) from err
+
+    def _instantiate_and_check_links(self) -> None:
         model_cfg = self._get(self.config, "model")
         init_args = getattr(model_cfg, "init_args", None) or {}
         given = {key: init_args.get(key) for key in self.LINKED if init_args.get(key) is not None}
@@ -120,6 +151,12 @@ class VitdenseCLI(LightningCLI):
                 f"model.init_args.{key} is {value!r}, but the CLI takes it from the data: {source} gives "
                 f"{linked!r}. Set it on the data only (remove model.init_args.{key})."
             )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with warnings.catch_warnings():
+            for pattern in CKPT_CALLBACK_WARNINGS if subcommand != "fit" else ():
+                warnings.filterwarnings("ignore", message=pattern)
+            super()._run_subcommand(subcommand)
 
     def _run_name(self) -> str:
         configs = self.config.get(str(self.subcommand), self.config).get("config") or []
@@ -229,10 +266,23 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     ``estimate``, ``evaluate`` and ``export`` are vitdense's own subcommands (``vitdense.commands``); every other
     subcommand is LightningCLI's (fit, validate, test, predict).
 
+    From the command line (``args`` None), a config that cannot be built (a weights file that is not there, a head
+    key that does not exist, a num_classes that disagrees with the data) ends the output as one message with exit
+    code 2; ``VITDENSE_DEBUG=1`` raises it with its traceback instead. Called with ``args``, it raises ConfigError.
+
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
         run: run the subcommand; ``False`` only parses the config and builds the model, data and trainer.
     """
+    if args is not None or debug():
+        return _main(args, run)
+    try:
+        return _main(args, run)
+    except ConfigError as err:
+        exit_with(str(err), f"the config could not be built; {DEBUG_VARIABLE}=1 shows the traceback")
+
+
+def _main(args: list[str] | None, run: bool) -> VitdenseCLI | str:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] and argv[0] not in ("fit", "validate", "test", "predict") and not argv[0].startswith("-"):
         from vitdense.commands import COMMANDS

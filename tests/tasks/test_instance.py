@@ -66,7 +66,8 @@ def test_predictions_hold_rle_masks_at_the_original_size(tmp_path: Path) -> None
         (pred,) = task.predict_step({"image": [image], "path": ["a.png"], "orig_size": [(96, 128)],
                                      "valid_size": [(64, 64)]}, 0)  # fmt: skip
     assert pred["masks"].shape == (len(pred["boxes"]), 96, 128)
-    (path, *_) = task.save_predictions([pred], tmp_path)
+    task.save_predictions([pred], tmp_path)
+    (path, *_) = task.finish_predictions(tmp_path, None)  # the process's part merged into predictions.jsonl
     line = json.loads(path.read_text().splitlines()[0])
     decoded = [mask_utils.decode({"size": m["size"], "counts": m["counts"].encode()}) for m in line["masks"]]
     assert len(decoded) == len(line["boxes"]) > 0

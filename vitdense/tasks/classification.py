@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -17,7 +18,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from vitdense.config import merge_config
 from vitdense.models.backbone import Backbone
 from vitdense.models.heads import ClassificationHead
+from vitdense.predictions import INDEX, append_part, merge_parts
 from vitdense.tasks.base import BaseTask
+
+PREDICTIONS = "predictions.csv"
 
 
 class ClassificationInferenceConfig(TypedDict, total=False):
@@ -164,14 +168,24 @@ class ClassificationTask(BaseTask):
         ]
 
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
-        """Append one row per image to ``predictions.csv`` (path, label, class name, score, all probabilities)."""
-        path = output_dir / "predictions.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["path", "label", "class_name", "score", *[f"p_{n}" for n in self.class_names]])
-            for p in predictions:
-                probs = [f"{v:.6f}" for v in p["probs"].tolist()]
-                writer.writerow([p["path"], p["label"], p["class_name"], probs[p["label"]], *probs])
-        return [path] * len(predictions)
+        """One row per image for ``predictions.csv`` (path, label, class name, score, all probabilities), appended to
+        this process's part; ``finish_predictions`` merges the parts."""
+        rows = []
+        for p in predictions:
+            probs = [f"{v:.6f}" for v in p["probs"].tolist()]
+            rows.append((p.get(INDEX), csv_row([p["path"], p["label"], p["class_name"], probs[p["label"]], *probs])))
+        append_part(output_dir, PREDICTIONS, self.global_rank, rows)
+        return [output_dir / PREDICTIONS] * len(predictions)
+
+    def finish_predictions(self, output_dir: Path, datamodule: Any) -> list[Path]:
+        """After predict, on one process: ``predictions.csv`` from every process's part, in dataset order."""
+        header = csv_row(["path", "label", "class_name", "score", *[f"p_{n}" for n in self.class_names]])
+        path = merge_parts(output_dir, PREDICTIONS, header)
+        return [] if path is None else [path]
+
+
+def csv_row(values: list[Any]) -> str:
+    """One CSV line, as ``csv.writer`` writes it."""
+    text = io.StringIO()
+    csv.writer(text).writerow(values)
+    return text.getvalue()

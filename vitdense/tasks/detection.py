@@ -19,7 +19,10 @@ from vitdense.inference import (
 )
 from vitdense.metrics import DetectionMAP
 from vitdense.models.heads.detectors import HEAD_DEFAULTS, INSTANCE_DETECTORS, DetectionHeadConfig, build_detector
+from vitdense.predictions import INDEX, append_part, merge_parts
 from vitdense.tasks.base import BaseTask, group_indices
+
+PREDICTIONS = "predictions.jsonl"
 
 
 class DetectionTask(BaseTask):
@@ -161,12 +164,11 @@ class DetectionTask(BaseTask):
         return {"boxes": (det["boxes"] * scale).cpu(), "scores": det["scores"].cpu(), "labels": det["labels"].cpu()}
 
     def save_predictions(self, predictions: list[dict[str, Any]], output_dir: Path) -> list[Path]:
-        """Append one JSON line per image to ``predictions.jsonl`` (boxes xyxy in original pixels)."""
-        path = output_dir / "predictions.jsonl"
-        with path.open("a") as f:
-            for p in predictions:
-                f.write(json.dumps(self.prediction_line(p)) + "\n")
-        return [path] * len(predictions)
+        """One JSON line per image for ``predictions.jsonl`` (boxes xyxy in original pixels), appended to this
+        process's part; ``finish_predictions`` merges the parts."""
+        rows = [(p.get(INDEX), json.dumps(self.prediction_line(p)) + "\n") for p in predictions]
+        append_part(output_dir, PREDICTIONS, self.global_rank, rows)
+        return [output_dir / PREDICTIONS] * len(predictions)
 
     def prediction_line(self, pred: dict[str, Any]) -> dict[str, Any]:
         """One image's line of ``predictions.jsonl``."""
@@ -182,10 +184,11 @@ class DetectionTask(BaseTask):
         }
 
     def finish_predictions(self, output_dir: Path, datamodule: Any) -> list[Path]:
-        """After predict: ``predictions.jsonl`` also as COCO results (``coco_results.json`` + ``coco_images.json``),
-        with the dataset's category ids and, for images of a COCO split, that split's image ids."""
-        path = output_dir / "predictions.jsonl"
-        if not path.is_file():  # no image to predict
+        """After predict, on one process: ``predictions.jsonl`` from every process's part, in dataset order, and as
+        COCO results (``coco_results.json`` + ``coco_images.json``), with the dataset's category ids and, for images
+        of a COCO split, that split's image ids."""
+        path = merge_parts(output_dir, PREDICTIONS)
+        if path is None:  # no image to predict
             return []
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         coco_ids = getattr(datamodule, "coco_ids", None)
@@ -193,4 +196,4 @@ class DetectionTask(BaseTask):
             categories, image_ids = coco_ids([Path(line["path"]).name for line in lines])
         else:  # no COCO categories: ids 1..K in label order
             categories, image_ids = [(k + 1, name) for k, name in enumerate(self.class_names)], None
-        return list(write_coco_results(lines, output_dir, categories, image_ids))
+        return [path, *write_coco_results(lines, output_dir, categories, image_ids)]

@@ -1,0 +1,90 @@
+"""What `python -m vitdense` prints, run as a user runs it (a new process): a config that cannot be built ends the
+output as one message with exit code 2, and Lightning's lines a user cannot act on are left out, real warnings kept."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.tiny import PATCH8_VIT_D2
+
+DATA = {"class_path": "SyntheticSegmentationDataModule",
+        "init_args": {"num_train": 4, "num_val": 2, "image_size": 32, "batch_size": 2}}  # fmt: skip
+BACKBONE = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}  # the CLI links img_size from the data
+TRAINER = {"accelerator": "cpu", "precision": "32", "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def config(tmp_path: Path, trainer: dict | None = None, **model) -> Path:
+    init_args = {"backbone": BACKBONE, "head": {"channels": 16, "aux_channels": 8}, **model}
+    cfg = {"model": {"class_path": "SegmentationTask", "init_args": init_args}, "data": DATA, "seed_everything": 0,
+           "trainer": {**TRAINER, "default_root_dir": str(tmp_path / "runs"), **(trainer or {})}}  # fmt: skip
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def vitdense(tmp_path: Path, *args: str, **env: str) -> tuple[int, list[str]]:
+    """Exit code and the lines printed (stdout and stderr, as a terminal shows them) of `python -m vitdense ARGS`."""
+    env = {k: v for k, v in os.environ.items() if k != "VITDENSE_DEBUG"} | {"HF_HUB_OFFLINE": "1", **env}
+    result = subprocess.run([sys.executable, "-m", "vitdense", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    return result.returncode, [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def one_message(code: int, lines: list[str]) -> str:
+    """The message of a run that ended with one: exit code 2, the message last, no traceback or usage block."""
+    assert code == 2, "\n".join(lines)
+    assert lines[-1].startswith("error: "), "\n".join(lines[-5:])
+    assert not any(bad in line for line in lines for bad in ("Traceback", "Union subtypes", "usage:")), "\n".join(lines)
+    return lines[-1].removeprefix("error: ")
+
+
+def test_offline_pretrained_weights_end_the_output_as_one_message(tmp_path: Path) -> None:
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    code, lines = vitdense(
+        tmp_path, "fit", "--config", str(config(tmp_path, backbone={**backbone, "pretrained": True}))
+    )
+    assert one_message(code, lines).startswith(
+        "backbone.pretrained: true needs timm's hub weights for 'vit_tiny_patch16_224', which are not in the local "
+        "cache, and HF_HUB_OFFLINE is set. Point backbone.pretrained at a local"
+    )
+    assert "VITDENSE_DEBUG=1" in lines[-2]
+
+
+def test_unknown_head_key_names_the_key_and_the_valid_ones(tmp_path: Path) -> None:
+    code, lines = vitdense(tmp_path, "fit", "--config", str(config(tmp_path, head={"channels": 16, "chanels": 8})))
+    valid = "aux_channels, aux_in_index, aux_weight, channels, dropout, name, pool_scales"
+    assert one_message(code, lines) == f"model.init_args.head: unknown key(s) {{'chanels'}}; valid keys are {valid}."
+
+
+def test_num_classes_that_disagree_with_the_data_end_the_output_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    cfg = str(config(tmp_path, num_classes=7))
+    message = ("model.init_args.num_classes is 7, but the CLI takes it from the data: data.num_classes gives 4. Set "
+               "it on the data only (remove model.init_args.num_classes).")  # fmt: skip
+    assert one_message(*vitdense(tmp_path, "validate", "--config", cfg)) == message
+    code, lines = vitdense(tmp_path, "validate", "--config", cfg, VITDENSE_DEBUG="1")
+    assert code == 1 and any("Traceback" in line for line in lines) and message in lines[-1]
+
+
+def test_estimate_prints_its_table_and_nothing_before(tmp_path: Path) -> None:
+    cfg = config(tmp_path, trainer={"precision": "bf16-mixed"})
+    code, lines = vitdense(tmp_path, "estimate", "--config", str(cfg))
+    assert code == 0, "\n".join(lines)
+    assert lines[0].startswith("input 32x32, batch 2"), "\n".join(lines[:5])  # not seeding, devices or precision
+
+
+def test_fit_and_validate_print_no_lightning_noise_but_real_warnings(tmp_path: Path) -> None:
+    cfg = str(config(tmp_path, trainer={"max_epochs": 1}))
+    code, fit = vitdense(tmp_path, "fit", "--config", cfg)
+    assert code == 0, "\n".join(fit)
+    ckpt = next((tmp_path / "runs").glob("c/version_0/checkpoints/last.ckpt"))
+    code, validate = vitdense(tmp_path, "validate", "--config", cfg, "--ckpt_path", str(ckpt))
+    assert code == 0, "\n".join(validate)
+    text = "\n".join(fit + validate)
+    for noise in ("LeafSpec", "litlogger", "litmodels", "Be aware that when using `ckpt_path`", "dirpath has changed",
+                  "to estimate number of stepping batches"):  # fmt: skip
+        assert noise not in text, noise
+    assert "smaller than the logging interval" in "\n".join(fit)  # a warning the user can act on stays
+    assert "GPU available" in text and "val/mIoU" in "\n".join(validate)
