@@ -182,10 +182,18 @@ def scene_main(args: list[str]) -> str:
     return run(args)
 
 
+def tune_main(args: list[str]) -> str:
+    """``vitdense tune``: the lr range test and the batch-size finder (``vitdense.tune.tune_main``)."""
+    from vitdense.tune import tune_main as run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], str]] = {
     "data": data_main,
     "estimate": estimate_main,
     "evaluate": evaluate_main,
     "export": export_main,
     "scene": scene_main,
+    "tune": tune_main,
 }

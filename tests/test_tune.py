@@ -1,0 +1,72 @@
+"""``vitdense tune``: the lr range test keeps every parameter group at its recipe ratio (layer decay, head multiplier),
+writes the curve and a suggestion that ``fit`` takes; the batch-size finder reports the memory-bound batch on CPU."""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.tiny import PATCH8_VIT_D2
+from vitdense.cli import main
+from vitdense.tune import LRRangeTest, lr_range_test, range_test_cli
+
+
+def write_config(root: Path) -> Path:
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "SegmentationTask", "init_args": {
+            "backbone": backbone, "head": {"channels": 16, "aux_channels": 8},
+            "optimizer": {"lr": 3e-4, "weight_decay": 0.05, "layer_decay": 0.9, "head_lr_mult": 10.0},
+            "scheduler": {"name": "poly", "warmup_steps": 50}}},
+        "data": {"class_path": "SyntheticSegmentationDataModule",
+                 "init_args": {"num_train": 16, "num_val": 4, "image_size": 32, "batch_size": 4}},
+        "trainer": {"max_epochs": 3, "accelerator": "cpu", "enable_progress_bar": False,
+                    "enable_model_summary": False, "default_root_dir": str(root / "runs")},
+    }  # fmt: skip
+    path = root / "seg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_range_test_keeps_the_recipe_ratios_and_suggests_a_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    cli = range_test_cli(str(config), [], steps=10)
+    # The recipe's ratio of each group: its lr (before warmup scales it) over the base lr, as fit configures them.
+    recipe = cli.model.configure_optimizers()["optimizer"]
+    ratios = [g["initial_lr"] / 3e-4 for g in recipe.param_groups]
+    assert max(ratios) / min(ratios) > 10 * 0.9**3 * 0.99  # head 10x, and layer decay spreads the backbone
+    test = LRRangeTest(1e-5, 10.0, steps=10, diverge=1e9)  # no early stop: every step is checked
+    report = lr_range_test(cli, test, tmp_path / "out")
+    assert len(test.group_lrs) == len(test.lrs) == 10
+    for lr, held in zip(test.lrs, test.group_lrs, strict=True):
+        assert held == pytest.approx([r * lr for r in ratios], rel=1e-9)
+    assert test.lrs[0] == pytest.approx(1e-5) and test.lrs[-1] == pytest.approx(10.0)
+    # Files: the curve, the losses, and a tune.yaml that fit takes with the recipe's other optimizer settings.
+    assert Image.open(tmp_path / "out" / "lr_curve.png").size == (700, 450)
+    suggested = test.suggestion()
+    assert suggested == pytest.approx(test.lrs[min(range(10), key=test.smoothed.__getitem__)] / 10)
+    assert f"model.init_args.optimizer.lr: {suggested:.3g}" in report
+    built = main(["--config", str(config), "--config", str(tmp_path / "out" / "tune.yaml"),
+                  "--trainer.logger", "false"], run=False)  # fmt: skip
+    opt = built.model.optimizer_cfg
+    assert opt["lr"] == pytest.approx(float(f"{suggested:.3g}"))
+    assert (opt["layer_decay"], opt["head_lr_mult"], opt["weight_decay"]) == (0.9, 10.0, 0.05)
+
+
+def test_range_test_stops_when_the_loss_diverges(tmp_path: Path) -> None:
+    text = main(["tune", "--config", str(write_config(tmp_path)), "--min_lr", "1e-2", "--max_lr", "1e6",
+                 "--steps", "16", "--diverge", "1.5", "--output", str(tmp_path / "out")])  # fmt: skip
+    lines = (tmp_path / "out" / "lr_range_test.csv").read_text().splitlines()[1:]
+    assert 2 <= len(lines) < 16 and "(diverged)" in text
+    smoothed = [float(line.split(",")[3]) for line in lines]
+    assert not math.isfinite(smoothed[-1]) or smoothed[-1] > 1.5 * min(smoothed)
+
+
+def test_suggestion_is_the_minimum_over_ten() -> None:
+    test = LRRangeTest(1e-4, 1.0, steps=5)
+    test.lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    test.smoothed = [2.0, 1.5, 0.8, 1.0, 5.0]
+    assert test.suggestion() == pytest.approx(1e-3)
+    assert test.steepest() == pytest.approx(1e-3)  # 1.5 -> 0.8 is the steepest fall before the minimum
