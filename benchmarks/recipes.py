@@ -1,4 +1,5 @@
-"""CamVid recipe benchmark: fine-tune UPerNet + ViT-Ti through vitdense's own CLI, one results row per run.
+"""Recipe benchmark: fine-tune UPerNet + ViT-Ti through vitdense's own CLI, one results row per run, on CamVid
+or on the domains that benchmarks/domains.py builds.
 
     python benchmarks/recipes.py                                   # the default recipe, row "default"
     python benchmarks/recipes.py --lr 3e-4 --layer-decay off       # row "lr=3e-4,layer_decay=off"
@@ -6,6 +7,8 @@
     python benchmarks/recipes.py --set model.init_args.freeze_backbone=true --name "linear probe"
     python benchmarks/recipes.py --peer                            # this recipe, then the smp DPT peer
     python benchmarks/recipes.py --peer-only --steps 600 --batch 8
+    python benchmarks/recipes.py --domain ccp --peer                # the template and the peer on one domain
+    python benchmarks/recipes.py --domain all --peer                # ... on every domain under --data-root
 
 The recipe is the shipped template, configs/segmentation_folder.yaml (model and data settings), with the
 benchmark's budget (--steps, --batch, --crop), a CPU-sized head (--head-channels) and the ViT-Ti ImageNet weights;
@@ -14,6 +17,12 @@ Each run writes its config to <out>/runs/<name>/recipe.yaml and calls `vitdense.
 training for --steps optimizer steps, then one validation over the whole val split, scored at full resolution.
 The row (val mIoU, pixel accuracy, per-class IoU, train time, the machine's fp32 matmul rate, git commit) replaces
 the row of the same name in <out>/results.json, and <out>/results.md is rewritten from all rows.
+
+With --domain, the data is <data-root>/<domain> (the layout and domain.json of benchmarks/domains.py: classes and
+void id come from there), the peer is benchmarks/peer_loop.py, and rows go to <out>/<domain>/results.{json,md}, apart
+from the CamVid rows above. Both the template and the peer are then also scored on the domain's test split after
+training, with the same weights as val; the test split is reported, never used to choose anything: compare recipes on
+val. Without --domain, everything is as before (CamVid from --root, the shared peer, <out>/results.json).
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ from vitdense.data import SegmentationFolderDataModule
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PEER_SCRIPT = SHARED / "peers" / "peer_camvid.py"
+DOMAIN_PEER = REPO / "benchmarks" / "peer_loop.py"  # the same loop, classes and void read from the domain
+DATA_ROOT = Path("/work/bench_data")  # benchmarks/domains.py's default output
 TEMPLATE = REPO / "configs" / "segmentation_folder.yaml"
 PEER_ROW = "peer: smp DPT (plain loop)"
 NUM_CLASSES, VOID = 11, 11
@@ -105,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes", help="results folder")
     add("--peer", action="store_true", help="after this recipe, run the smp DPT peer too")
     add("--peer-only", action="store_true", help="run only the smp DPT peer")
+    add("--domain", help="a domain under --data-root (benchmarks/domains.py), or 'all'; unset: CamVid from --root")
+    add("--data-root", type=Path, default=DATA_ROOT, help="where benchmarks/domains.py wrote the domains")
     return p
 
 
@@ -159,8 +172,8 @@ def build_config(args: argparse.Namespace, run_dir: Path) -> dict:
         model["ema_decay"] = _given(args.ema)
     if args.loss:
         model["loss"] = {**model.get("loss", {}), **args.loss}
-    data = {**template["data"]["init_args"], "root": str(args.root), "num_classes": NUM_CLASSES, "ignore_index": VOID,
-            "crop_size": args.crop, "batch_size": args.batch, "num_workers": 0}  # fmt: skip
+    data = {**template["data"]["init_args"], "root": str(args.root), "num_classes": args.num_classes,
+            "ignore_index": args.void, "crop_size": args.crop, "batch_size": args.batch, "num_workers": 0}  # fmt: skip
     if args.scale_range is not None:
         data["scale_range"] = args.scale_range
     trainer = {
@@ -206,7 +219,7 @@ def git_commit() -> str:
 
 
 def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) -> dict:
-    """Train and validate one recipe through ``vitdense.cli.main``; return its results row."""
+    """Train and validate one recipe through ``vitdense.cli.main`` (then test, with --domain); return its row."""
     run_dir = args.out / "runs" / re.sub(r"[^\w.=,-]+", "_", name)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The CLI saves the resolved config here and refuses to overwrite the one of an earlier run of this row.
@@ -226,13 +239,24 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         raise SystemExit(f"expected one full validation ({sum(trainer.num_val_batches)} batches), ran {val_batches}")
     timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return {
+    train_s, val_s = timer.time_elapsed("train") - timer.time_elapsed("validate"), timer.time_elapsed("validate")
+    test: dict[str, Any] = {}
+    if args.domain and has_split(args.root, "test"):
+        # the weights val just scored, on the held-out split; reported only, never used to pick a recipe
+        scores = trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+        test = {
+            "test_mIoU": scores["test/mIoU"],
+            "test_pixel_acc": scores["test/pixel_acc"],
+            "test_iou": {c: scores.get(f"test/IoU/{c}") for c in class_names},
+        }
+    row = {
         "name": name,
         "mIoU": metrics["val/mIoU"],
         "pixel_acc": metrics["val/pixel_acc"],
         "iou": {c: metrics.get(f"val/IoU/{c}") for c in class_names},
-        "train_s": timer.time_elapsed("train") - timer.time_elapsed("validate"),
-        "val_s": timer.time_elapsed("validate"),
+        **test,
+        "train_s": train_s,
+        "val_s": val_s,
         "total_s": total_s,
         "gflops": gflops,
         "threads": torch.get_num_threads(),
@@ -242,12 +266,21 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         "commit": commit,
         "command": shlex.join(["python", "-m", "vitdense", *cli_args]),
     }
+    return {"domain": args.domain, **row} if args.domain else row
 
 
 def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
-    """Run the shared smp DPT peer script (same python, same budget) and return its results row."""
-    cmd = [sys.executable, str(PEER_SCRIPT), "--arch", "dpt", "--small-decoder", "--steps", str(args.steps),
+    """Run the smp DPT peer script (same python, same budget) and return its results row.
+
+    CamVid: the shared peer_camvid.py on val. A domain: benchmarks/peer_loop.py, one training scored on val and,
+    where the domain has one, test.
+    """
+    script = DOMAIN_PEER if args.domain else PEER_SCRIPT
+    cmd = [sys.executable, str(script), "--arch", "dpt", "--small-decoder", "--steps", str(args.steps),
            "--batch", str(args.batch), "--crop", str(args.crop), "--root", str(args.root)]  # fmt: skip
+    if args.domain:
+        splits = "val,test" if has_split(args.root, "test") else "val"
+        cmd += ["--void", str(args.void), "--eval-split", splits, "--seed", str(args.seed)]
     commit, gflops = git_commit(), matmul_gflops()
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -258,6 +291,8 @@ def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
         lines.append(line.strip())
     if proc.wait() != 0 or not any(line.startswith("RESULT ") for line in lines):
         raise SystemExit(f"peer failed (exit code {proc.returncode}, no RESULT line): {shlex.join(cmd)}")
+    if args.domain:
+        return peer_domain_row(args, lines, class_names, commit, gflops, time.perf_counter() - start, cmd)
     result = dict(re.findall(r"(\w+)=(\S+)", next(line for line in reversed(lines) if line.startswith("RESULT "))))
     ious = ast.literal_eval(next(line for line in reversed(lines) if line.startswith("per-class IoU "))[14:])
     return {
@@ -275,6 +310,40 @@ def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
         "commit": commit,
         "command": shlex.join(["python", *cmd[1:]]),
     }
+
+
+def peer_domain_row(
+    args: argparse.Namespace,
+    lines: list[str],
+    class_names: list[str],
+    commit: str,
+    gflops: float,
+    total_s: float,
+    cmd: list[str],
+) -> dict:
+    """The peer's row on a domain from peer_loop.py's output: one RESULT and per-class line per eval split."""
+    results = {}
+    for line in lines:
+        if line.startswith("RESULT "):
+            result = dict(re.findall(r"(\w+)=(\S+)", line))
+            results[result["eval_split"]] = result
+        elif line.startswith("per-class IoU "):
+            split, _, values = line[len("per-class IoU ") :].partition(" ")
+            results.setdefault("iou", {})[split] = dict(zip(class_names, ast.literal_eval(values), strict=True))
+    val, test = results["val"], results.get("test")
+    row = {
+        "domain": args.domain,
+        "name": PEER_ROW,
+        "mIoU": float(val["test_mIoU"]),  # peer_loop's name for the scored split's mIoU; this one is val
+        "pixel_acc": float(val["pixel_acc"]),
+        "iou": results["iou"]["val"],
+    }
+    if test:
+        row.update(test_mIoU=float(test["test_mIoU"]), test_pixel_acc=float(test["pixel_acc"]))
+        row["test_iou"] = results["iou"]["test"]
+    run = {"train_s": float(val["train_s"]), "total_s": total_s, "gflops": gflops, "threads": args.threads}
+    budget = {"steps": args.steps, "batch": args.batch, "crop": args.crop, "commit": commit}
+    return {**row, **run, **budget, "command": shlex.join(["python", *cmd[1:]])}
 
 
 def markdown(rows: dict[str, dict], class_names: list[str]) -> str:
@@ -296,40 +365,113 @@ def markdown(rows: dict[str, dict], class_names: list[str]) -> str:
     return f"# CamVid recipes\n\n{note}\n\n" + "\n".join(lines) + "\n"
 
 
-def save_row(out: Path, row: dict, class_names: list[str]) -> dict[str, dict]:
+def domain_markdown(rows: dict[str, dict], class_names: list[str], meta: dict) -> str:
+    """One domain's table: val and test scores per row (per-class val IoU when there are at most 12 classes)."""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    per_class = class_names if len(class_names) <= 12 else []
+    header = ["name", "val mIoU", "test mIoU", "val pixel acc", "test pixel acc", *(f"val {c}" for c in per_class)]
+    header += ["train s", "GFLOP/s", "steps x batch", "crop", "commit"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows.values():
+        scores = [num(r["mIoU"]), num(r.get("test_mIoU")), num(r["pixel_acc"]), num(r.get("test_pixel_acc"))]
+        scores += [num(r["iou"].get(c)) for c in per_class]
+        run = [f"{r['train_s']:.0f}", f"{r['gflops']:.1f}", f"{r['steps']}x{r['batch']}", str(r["crop"]), r["commit"]]
+        lines.append("| " + " | ".join([r["name"], *scores, *run]) + " |")
+    sizes = ", ".join(f"{k} {v['images']}" for k, v in meta["splits"].items())
+    note = (f"{meta['domain']}; {meta['num_classes']} classes; {sizes} images ({meta['split_source']}). "
+            "UPerNet + vit_tiny_patch16_224 unless named otherwise; val and test scored at full resolution with the "
+            "weights after the last step. Recipes are compared on val; test is reported, never used to choose. "
+            "mIoU averages the classes present in a split's ground truth or predictions, for both sides.")  # fmt: skip
+    return f"# Recipes on {meta['name']}\n\n{note}\n\n" + "\n".join(lines) + "\n"
+
+
+def save_row(out: Path, row: dict, class_names: list[str], meta: dict | None = None) -> dict[str, dict]:
     """Replace (or append) ``row`` in results.json, rewrite results.md; return all rows."""
     path = out / "results.json"
     rows = json.loads(path.read_text()) if path.exists() else {}
     rows[row["name"]] = row
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(rows, class_names))
+    table = domain_markdown(rows, class_names, meta) if meta else markdown(rows, class_names)
+    (out / "results.md").write_text(table)
+    return rows
+
+
+def has_split(root: Path, split: str) -> bool:
+    """Whether ``root/split`` holds at least one image."""
+    images = root / split / "images"
+    return images.is_dir() and any(images.iterdir())
+
+
+def domain_names(data_root: Path, domain: str) -> list[str]:
+    """The domains ``--domain`` names: one, or every folder of ``data_root`` holding a domain.json."""
+    if domain == "all":
+        names = (
+            sorted(d.name for d in data_root.iterdir() if (d / "domain.json").is_file()) if data_root.is_dir() else []
+        )
+        if not names:
+            raise SystemExit(f"no domains under '{data_root}': run python benchmarks/domains.py all first.")
+        return names
+    if not (data_root / domain / "domain.json").is_file():
+        raise SystemExit(f"domain '{domain}' not found under '{data_root}': run python benchmarks/domains.py {domain}.")
+    return [domain]
+
+
+def run_rows(args: argparse.Namespace, name: str, meta: dict | None) -> dict[str, dict]:
+    """The recipe run and/or the peer run of ``args``; return the rows of its results file."""
+    class_names = SegmentationFolderDataModule(str(args.root), args.num_classes, args.void).class_names
+    rows: dict[str, dict] = {}
+    if not args.peer_only:
+        rows = save_row(args.out, run_vitdense(args, name, class_names), class_names, meta)
+    if args.peer or args.peer_only:
+        rows = save_row(args.out, run_peer(args, class_names), class_names, meta)
+    table = domain_markdown(rows, class_names, meta) if meta else markdown(rows, class_names)
+    print("\n" + table)
     return rows
 
 
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
-    if not all((args.root / split).is_dir() for split in ("train", "val")):
-        raise SystemExit(f"CamVid not found at '{args.root}' (expected {{train,val}}/{{images,masks}}): pass --root.")
     torch.set_num_threads(args.threads)
-    class_names = SegmentationFolderDataModule(str(args.root), NUM_CLASSES, VOID).class_names
     name = args.name or default_name(args, parser)
-    rows: dict[str, dict] = {}
-    if not args.peer_only:
-        if not Path(args.weights).is_file():
-            raise SystemExit(f"weights '{args.weights}' not found: pass --weights.")
-        rows = save_row(args.out, run_vitdense(args, name, class_names), class_names)
-    if args.peer or args.peer_only:
-        if not PEER_SCRIPT.is_file():
-            raise SystemExit(f"peer script '{PEER_SCRIPT}' not found.")
-        rows = save_row(args.out, run_peer(args, class_names), class_names)
-    print("\n" + markdown(rows, class_names))
+    if not args.peer_only and not Path(args.weights).is_file():
+        raise SystemExit(f"weights '{args.weights}' not found: pass --weights.")
+    peer_script = DOMAIN_PEER if args.domain else PEER_SCRIPT
+    if (args.peer or args.peer_only) and not peer_script.is_file():
+        raise SystemExit(f"peer script '{peer_script}' not found.")
+    if not args.domain:
+        if not all((args.root / split).is_dir() for split in ("train", "val")):
+            raise SystemExit(
+                f"CamVid not found at '{args.root}' (expected {{train,val}}/{{images,masks}}): pass --root."
+            )
+        args.num_classes, args.void = NUM_CLASSES, VOID
+        report(run_rows(args, name, None), name, args.out)
+        return
+    out = args.out
+    for domain in domain_names(args.data_root, args.domain):
+        meta = json.loads((args.data_root / domain / "domain.json").read_text())
+        run_args = argparse.Namespace(**vars(args))
+        run_args.domain, run_args.root, run_args.out = domain, args.data_root / domain, out / domain
+        run_args.num_classes, run_args.void = meta["num_classes"], meta["ignore_index"]
+        print(f"\n=== {domain}: {meta['domain']} ({meta['num_classes']} classes, root {run_args.root})", flush=True)
+        report(run_rows(run_args, name, meta), name, run_args.out)
+
+
+def report(rows: dict[str, dict], name: str, out: Path) -> None:
+    """The recipe's difference to the peer (val, and test where scored), and where the table is."""
     if PEER_ROW in rows and name in rows:
         ours, peer = rows[name], rows[PEER_ROW]
         budget = "" if all(ours[k] == peer[k] for k in ("steps", "batch", "crop")) else ", different budgets"
-        print(f"vitdense - peer = {ours['mIoU'] - peer['mIoU']:+.3f} mIoU ({name!r} vs the peer{budget})")
-    print(f"results: {args.out / 'results.md'}")
+        line = f"vitdense - peer = {ours['mIoU'] - peer['mIoU']:+.3f} mIoU"
+        if ours.get("test_mIoU") is not None and peer.get("test_mIoU") is not None:
+            line = f"vitdense - peer = val {ours['mIoU'] - peer['mIoU']:+.3f}, test "
+            line += f"{ours['test_mIoU'] - peer['test_mIoU']:+.3f} mIoU"
+        print(f"{line} ({name!r} vs the peer{budget})")
+    print(f"results: {out / 'results.md'}")
 
 
 if __name__ == "__main__":
