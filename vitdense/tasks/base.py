@@ -167,6 +167,9 @@ class BaseTask(L.LightningModule):
             from vitdense.panels import PredictionPanels
 
             callbacks.append(PredictionPanels(self.hparams.log_images))
+        from vitdense.summary import RunSummary
+
+        callbacks.append(RunSummary())  # summary.json in the run folder when a fit ends
         return callbacks
 
     def setup(self, stage: str) -> None:

@@ -1,0 +1,81 @@
+"""The run summary: every CLI fit writes summary.json into its run folder, and its best metric is the best
+checkpoint's (validating that checkpoint gives the same number)."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.tiny import PATCH8_VIT_D2
+from vitdense.cli import main
+from vitdense.summary import SUMMARY_FILE
+
+
+def test_summary_json_matches_the_best_checkpoint(tmp_path: Path, capsys) -> None:
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "SegmentationTask", "init_args": {
+            "backbone": backbone, "head": {"channels": 16, "aux_channels": 8}, "optimizer": {"lr": 3e-3},
+            "log_images": 0}},
+        "data": {"class_path": "SyntheticSegmentationDataModule",
+                 "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}},
+        "trainer": {"max_epochs": 3, "accelerator": "cpu", "enable_progress_bar": False,
+                    "enable_model_summary": False, "default_root_dir": str(tmp_path / "runs")},
+    }  # fmt: skip
+    config = tmp_path / "seg.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    cli = main(["fit", "--config", str(config)])
+    run = Path(cli.trainer.log_dir)
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    assert "run summary (finished): best val/mIoU" in capsys.readouterr().out
+    assert summary["status"] == "finished" and summary["monitor"] == "val/mIoU" and summary["mode"] == "max"
+    assert summary["epochs"] == 3 and summary["steps"] == 6 and summary["train_images"] == 24
+    assert summary["images_per_s"] > 0 and summary["peak_memory_mib"] > 0
+    assert Path(summary["best_checkpoint"]).parent == Path(summary["checkpoint_dir"]) == run / "checkpoints"
+    assert summary["last_checkpoint"] == str(run / "checkpoints" / "last.ckpt")
+    # The best value is the best of the per-epoch values logged in metrics.csv, at the epoch the summary names.
+    with open(run / "metrics.csv") as f:
+        logged = {int(r["epoch"]): float(r["val/mIoU"]) for r in csv.DictReader(f) if r.get("val/mIoU")}
+    assert len(logged) == 3 and summary["best"] == pytest.approx(max(logged.values()), abs=1e-6)
+    assert logged[summary["best_epoch"]] == pytest.approx(summary["best"], abs=1e-6)
+    # Validating the best checkpoint gives the summary's number.
+    validated = main(["validate", "--config", str(config), "--ckpt_path", summary["best_checkpoint"],
+                      "--trainer.logger", "false"])  # fmt: skip
+    assert float(validated.trainer.callback_metrics["val/mIoU"]) == pytest.approx(summary["best"], abs=1e-6)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+
+def uncomment_early_stopping(text: str) -> str:
+    """The config with its commented ``trainer.callbacks`` EarlyStopping entry switched on."""
+    lines, on = [], False
+    for line in text.splitlines():
+        on = line == "  # callbacks:" or (on and line.startswith("  #   "))
+        lines.append(line.replace("  # ", "  ", 1) if on else line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name + "/" + p.name)
+def test_every_template_has_early_stopping_on_its_tasks_monitor(path: Path) -> None:
+    import vitdense
+
+    cfg = yaml.safe_load(uncomment_early_stopping(path.read_text()))
+    (callback,) = cfg["trainer"]["callbacks"]
+    assert callback["class_path"] == "lightning.pytorch.callbacks.EarlyStopping"
+    task = getattr(vitdense, cfg["model"]["class_path"].split(".")[-1])
+    assert callback["init_args"]["monitor"] == task.monitor and callback["init_args"]["mode"] == task.monitor_mode
+    assert callback["init_args"]["patience"] >= 1
+
+
+def test_uncommented_early_stopping_builds(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    config = tmp_path / "quickstart.yaml"
+    config.write_text(uncomment_early_stopping((CONFIG_DIR / "quickstart.yaml").read_text()))
+    cli = main(["--config", str(config), "--trainer.logger", "false"], run=False)
+    (stopper,) = [c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert (stopper.monitor, stopper.mode, stopper.patience) == ("val/mIoU", "max", 3)
