@@ -97,8 +97,10 @@ class VitdenseCLI(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         # The size too: the backbone is built for the training crop (pos-embed / window tables resampled to it).
         parser.link_arguments("data.input_size", "model.init_args.img_size", apply_on="instantiate")
+        # And the band count of multi-band data (data.bands); DataModules without bands have no in_chans.
+        parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
 
-    LINKED = ("num_classes", "class_names", "ignore_index", "img_size")
+    LINKED = ("num_classes", "class_names", "ignore_index", "img_size", "in_chans")
     # How a model is evaluated and what predict writes, not what it learned: with --ckpt_path, the value in the
     # config and command line wins over the checkpoint's (LightningCLI would restore every saved argument).
     EVAL_SETTINGS = ("inference", "overlays")
@@ -128,7 +130,8 @@ class VitdenseCLI(LightningCLI):
         init_args = getattr(model_cfg, "init_args", None) or {}
         given = {key: init_args.get(key) for key in self.LINKED if init_args.get(key) is not None}
         super().instantiate_classes()
-        sources = {"img_size": "data.crop_size / data.image_size (the training crop)"}
+        sources = {"img_size": "data.crop_size / data.image_size (the training crop)",
+                   "in_chans": "the number of data.bands (3 for RGB images)"}  # fmt: skip
         for key, value in given.items():
             linked = self.model.hparams.get(key)
             if value == _signature_default(type(self.model), key):

@@ -175,6 +175,28 @@ def data_main(args: list[str]) -> str:
     return text
 
 
+def stream_main(args: list[str]) -> str:
+    """``vitdense stream --config X --output DIR``: a config's segmentation data as LitData chunks for
+    ``StreamingSegmentationDataModule`` (see ``vitdense.data.streaming``)."""
+    from vitdense.data.streaming import write_stream
+
+    parser = argparse.ArgumentParser(
+        prog="vitdense stream",
+        description="Write the train/val/test splits of a config's segmentation DataModule (any layout or label "
+        "format the DataModule reads, multi-band too) as LitData chunks into a new folder; upload it to an object "
+        "store and train with StreamingSegmentationDataModule. Every other argument is a --data.* override.",
+    )
+    parser.add_argument("--config", required=True, help="the config whose data section to convert")
+    parser.add_argument("--output", type=Path, required=True, help="new folder for the chunks")
+    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=("train", "val", "test"))
+    parser.add_argument("--chunk_bytes", default="64MB", help="size of one chunk file")
+    own, rest = parser.parse_known_args(args)
+    counts = write_stream(_datamodule(own.config, rest), own.output, tuple(own.splits), own.chunk_bytes)
+    text = f"wrote {', '.join(f'{k} {v}' for k, v in counts.items())} samples to {own.output}"
+    print(f"[vitdense] {text}", flush=True)
+    return text
+
+
 def scene_main(args: list[str]) -> str:
     """``vitdense scene``: rasters of any size into georeferenced class maps (``vitdense.scenes.scene_main``)."""
     from vitdense.scenes import scene_main as run
@@ -195,5 +217,6 @@ COMMANDS: dict[str, Callable[[list[str]], str]] = {
     "evaluate": evaluate_main,
     "export": export_main,
     "scene": scene_main,
+    "stream": stream_main,
     "tune": tune_main,
 }

@@ -97,3 +97,24 @@ def test_rasters_without_bands_and_bad_bands_say_what_to_do(tmp_path: Path) -> N
     dm.setup("validate")
     with pytest.raises(ValueError, match=r"bands: \[0, 7\] asks for band\(s\) \[7\] but '.*' has 5 band"):
         dm.dataset("val")[0]
+
+
+def test_a_multi_band_folder_fits_through_the_cli_with_only_data_keys(tmp_path: Path) -> None:
+    """data.bands alone: the CLI links in_chans into the backbone and the fit computes the band statistics."""
+    import yaml
+
+    from vitdense.cli import main
+
+    root = write_raster_dataset(tmp_path / "data", 13, nodata=0)
+    backbone = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}}
+    cfg = {"model": {"class_path": "SegmentationTask", "init_args": {"backbone": backbone, "head": {"channels": 8}}},
+           "data": {"class_path": "SegmentationFolderDataModule",
+                    "init_args": {"root": str(root), "crop_size": 32, "batch_size": 2, "bands": [3, 2, 1, 7]}},
+           "trainer": {"accelerator": "cpu", "fast_dev_run": True, "enable_progress_bar": False,
+                       "default_root_dir": str(tmp_path / "runs")}}  # fmt: skip
+    (tmp_path / "bands.yaml").write_text(yaml.safe_dump(cfg))
+    cli = main(["fit", "--config", str(tmp_path / "bands.yaml")])
+    assert cli.model.backbone.in_chans == 4 and cli.model.hparams.in_chans == 4
+    assert cli.model.backbone.mean.flatten()[0] > 100  # uint16 statistics, not ImageNet's
+    with pytest.raises(ValueError, match=r"in_chans is 3, but the CLI takes it from the data: the number of data"):
+        main(["fit", "--config", str(tmp_path / "bands.yaml"), "--model.init_args.in_chans", "3"])
