@@ -31,6 +31,7 @@ from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.raster_windows import RasterSegmentationDataModule
 from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
 from vitdense.data.segmentation import SegmentationFolderDataModule
+from vitdense.data.streaming import StreamingSegmentationDataModule
 from vitdense.data.synthetic_datamodules import (
     SyntheticClassificationDataModule,
     SyntheticDetectionDataModule,
@@ -50,6 +51,7 @@ __all__ = [
     "ImageFolderDataModule",
     "RasterSegmentationDataModule",
     "SegmentationFolderDataModule",
+    "StreamingSegmentationDataModule",
     "SyntheticClassificationDataModule",
     "SyntheticDetectionDataModule",
     "SyntheticInstanceDataModule",
