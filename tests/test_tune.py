@@ -70,3 +70,39 @@ def test_suggestion_is_the_minimum_over_ten() -> None:
     test.smoothed = [2.0, 1.5, 0.8, 1.0, 5.0]
     assert test.suggestion() == pytest.approx(1e-3)
     assert test.steepest() == pytest.approx(1e-3)  # 1.5 -> 0.8 is the steepest fall before the minimum
+
+
+def test_batch_size_on_cpu_is_the_memory_bound_of_the_estimate(tmp_path: Path, capsys) -> None:
+    import json
+    import re
+
+    from vitdense.batch_size import memory_bound_batch
+    from vitdense.estimate import estimate
+
+    config = write_config(tmp_path)
+    text = main(["tune", "--config", str(config), "--batch_size", "--output", str(tmp_path / "out")])
+    found = json.loads((tmp_path / "out" / "batch_size.json").read_text())
+    assert found["device"] == "cpu" and found["batch_size"] > 4 and found["configured_batch_size"] == 4
+    assert f"data.init_args.batch_size: {found['batch_size']}" in text
+    assert not (tmp_path / "out" / "lr_curve.png").exists()  # --batch_size alone runs no range test
+    # At 128 px (1.9 MiB per image) with 2000 MiB available and half kept free, against the training memory that
+    # `vitdense estimate` reports (in whole MiB) for a batch.
+    cli = main(["--config", str(config), "--trainer.logger", "false"], run=False)
+    batch = memory_bound_batch(cli.model, (128, 128), 0.5, 2000 * 2**20)["batch_size"]
+
+    def reported_mib(b: int) -> float:
+        return float(re.search(r"memory, training: ~(\d+) MiB", estimate(cli.model, (128, 128), b).table())[1])
+
+    assert batch > 100 and reported_mib(batch) <= 1000 <= reported_mib(batch + 1)  # (whole MiB: one more is >= 1000)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="measures CUDA memory")
+def test_batch_size_on_cuda_is_the_largest_step_that_fits(tmp_path: Path) -> None:
+    from vitdense.batch_size import measured_batch
+
+    cli = main(["--config", str(write_config(tmp_path)), "--trainer.logger", "false"], run=False)
+    found = measured_batch(cli.model, cli.datamodule, "32-true", margin=0.999, limit=1 << 16)
+    budget = found["total_mib"] * 0.001
+    batch = found["batch_size"]
+    assert batch >= 1 and found["peak_mib"][str(batch)] <= budget
+    assert str(batch + 1) not in found["peak_mib"] or found["peak_mib"][str(batch + 1)] > budget

@@ -1,5 +1,5 @@
 """``vitdense tune``: the learning rate (an lr range test that keeps the recipe's ratios) and the batch size
-(``vitdense.batch_size``) of a config, before training.
+(``--batch_size``, ``vitdense.batch_size``) of a config, before training.
 
 The range test trains the config's model from its starting weights for up to ``steps`` optimizer steps while the base
 lr grows exponentially from ``min_lr`` to ``max_lr``. Every parameter group's lr is its recipe ratio (``lr_scale``:
@@ -212,16 +212,30 @@ def tune_main(args: list[str]) -> str:
     own, rest = parser.parse_known_args(args)
     from vitdense.commands import free_folder
 
-    reports = []
+    reports, output = [], own.output
     if own.batch_size:
-        from vitdense.batch_size import batch_size_main
+        from vitdense.batch_size import find_batch_size
 
-        reports.append(batch_size_main(own.config, rest, own.margin, own.output))
+        cli = batch_size_cli(own.config, rest)
+        output = output or free_folder(Path(cli.trainer.default_root_dir) / "tune" / Path(own.config).stem)
+        reports.append(find_batch_size(cli, own.margin, output))
     if own.lr or not own.batch_size:
         test = LRRangeTest(own.min_lr, own.max_lr, own.steps, diverge=own.diverge)
         cli = range_test_cli(own.config, rest, own.steps)
-        output = own.output or free_folder(Path(cli.trainer.default_root_dir) / "tune" / Path(own.config).stem)
+        output = output or free_folder(Path(cli.trainer.default_root_dir) / "tune" / Path(own.config).stem)
         reports.append(lr_range_test(cli, test, output))
     text = "\n".join(reports)
     print(text, flush=True)
     return text
+
+
+def batch_size_cli(config: str, rest: list[str]) -> Any:
+    """The config's model (without pretrained weights: they do not change memory), data and Trainer."""
+    from vitdense.commands import EstimateCLI
+    from vitdense.data import BaseDataModule
+    from vitdense.tasks import BaseTask
+
+    return EstimateCLI(
+        BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False,
+        run=False, args=["--config", config, *rest, "--trainer.logger", "false"],
+    )  # fmt: skip
