@@ -11,7 +11,7 @@ from tests.tiny import VIT_D2_W32
 from vitdense import SegmentationTask
 from vitdense.data.raster import Raster, band_statistics, model_input
 from vitdense.inference import slide_logits
-from vitdense.scenes import predict_scene, scene_logit_strips
+from vitdense.scenes import predict_scene, scene_logit_tiles
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -35,7 +35,8 @@ def seg_task(in_chans: int = 3, **inference) -> SegmentationTask:
                             inference={"mode": "slide", **inference}).eval()  # fmt: skip
 
 
-def test_scene_logits_equal_sliding_windows_over_the_whole_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stripe", [2048, 64])  # one stripe; four stripes of 64 columns
+def test_scene_logits_equal_sliding_windows_over_the_whole_image(stripe: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (150, 203, 3), dtype=np.uint8)
     path = write_geotiff(tmp_path / "scene.tif", pixels)
@@ -46,13 +47,19 @@ def test_scene_logits_equal_sliding_windows_over_the_whole_image(tmp_path: Path)
     with Raster(path) as raster:
         read = raster.read
         raster.read = lambda window: reads.append(window) or read(window)  # type: ignore[method-assign]
-        strips = list(scene_logit_strips(task, raster, (32, 32), (21, 21), batch_size=3, block=16))
-    tops = [top for top, _, _ in strips]
-    assert tops == sorted(tops) and all(s[1].shape[1] % 16 == 0 for s in strips[:-1])
-    logits = torch.cat([s[1] for s in strips], 1)
+        tiles = list(scene_logit_tiles(task, raster, (32, 32), (21, 21), batch_size=3, block=16, stripe=stripe))
+    logits = torch.full_like(whole, float("nan"))
+    for top, left, tile, valid in tiles:
+        assert torch.isnan(logits[:, top : top + tile.shape[1], left : left + tile.shape[2]]).all()  # written once
+        assert top % 16 == 0 and left % 16 == 0 and valid.all()
+        logits[:, top : top + tile.shape[1], left : left + tile.shape[2]] = tile
     torch.testing.assert_close(logits, whole, atol=1e-4, rtol=0)
-    # each window decoded once, and nothing else: the scene is never read whole
-    assert len(reads) == len(set(reads)) == 7 * 10 and all(w[2:] == (32, 32) for w in reads)
+    windows = 7 * 10  # the slide grid: 7 rows x 10 columns of windows
+    assert all(w[2:] == (32, 32) for w in reads) and set(reads) == {r for r in reads}
+    if stripe >= 203:  # one stripe: each window decoded once, and nothing else (never the whole scene)
+        assert len(reads) == len(set(reads)) == windows
+    else:  # windows across a stripe border run in both stripes
+        assert len(set(reads)) == windows < len(reads) <= 2 * windows
 
 
 def test_predicted_scene_is_a_georeferenced_tiled_class_map(tmp_path: Path) -> None:

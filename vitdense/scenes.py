@@ -3,8 +3,9 @@ blended as sliding-window inference blends them (mean over the windows covering 
 ``vitdense.inference.slide_logits``), and the class map is written one block row at a time into a tiled, compressed
 GeoTIFF with the source's CRS and transform (and a colour table of the class colours).
 
-Memory is the window batch plus one strip of logits ``num_classes x (crop + stride + block) x scene width``, never
-the scene: a 20000-pixel-wide scene with 11 classes at crop 224 holds about 0.5 GB of logits.
+Memory is the window batch plus one buffer of logits ``num_classes x (crop + stride + block) x (stripe + 2 crop)``,
+whatever the scene's size: the scene runs in column stripes (2048 pixels by default; windows across a stripe border
+run twice, about ``crop / stripe`` more compute), each top to bottom, written tile by tile.
 """
 
 from __future__ import annotations
@@ -55,8 +56,18 @@ def _window_logits(task: Any, images: torch.Tensor, flip: bool) -> torch.Tensor:
     return (probs / 2).clamp_min(1e-12).log()
 
 
+def _coverage(starts: list[int], crop: int, lo: int, hi: int) -> torch.Tensor:
+    """How many windows (``crop`` long, at ``starts``) cover each position of ``[lo, hi)`` along one axis."""
+    count = torch.zeros(hi - lo)
+    for s in starts:
+        a, b = max(s, lo), min(s + crop, hi)
+        if b > a:
+            count[a - lo : b - lo] += 1
+    return count
+
+
 @torch.no_grad()
-def scene_logit_strips(
+def scene_logit_tiles(
     task: Any,
     raster: Raster,
     crop: tuple[int, int],
@@ -64,50 +75,61 @@ def scene_logit_strips(
     batch_size: int = 8,
     block: int = 256,
     flip: bool = False,
-) -> Iterator[tuple[int, torch.Tensor, np.ndarray]]:
-    """Blended logits of ``raster`` strip by strip, top to bottom: ``(top row, logits (K, h, W), valid (h, W))``.
+    stripe: int = 2048,
+) -> Iterator[tuple[int, int, torch.Tensor, np.ndarray]]:
+    """Blended logits of ``raster``, tile by tile: ``(top, left, logits (K, h, w), valid (h, w))``.
 
-    Each strip is final (no later window touches it); strips are ``block`` rows high or a multiple of it, but for the
-    last. Pixels without data (``raster.nodata``) enter the model at the band mean (zero after normalisation) and
-    are marked not valid.
+    The scene is cut into column stripes ``stripe`` pixels wide (a multiple of ``block``), each run top to bottom
+    with every window of the slide grid that overlaps it (windows across a stripe border run in both stripes), so a
+    pixel gets the mean of the same windows as ``slide_logits`` on the whole scene. Within a stripe, rows are final
+    once the next window row starts below them; they come out in tiles ``block`` rows high (or a multiple; the last
+    may be less). Memory: ``K x (crop + stride + block) x (stripe + 2 crop)`` floats, whatever the scene's size.
+    Pixels without data enter the model at the band mean (zero after normalisation) and are marked not valid.
     """
     check_window_stride(crop, stride)
     height, width = raster.size
     ch, cw = min(crop[0], height), min(crop[1], width)
     ys, xs = window_starts(height, ch, stride[0]), window_starts(width, cw, stride[1])
+    stripe = max(block, stripe // block * block)
     device = next(task.parameters()).device
     fill = task.backbone.mean.reshape(-1, 1).cpu()
     k = task.num_classes
-    top = 0
-    total = torch.zeros(k, 0, width)
-    count = torch.zeros(0, width)
-    valid = np.zeros((0, width), bool)
-    for r, y in enumerate(ys):
-        grow = y + ch - top - total.shape[1]
-        if grow > 0:
-            total = torch.cat([total, torch.zeros(k, grow, width)], 1)
-            count = torch.cat([count, torch.zeros(grow, width)])
-            valid = np.concatenate([valid, np.zeros((grow, width), bool)])
-        for start in range(0, len(xs), batch_size):
-            batch = xs[start : start + batch_size]
-            images = []
-            for x in batch:
-                pixels = raster.read((y, x, ch, cw))
-                ok = raster.valid(pixels)
-                image = model_input(pixels)
-                image[:, ~torch.from_numpy(ok)] = fill
-                images.append(image)
-                valid[y - top : y - top + ch, x : x + cw] = ok
-            logits = _window_logits(task, torch.stack(images).to(device), flip).float().cpu()
-            for x, window in zip(batch, logits, strict=True):
-                total[:, y - top : y - top + ch, x : x + cw] += window
-                count[y - top : y - top + ch, x : x + cw] += 1
-        done = ys[r + 1] if r + 1 < len(ys) else height  # rows above the next window row are final
-        end = height if done == height else top + (done - top) // block * block
-        if end > top:
+    row_count = _coverage(ys, ch, 0, height)
+    for x0 in range(0, width, stripe):
+        x1 = min(x0 + stripe, width)
+        columns = [x for x in xs if x < x1 and x + cw > x0]
+        left, right = columns[0], columns[-1] + cw
+        col_count = _coverage(columns, cw, left, right)
+        capacity = min(height, ch + stride[0] + block)
+        total = torch.zeros(k, capacity, right - left)
+        valid = np.zeros((capacity, right - left), bool)
+        top = 0  # scene row of the buffer's first row
+        for r, y in enumerate(ys):
+            for start in range(0, len(columns), batch_size):
+                batch = columns[start : start + batch_size]
+                images = []
+                for x in batch:
+                    pixels = raster.read((y, x, ch, cw))
+                    ok = raster.valid(pixels)
+                    image = model_input(pixels)
+                    image[:, ~torch.from_numpy(ok)] = fill
+                    images.append(image)
+                    valid[y - top : y - top + ch, x - left : x - left + cw] = ok
+                logits = _window_logits(task, torch.stack(images).to(device), flip).float().cpu()
+                for x, window in zip(batch, logits, strict=True):
+                    total[:, y - top : y - top + ch, x - left : x - left + cw] += window
+            done = ys[r + 1] if r + 1 < len(ys) else height  # rows above the next window row are final
+            end = height if done == height else top + (done - top) // block * block
+            if end <= top:
+                continue
             rows = end - top
-            yield top, total[:, :rows] / count[:rows], valid[:rows]
-            total, count, valid = total[:, rows:].clone(), count[rows:].clone(), valid[rows:].copy()
+            counts = row_count[top:end, None] * col_count[None, x0 - left : x1 - left]
+            yield top, x0, total[:, :rows, x0 - left : x1 - left] / counts, valid[:rows, x0 - left : x1 - left].copy()
+            rest = total.shape[1] - rows
+            total[:, :rest] = total[:, rows:].clone()
+            total[:, rest:] = 0
+            valid[:rest] = valid[rows:].copy()
+            valid[rest:] = False
             top = end
 
 
@@ -122,6 +144,7 @@ def predict_scene(
     nodata: float | None = None,
     probabilities: bool = False,
     block: int = 256,
+    stripe: int = 2048,
 ) -> SceneSummary:
     """Segment the raster ``source`` into a new GeoTIFF ``output`` (class ids, the source's CRS and transform).
 
@@ -137,6 +160,7 @@ def predict_scene(
         nodata: value of pixels without data; default the file's.
         probabilities: also write ``<output>_probs.tif``, one uint8 band per class (probability x 255).
         block: tile size of the written GeoTIFF (and the row step of writing).
+        stripe: width of the column stripes the scene is run in (memory; results do not depend on it).
     """
     import rasterio
     from rasterio.windows import Window
@@ -174,9 +198,10 @@ def predict_scene(
                 dst.write_colormap(1, {c: tuple(palette[3 * c : 3 * c + 3]) for c in range(k)})
             probs_dst = rasterio.open(probs_path, "w", count=k, dtype=np.uint8, **profile) if probs_path else None
             try:
-                for top, logits, valid in scene_logit_strips(task, raster, crop, stride, batch_size, block,
-                                                              bool(cfg.get("flip", False))):  # fmt: skip
-                    window = Window(0, top, raster.width, logits.shape[1])
+                tiles = scene_logit_tiles(task, raster, crop, stride, batch_size, block, bool(cfg.get("flip", False)),
+                                          stripe)  # fmt: skip
+                for top, left, logits, valid in tiles:
+                    window = Window(left, top, logits.shape[2], logits.shape[1])
                     classes = logits.argmax(0).numpy().astype(dtype)
                     classes[~valid] = fill
                     dst.write(classes[None], window=window)
