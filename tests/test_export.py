@@ -1,6 +1,7 @@
 """vitdense export: safetensors that vitdense.load rebuilds without a checkpoint, and ONNX graphs that onnxruntime
 runs with PyTorch's numbers."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,14 @@ def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: 
             expected = reference(images).numpy()
         (out,) = session.run(None, {"images": images.numpy()})
         assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4, size
+    from vitdense.onnx_runner import OnnxModel  # the file says what it is: a runner needs nothing else
+
+    model = OnnxModel(path)
+    assert model.task == kind and model.class_names == reference.class_names and model.in_chans == 3
+    image = np.random.default_rng(0).random((37, 45, 3), dtype=np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(image).permute(2, 0, 1)[None]).numpy()
+    assert np.abs(model.logits(image) - expected).max() < 1e-4
 
 
 @pytest.mark.slow  # ~30 s: tracing a Swin through the dynamo exporter
@@ -116,3 +125,29 @@ def test_export_leaves_the_task_as_it_was(fmt: str, tmp_path: Path) -> None:
     task(torch.rand(2, 3, 32, 32)).sum().backward()
     optimizer.step()
     assert any(not torch.equal(v, before[k]) for k, v in task.state_dict().items() if "lora_" in k)
+
+
+@pytest.mark.slow  # ~45 s: a tiny fit, an ONNX export, int8 calibration and scoring
+def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
+    """The ONNX file carries what a runner needs; OnnxModel (onnxruntime + numpy only) gives the model's class map;
+    `export --quantize int8` writes a calibrated int8 copy and the fp32/int8 comparison on val."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vitdense.onnx_runner import OnnxModel
+
+    config, ckpt = train_tiny_run(tmp_path, "segmentation")
+    text = main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--quantize",
+                 "int8", "--calibration", "4"])  # fmt: skip
+    (path,) = (tmp_path / "runs").glob("segmentation/version_0/segmentation.onnx")
+    model, reference = OnnxModel(path), checkpointed(config, ckpt)
+    assert model.task == "segmentation" and model.class_names == reference.class_names and model.in_chans == 3
+    assert model.metadata["palette"] == reference.palette()[: 3 * reference.num_classes]
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255).argmax(1)[0].numpy()
+    assert np.mean(model.predict(image) == expected) > 0.999  # argmax ties aside
+    int8 = OnnxModel(path.with_name("segmentation.int8.onnx"))
+    assert int8.metadata["quantized"].startswith("int8") and int8.predict(image).shape == (40, 56)
+    report = json.loads(path.with_name("segmentation.int8.json").read_text())
+    assert report["metric"] == "mIoU" and report["images"] == 6 and 0 <= report["int8"] <= 1
+    assert "val mIoU" in text and "ms per image" in text

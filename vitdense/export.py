@@ -83,7 +83,33 @@ def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:
     dims = {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     torch.onnx.export(task, (example,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
                       dynamic_shapes=(dims,), opset_version=opset, verbose=False)  # fmt: skip
+    from vitdense.onnx_runner import write_metadata
+
+    write_metadata(path, onnx_metadata(task))
     return path
+
+
+def onnx_metadata(task: BaseTask) -> dict[str, Any]:
+    """What a runner needs besides the graph (``vitdense.onnx_runner``): task, classes, colours, input layout and
+    bands, the normalisation inside the graph, the vitdense version."""
+    from vitdense import __version__
+
+    name = type(task).__name__.removesuffix("Task").lower()
+    backbone = task.backbone
+    return {
+        "task": name,
+        "class_names": list(task.class_names),
+        "palette": task.palette()[: 3 * task.num_classes] if hasattr(task, "palette") else None,
+        "in_chans": int(backbone.in_chans),
+        "input": "images: float32 (N, in_chans, H, W), any N, H, W; 8-bit images scaled to [0, 1], other data as "
+        "stored; the graph normalises with mean/std",
+        "output": "logits (N, K, H, W)" if name == "segmentation" else "logits (N, K)",
+        "mean": backbone.mean.flatten().tolist(),
+        "std": backbone.std.flatten().tolist(),
+        "img_size": task.backbone_cfg.get("img_size"),
+        "backbone": task.backbone_cfg["name"],
+        "vitdense_version": __version__,
+    }
 
 
 def example_size(task: BaseTask) -> tuple[int, int]:
