@@ -242,6 +242,13 @@ def tune_main(args: list[str]) -> str:
     return run(args)
 
 
+def sweep_main(args: list[str]) -> str:
+    """``vitdense sweep``: an Optuna study over config keys (``vitdense.sweep.sweep_main``)."""
+    from vitdense.sweep import sweep_main as run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], str]] = {
     "data": data_main,
     "estimate": estimate_main,
@@ -249,5 +256,6 @@ COMMANDS: dict[str, Callable[[list[str]], str]] = {
     "export": export_main,
     "scene": scene_main,
     "stream": stream_main,
+    "sweep": sweep_main,
     "tune": tune_main,
 }

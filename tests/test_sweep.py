@@ -1,0 +1,86 @@
+"""``vitdense sweep``: an Optuna study of real fits that prunes on the per-validation metric, resumes from its SQLite
+study without running a trial twice, and writes a best config that ``fit`` takes."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from tests.tiny import PATCH8_VIT_D2
+from vitdense.cli import main
+
+optuna = pytest.importorskip("optuna")
+
+import vitdense.sweep as sweep  # noqa: E402
+
+
+def test_a_trial_below_the_median_is_pruned_after_its_validation() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    for value in (0.8, 0.9):
+        trial = study.ask()
+        trial.report(value, 0)
+        study.tell(trial, value)
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={})
+    module = SimpleNamespace(monitor="val/mIoU")
+    try:
+        for value, pruned in ((0.85, False), (0.1, True)):  # the median of the earlier trials is 0.85
+            sweep.ACTIVE_TRIAL = study.ask()
+            trainer.callback_metrics["val/mIoU"] = torch.tensor(value)
+            if pruned:
+                with pytest.raises(optuna.TrialPruned):
+                    sweep.PruneOnValidation().on_validation_end(trainer, module)
+            else:
+                sweep.PruneOnValidation().on_validation_end(trainer, module)
+            assert sweep.ACTIVE_TRIAL.storage.get_trial(sweep.ACTIVE_TRIAL._trial_id).intermediate_values == {
+                0: pytest.approx(value)
+            }
+    finally:
+        sweep.ACTIVE_TRIAL = None
+
+
+def test_space_errors_name_the_key(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4}\n")
+    with pytest.raises(ValueError, match=r"'model.init_args.optimizer.lr' \(float\) needs high"):
+        sweep.load_space(space)
+    space.write_text("model.init_args.optimizer.lr: {type: loguniform}\n")
+    with pytest.raises(ValueError, match="needs type: one of float, int, categorical"):
+        sweep.load_space(space)
+
+
+@pytest.mark.slow  # 3 tiny fits: ~15 s on 2 shared cores
+def test_sweep_resumes_without_running_a_trial_twice(tmp_path: Path) -> None:
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {
+            "backbone": backbone, "head": {"channels": 16, "aux_channels": 8},
+            "optimizer": {"lr": 1e-3, "layer_decay": 0.9, "head_lr_mult": 10.0}, "log_images": 0}},
+        "data": {"class_path": "SyntheticSegmentationDataModule",
+                 "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_model_summary": False},
+    }  # fmt: skip
+    config, space, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
+    config.write_text(yaml.safe_dump(cfg))
+    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                     "model.init_args.optimizer.layer_decay: {type: categorical, choices: [0.75, 0.9]}\n")  # fmt: skip
+    args = ["sweep", "--config", str(config), "--space", str(space), "--output", str(out)]
+    main([*args, "--trials", "2"])
+    study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    study.ask()  # a trial left running, as when a sweep is killed
+    text = main([*args, "--trials", "3"])
+    study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states[:3] == ["COMPLETE", "COMPLETE", "FAIL"] and len(states) == 4 and states[3] in ("COMPLETE", "PRUNED")
+    assert len({t.params["model.init_args.optimizer.lr"] for t in study.trials if t.params}) == 3
+    assert sorted(p.name for p in (out / "trials").glob("*.yaml")) == ["trial_000.yaml", "trial_001.yaml",
+                                                                        "trial_003.yaml"]  # fmt: skip
+    assert (out / "trials.csv").read_text().count("\n") == 5 and "best: trial" in text
+    assert (out / "parallel_coordinate.png").stat().st_size > 0
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    opt = best["model"]["init_args"]["optimizer"]
+    assert opt["lr"] == study.best_trial.params["model.init_args.optimizer.lr"] and opt["head_lr_mult"] == 10.0
+    built = main(["--config", str(out / "best.yaml"), "--trainer.logger", "false"], run=False)
+    assert built.model.optimizer_cfg["layer_decay"] == study.best_trial.params["model.init_args.optimizer.layer_decay"]
