@@ -1,19 +1,24 @@
-"""Runs several vitdense configs in one DDP launch and saves every rank's backbone before and after fitting.
+"""Runs several vitdense configs in one DDP launch and saves every rank's backbone before and after fitting, then
+predicts from the checkpoint through the real CLI (`predict`).
 
 Usage: ``python ddp_worker.py OUT_DIR CONFIG...``. Lightning starts the second process by running this script
 again; both processes then go through the same configs, sharing one process group.
 """
 
 import sys
+import time
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 
-from vitdense.cli import end_processes_at_exit, main
+from vitdense.cli import PredictionWriter, end_processes_at_exit, main
+from vitdense.tasks.sharding import units
 
 
 def backbone_state(cli) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in cli.model.backbone.state_dict().items()}
+    state = cli.model.backbone.state_dict()  # FSDP: each process's shards, gathered whole
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in state.items()}
 
 
 def run(out: Path, configs: list[str]) -> None:
@@ -22,12 +27,21 @@ def run(out: Path, configs: list[str]) -> None:
         before = backbone_state(cli)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         end_processes_at_exit(cli.trainer)  # as `vitdense fit` does
+        sharded = bool(units(cli.model))
         after = backbone_state(cli)  # before validate, whose set-up may copy rank 0's weights to every rank
         validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+        val_items = len(list(cli.trainer.val_dataloaders.sampler))
         rank, name = cli.trainer.global_rank, Path(cfg).stem
+        tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0] if "fsdp" in name else None
         cli.trainer.save_checkpoint(out / f"{name}.ckpt")  # every rank calls it, rank 0 writes
-        torch.save({"before": before, "after": after, "validated": validated,
-                    "log_dir": cli.trainer.log_dir, "val_items": len(list(cli.trainer.val_dataloaders.sampler))},
+        if rank == 1:  # a launched process starts seconds after the first: its clock would name another folder
+            time.sleep(1.1)
+        predicted = main(["predict", "--config", cfg, "--ckpt_path", str(out / f"{name}.ckpt"),
+                          "--trainer.default_root_dir", str(out / "predict" / name)])  # fmt: skip
+        (writer,) = [cb for cb in predicted.trainer.callbacks if isinstance(cb, PredictionWriter)]
+        torch.save({"before": before, "after": after, "validated": validated, "tested": tested, "sharded": sharded,
+                    "log_dir": cli.trainer.log_dir, "val_items": val_items,
+                    "predict_dir": str(writer.output_dir), "predict_count": writer.count},
                    out / f"{name}.rank{rank}.pt")  # fmt: skip
 
 

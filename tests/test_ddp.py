@@ -2,20 +2,24 @@
 
 One launch runs every config (the process start-up is the expensive part): fit + validate complete, val metrics
 equal one process's over the same split (5 val images over 2 processes: none counted twice), every rank ends with
-the same weights, also when the backbone is unfrozen mid-run.
+the same weights, also when the backbone is unfrozen mid-run; `predict` from the checkpoint writes what one process
+writes, into one folder.
 """
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from tests.tiny import PATCH8_VIT_D2, SWIN_W16_WINDOW2
-from vitdense.cli import main
+from vitdense.cli import PredictionWriter, main
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -39,7 +43,20 @@ def _configs() -> dict[str, dict]:
                      "init_args": {"backbone": PATCH8_VIT_D2, "unfreeze_at_epoch": 1, "optimizer": {"lr": 1e-3}}},
            "data": {"class_path": "SyntheticClassificationDataModule", "init_args": {**SPLITS, "image_size": 32}},
            "trainer": {"max_epochs": 2}}  # fmt: skip
-    configs = {"seg_vit": seg, "cls_vit_unfreeze": cls}
+    inst_head = {"channels": 32, "roi_batch_size": 32, "box_head_width": 64, "score_thresh": 0.0}
+    inst = {"model": {"class_path": "InstanceSegmentationTask",
+                      "init_args": {"backbone": without_img_size(PATCH8_VIT_D2), "head": inst_head}},
+            "data": {"class_path": "SyntheticInstanceDataModule",
+                     "init_args": {**SPLITS, "image_size": 64}}}  # fmt: skip
+    # FSDP2 through Lightning's ModelParallelStrategy (FSDPStrategy, FSDP1, needs a GPU), a full checkpoint file.
+    fsdp = {
+        "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+        "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1, "save_distributed_checkpoint": False},
+    }
+    seg_fsdp = {**seg, "data": {**seg["data"], "init_args": {**seg["data"]["init_args"], "num_test": 8}},
+                "trainer": {"strategy": fsdp}}  # fmt: skip
+    configs = {"seg_vit": seg, "seg_fsdp": seg_fsdp, "cls_vit_unfreeze": cls,
+               "inst_vit": inst}  # fmt: skip
     for head in ("retinanet", "fcos", "faster_rcnn"):
         for name, backbone in (("vit", PATCH8_VIT_D2), ("swin", SWIN_W16_WINDOW2)):
             configs[f"det_{head}_{name}"] = {
@@ -51,7 +68,12 @@ def _configs() -> dict[str, dict]:
     return configs
 
 
-MONITOR = {"seg": ["val/mIoU", "val/pixel_acc"], "cls": ["val/acc", "val/f1"], "det": ["val/mAP", "val/mAP_50"]}
+MONITOR = {
+    "seg": ["val/mIoU", "val/pixel_acc"],
+    "cls": ["val/acc", "val/f1"],
+    "det": ["val/mAP", "val/mAP_50"],
+    "inst": ["val/mask_mAP", "val/mAP"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +123,69 @@ def test_ddp_unfreeze_trains_the_same_backbone_on_every_rank(ddp_runs) -> None:
     changed = [k for k in rank0["before"] if not torch.equal(rank0["before"][k], rank0["after"][k])]
     assert "model.blocks.0.attn.qkv.weight" in changed and "model.patch_embed.proj.weight" in changed
     assert all(torch.equal(rank0["after"][k], rank1["after"][k]) for k in rank0["after"])
+
+
+def test_fsdp_shards_and_its_checkpoint_tests_the_same_in_one_process(ddp_runs, tmp_path: Path) -> None:
+    """Segmentation under FSDP2 (ModelParallelStrategy on 2 CPU processes, gloo): the model is sharded, and a
+    one-process `test` of its checkpoint gives the test metrics of the 2-process run."""
+    out, paths = ddp_runs
+    rank0, rank1 = _results(out, "seg_fsdp")
+    assert rank0["sharded"] and rank1["sharded"]
+    assert rank0["tested"] == rank1["tested"]
+    single = main(["test", "--config", str(paths["seg_fsdp"]), "--ckpt_path", str(out / "seg_fsdp.ckpt"),
+                   "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.logger", "false",
+                   "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    for key in ("test/mIoU", "test/pixel_acc", "test/loss"):  # each process's BatchNorm statistics are rank 0's
+        assert rank0["tested"][key] == pytest.approx(single.trainer.callback_metrics[key].item(), abs=1e-4), key
+
+
+PREDICTED = {
+    "seg_vit": "*.png",
+    "seg_fsdp": "*.png",
+    "cls_vit_unfreeze": "predictions.csv",
+    "det_retinanet_vit": "predictions.jsonl",
+    "det_faster_rcnn_swin": "predictions.jsonl",
+    "inst_vit": "predictions.jsonl",
+}
+
+
+@pytest.mark.parametrize("name", list(PREDICTED))
+def test_ddp_predict_writes_each_image_once_in_order_into_one_folder(ddp_runs, name: str, tmp_path: Path) -> None:
+    """Both processes write into rank 0's folder; files of one line per image are merged in dataset order, each image
+    once, and hold what one process writes (an RLE-mask line of instance predict is larger than one write)."""
+    out, paths = ddp_runs
+    rank0, rank1 = _results(out, name)
+    assert rank0["predict_dir"] == rank1["predict_dir"]  # one folder, though each process starts at its own time
+    assert rank0["predict_count"] == rank1["predict_count"] == SPLITS["num_val"]  # every process's images counted
+    (folder,) = (out / "predict" / name / "predictions").iterdir()
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # the parts are merged and removed
+
+    single = main(["predict", "--config", str(paths[name]), "--ckpt_path", str(out / f"{name}.ckpt"),
+                   "--trainer.devices", "1", "--trainer.strategy", "auto",
+                   "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    (expected_dir,) = [cb.output_dir for cb in single.trainer.callbacks if isinstance(cb, PredictionWriter)]
+    pattern = PREDICTED[name]
+    written, expected = sorted(folder.glob(pattern)), sorted(expected_dir.glob(pattern))
+    assert [p.name for p in written] == [p.name for p in expected] and written
+    for got, want in zip(written, expected, strict=True):
+        if got.suffix == ".png":
+            assert np.array_equal(np.array(Image.open(got)), np.array(Image.open(want)))
+        elif got.suffix == ".csv":
+            rows, ref = list(csv.reader(got.open())), list(csv.reader(want.open()))
+            assert rows[0] == ref[0] and [r[:3] for r in rows] == [r[:3] for r in ref]  # header once, same order
+            assert np.allclose(np.array([r[3:] for r in rows[1:]], float), np.array([r[3:] for r in ref[1:]], float),
+                               atol=1e-4)  # fmt: skip
+        else:
+            lines = [json.loads(line) for line in got.read_text().splitlines()]
+            ref = [json.loads(line) for line in want.read_text().splitlines()]
+            assert [x["path"] for x in lines] == [x["path"] for x in ref]  # dataset order, each image once
+            for line, ref_line in zip(lines, ref, strict=True):
+                assert line["labels"] == ref_line["labels"] and line.get("masks") == ref_line.get("masks")
+                assert np.allclose(line["boxes"], ref_line["boxes"], atol=0.02)
+                assert np.allclose(line["scores"], ref_line["scores"], atol=2e-4)
+    if pattern == "predictions.jsonl":  # the COCO results are made from the merged lines
+        coco = json.loads((folder / "coco_results.json").read_text())
+        assert len(coco) == sum(len(json.loads(line)["boxes"]) for line in written[0].read_text().splitlines())
 
 
 def _last_row(path: Path) -> dict[str, str]:

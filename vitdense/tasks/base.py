@@ -17,6 +17,7 @@ import vitdense.estimate  # noqa: F401  (registers the CPU attention FLOPs that 
 from vitdense.models.adapters import is_adapter
 from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
 from vitdense.models.weights import FROZEN_BASE_KEY
+from vitdense.tasks import sharding
 from vitdense.tasks.training import (
     BackboneUnfreeze,
     OptimizerConfig,
@@ -273,6 +274,27 @@ class BaseTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+
+    def configure_model(self) -> None:
+        """Under Lightning's ModelParallelStrategy: shard with FSDP2 (``vitdense.tasks.sharding``); else nothing."""
+        if self.device_mesh is not None:
+            sharding.shard(self, self.device_mesh)
+
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        sharding.gather(self)  # a sharded model evaluates whole: processes may get different numbers of batches
+
+    def on_validation_model_train(self) -> None:
+        sharding.release(self)
+        super().on_validation_model_train()
+
+    def on_test_model_eval(self) -> None:
+        super().on_test_model_eval()
+        sharding.gather(self)
+
+    def on_predict_model_eval(self) -> None:
+        super().on_predict_model_eval()
+        sharding.gather(self)
 
     def head_modules(self) -> list[nn.Module]:
         """Modules trained at ``head_lr_mult`` (everything but the backbone)."""
