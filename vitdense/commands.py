@@ -242,6 +242,13 @@ def tune_main(args: list[str]) -> str:
     return run(args)
 
 
+def serve_main(args: list[str]) -> str:
+    """``vitdense serve``: a trained model behind an HTTP endpoint (``vitdense.serve.serve_main``)."""
+    from vitdense.serve import serve_main as run
+
+    return run(args)
+
+
 def sweep_main(args: list[str]) -> str:
     """``vitdense sweep``: an Optuna study over config keys (``vitdense.sweep.sweep_main``)."""
     from vitdense.sweep import sweep_main as run
@@ -255,6 +262,7 @@ COMMANDS: dict[str, Callable[[list[str]], str]] = {
     "evaluate": evaluate_main,
     "export": export_main,
     "scene": scene_main,
+    "serve": serve_main,
     "stream": stream_main,
     "sweep": sweep_main,
     "tune": tune_main,

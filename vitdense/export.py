@@ -71,6 +71,31 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> BaseTask:
     return task.to(device).eval()
 
 
+def load_for_inference(
+    model_file: str | Path | None,
+    config: str | None = None,
+    ckpt_path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    error: Any = None,
+) -> BaseTask:
+    """A task in eval mode from an export (``model_file``) or from a config and its checkpoint (``overrides``: more
+    ``--model.*``/``--data.*`` arguments); ``error(message)`` reports a missing argument (default: ValueError)."""
+    if model_file is not None:
+        return load(model_file)
+    if not (config and ckpt_path):
+        message = "give --model (an exported .safetensors), or --config with --ckpt_path"
+        if error is not None:
+            error(message)
+        raise ValueError(message)
+    from vitdense.cli import main
+
+    task = main(["--config", config, *overrides, "--trainer.logger", "false"], run=False).model  # type: ignore[union-attr]
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task.eval()
+
+
 def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:
     """Write an ONNX graph of ``task(images)`` for (N, 3, H, W) images in [0, 1] of any batch, height and width:
     logits (N, K, H, W) for segmentation (whole-image, no test-time augmentation), (N, K) for classification.

@@ -239,7 +239,10 @@ def scene_main(args: list[str]) -> str:
     parser.add_argument("--nodata", type=float, help="value of pixels without data (default: the file's)")
     parser.add_argument("--probabilities", action="store_true", help="also write <stem>_probs.tif (uint8 x 255)")
     own, rest = parser.parse_known_args(args)
-    task = _load_task(parser, own, rest)
+    from vitdense.export import load_for_inference
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    task = load_for_inference(own.model, own.config, own.ckpt_path, rest, parser.error).to(device)
     folder = own.output or Path(f"predictions-{time.strftime('%Y%m%d-%H%M%S')}")
     lines = []
     for source in own.input:
@@ -248,19 +251,3 @@ def scene_main(args: list[str]) -> str:
         lines.append(str(summary))
         print(f"[vitdense] {summary}", flush=True)
     return "\n".join(lines)
-
-
-def _load_task(parser: Any, own: Any, rest: list[str]) -> Any:
-    if own.model is not None:
-        from vitdense.export import load
-
-        return load(own.model, "cuda" if torch.cuda.is_available() else "cpu")
-    if not (own.config and own.ckpt_path):
-        parser.error("give --model (an exported .safetensors), or --config with --ckpt_path")
-    from vitdense.cli import main
-
-    task = main(["--config", own.config, *rest, "--trainer.logger", "false"], run=False).model  # type: ignore[union-attr]
-    checkpoint = torch.load(own.ckpt_path, map_location="cpu", weights_only=False)
-    task.on_load_checkpoint(checkpoint)
-    task.load_state_dict(checkpoint["state_dict"])
-    return task.to("cuda" if torch.cuda.is_available() else "cpu").eval()
