@@ -121,7 +121,7 @@ class RunSummary(L.Callback):
             "best_checkpoint": (ckpt.best_model_path or None) if ckpt else None,
             "last_checkpoint": (ckpt.last_model_path or None) if ckpt else None,
             "checkpoint_dir": ckpt.dirpath if ckpt else None,
-            "run_folder": trainer.log_dir,
+            "run_folder": run_folder(trainer),
         }
 
     def finish(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, collective: bool = True) -> None:
@@ -135,11 +135,20 @@ class RunSummary(L.Callback):
         if not trainer.is_global_zero:
             return
         summary = self.summary(trainer, pl_module, status, images)
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder = Path(run_folder(trainer))
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / SUMMARY_FILE
         path.write_text(json.dumps(summary, indent=2) + "\n")
         print(format_summary(summary, path), flush=True)
+
+
+def run_folder(trainer: L.Trainer) -> str:
+    """The run folder, as ``trainer.log_dir`` gives it but without its broadcast: ``log_dir`` is a collective call,
+    which one process alone (the summary is written by the first) would wait on forever under DDP."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        return str(getattr(logger, "log_dir", None) or logger.save_dir or trainer.default_root_dir)
+    return str(trainer.default_root_dir)
 
 
 def format_summary(summary: dict[str, Any], path: Path) -> str:
