@@ -180,7 +180,9 @@ def predict_scene(
     dtype, fill = (np.uint8, 255) if k < 255 else (np.uint16, 65535)
     task.eval()
     started = time.perf_counter()
-    with Raster(source, bands, nodata) as raster:
+    # GDAL keeps decoded blocks in a cache of 5% of the machine's memory by default: bounded, but up to a gigabyte or
+    # more; 128 MB holds the blocks a stripe's window rows touch.
+    with rasterio.Env(GDAL_CACHEMAX=128), Raster(source, bands, nodata) as raster:
         if raster.count and len(raster.bands) != task.backbone.in_chans:
             raise ValueError(
                 f"'{raster.path}' gives {len(raster.bands)} band(s) (bands: {raster.bands}) but the model takes "
