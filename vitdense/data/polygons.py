@@ -39,6 +39,7 @@ class Labels:
     ignore_index: int
     background: str | None = "background"
     void: tuple[str, ...] = ()
+    where_classes: str = "the class table (classes.txt / data.classes)"
 
     def __post_init__(self) -> None:
         self.ids = {name: i for i, name in enumerate(self.names)}
@@ -48,8 +49,8 @@ class Labels:
     def id(self, label: str, where: str) -> int:
         if label not in self.ids:
             raise ValueError(
-                f"{where} has the label {label!r}, which is not a class ({examples(self.names, 12)}). Add it to the "
-                "class table (classes.txt / data.classes), name it in void_classes, or fix the label."
+                f"{where} has the label {label!r}, which is not a class ({examples(self.names, 12)}). Add it to "
+                f"{self.where_classes}, name it in void_classes, or fix the label."
             )
         return self.ids[label]
 
@@ -225,22 +226,27 @@ class LabelMeReader:
     def read(self, key: Path) -> np.ndarray:
         width, height, shapes = self.shapes[key]
         mask = np.full((height, width), self.labels.fill, np.int64)
-        for kind, cid, pts in shapes:  # labelme.utils.shape_to_mask
-            canvas = Image.new("L", (width, height), 0)
-            draw, xy = ImageDraw.Draw(canvas), [tuple(p) for p in pts.tolist()]
-            if kind == "circle":
-                (cx, cy), (px, py) = xy
-                r = math.hypot(cx - px, cy - py)
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
-            elif kind == "rectangle":
-                (x0, y0), (x1, y1) = xy
-                draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=1, fill=1)
-            elif kind in ("line", "linestrip"):
-                draw.line(xy=xy, fill=1, width=self.line_width)
-            else:
-                draw.polygon(xy=xy, outline=1, fill=1)
-            mask[np.asarray(canvas, bool)] = cid
+        for kind, cid, pts in shapes:
+            mask[draw_labelme(kind, pts, width, height, self.line_width)] = cid
         return mask
+
+
+def draw_labelme(kind: str, pts: np.ndarray, width: int, height: int, line_width: int = 10) -> np.ndarray:
+    """The ``(H, W)`` bool region of one checked LabelMe shape, as ``labelme.utils.shape_to_mask`` draws it."""
+    canvas = Image.new("L", (width, height), 0)
+    draw, xy = ImageDraw.Draw(canvas), [tuple(p) for p in pts.tolist()]
+    if kind == "circle":
+        (cx, cy), (px, py) = xy
+        r = math.hypot(cx - px, cy - py)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = xy
+        draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=1, fill=1)
+    elif kind in ("line", "linestrip"):
+        draw.line(xy=xy, fill=1, width=line_width)
+    else:
+        draw.polygon(xy=xy, outline=1, fill=1)
+    return np.asarray(canvas, bool)
 
 
 def _cvat_rle(rle: str, width: int, height: int, where: str) -> np.ndarray:
@@ -341,16 +347,23 @@ class CvatReader:
         return f"'{self.path}' image '{self.images[key][0]}'"
 
     def read(self, key: Path) -> np.ndarray:
-        from pycocotools import mask as mask_utils
-
         _, width, height, shapes = self.images[key]
         mask = np.full((height, width), self.labels.fill, np.int64)
         for _, _, kind, shape in sorted(shapes, key=lambda s: (s[0], s[1])):
-            if kind == "mask":
-                cid, (left, top, w, h), region = shape
-                mask[top : top + h, left : left + w][region] = cid
-            elif kind == "polygon":
-                cid, pts = shape
-                rle = mask_utils.merge(mask_utils.frPyObjects([pts.reshape(-1).tolist()], height, width))
-                mask[mask_utils.decode(rle).astype(bool)] = cid
+            if kind != "tag":
+                mask[draw_cvat(kind, shape, width, height)] = shape[0]
         return mask
+
+
+def draw_cvat(kind: str, shape: tuple[Any, ...], width: int, height: int) -> np.ndarray:
+    """The ``(H, W)`` bool region of one checked CVAT shape: a polygon (boxes are polygons too) through pycocotools,
+    as CVAT's own mask export, or a mask from its RLE placed at its box."""
+    if kind == "mask":
+        _, (left, top, w, h), local = shape
+        region = np.zeros((height, width), bool)
+        region[top : top + h, left : left + w] = local
+        return region
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.merge(mask_utils.frPyObjects([shape[1].reshape(-1).tolist()], height, width))
+    return mask_utils.decode(rle).astype(bool)
