@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, Split
 from vitdense.data.class_table import ClassSpec, ClassTable, ColorLookup, drop_void_classes, find_class_table
-from vitdense.data.folders import PredictImageFolder, examples
+from vitdense.data.folders import PredictImageFolder
 from vitdense.data.readers import (
     AnnotationFormat,
     MaskReader,
@@ -29,7 +29,7 @@ from vitdense.data.readers import (
 )
 from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation_dataset import SegmentationFolderDataset, check_split_folder
-from vitdense.data.splits import apply_split, read_split_lists, stratified_split, write_split_lists
+from vitdense.data.splits import SavedSplit, choose_split
 from vitdense.data.transforms import (
     pad_collate,
     segmentation_eval_transform,
@@ -38,7 +38,7 @@ from vitdense.data.transforms import (
 
 
 @register_datamodule
-class SegmentationFolderDataModule(BaseDataModule):
+class SegmentationFolderDataModule(SavedSplit, BaseDataModule):
     """Semantic segmentation from a folder: ``root/{train,val,test}/images/*`` + annotations per split, or one
     ``root/images`` + annotations split by a seeded, class-stratified split (or by split list files).
 
@@ -252,23 +252,12 @@ class SegmentationFolderDataModule(BaseDataModule):
         everything = SegmentationFolderDataset(self.root, "all", self.num_classes, self.ignore_index, reader=reader,
                                                check_sizes=self.problems is None)  # fmt: skip
         pairs = everything.samples
-        if self.split_dir is not None:
-            split, source = read_split_lists(self.split_dir), f"lists in '{self.split_dir}'"
-        elif self.saved_split is not None:
-            split, source = self.saved_split, "saved with the run (checkpoint)"
-        else:
-            presence = [self._classes_present(everything, key) for _, key in pairs]
-            stems = [image.stem for image, _ in pairs]
-            split = stratified_split(stems, presence, self.val_fraction, self.test_fraction, self.seed)
-            source = f"seed {self.seed}, val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
-        samples, left_out = apply_split(pairs, split, source)
-        if left_out:
-            rank_zero_warn(f"[vitdense] {len(left_out)} image(s) of '{self.root}' are in no split of the split "
-                           f"{source} and are left out (e.g. {examples(left_out)}).")  # fmt: skip
-        self.split = {name: [image.stem for image, _ in pairs_] for name, pairs_ in samples.items()}
-        sizes = ", ".join(f"{name} {len(v)}" for name, v in samples.items())
-        rank_zero_info(f"[vitdense] split of '{self.root}' ({source}): {sizes}")
-        self.all_samples = {name: samples.get(name, []) for name in ("train", "val", "test")}
+
+        def presence() -> list[set[int]]:
+            return [self._classes_present(everything, key) for _, key in pairs]
+
+        self.all_samples, self.split = choose_split(pairs, presence, self.root, self.val_fraction, self.test_fraction,
+                                                    self.seed, self.split_dir, self.saved_split)  # fmt: skip
         return self.all_samples
 
     def _classes_present(self, dataset: SegmentationFolderDataset, key: Any) -> set[int]:
@@ -288,27 +277,7 @@ class SegmentationFolderDataModule(BaseDataModule):
             source = self.table.source if self.table is not None else "data.num_classes / class_names"
             rank_zero_info(f"[vitdense] data '{self.root}': {sizes} images, {self.num_classes} classes from {source} "
                            "(`vitdense data --config ...` reports pixels per class and every problem)")  # fmt: skip
-        trainer = getattr(self, "trainer", None)
-        # fast_dev_run has no run folder (its log_dir would be the working directory)
-        if stage == "fit" and self.split is not None and trainer is not None and trainer.is_global_zero:
-            if trainer.fast_dev_run:
-                return
-            folder = write_split_lists(self.split, Path(trainer.log_dir or trainer.default_root_dir) / "split")
-            rank_zero_info(f"[vitdense] split lists written to {folder}")
-
-    def state_dict(self) -> dict[str, Any]:
-        """The one-folder split, saved in checkpoints so that a run is evaluated on the split it trained with."""
-        return {"split": self.split} if self.split is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Take the split saved in a checkpoint; datasets built from another split are built again."""
-        saved = state_dict.get("split")
-        if saved is None or saved == self.split:
-            return
-        self.saved_split = saved
-        if self.split_dir is None:
-            self.split, self.all_samples = None, None
-            self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
+        self.write_split(stage)
 
     def class_pixel_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class, its pixels and those of the images it appears in, over the training masks (one pass)."""

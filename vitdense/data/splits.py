@@ -6,11 +6,12 @@ per line (``train.txt``, ``val.txt``, ``test.txt``), as Pascal VOC's ``ImageSets
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from vitdense.data.folders import IMAGE_EXTENSIONS, examples
 
@@ -135,3 +136,79 @@ def apply_split(
             )
     left_out = sorted(by_stem.keys() - seen.keys())
     return {name: [by_stem[s] for s in stems] for name, stems in split.items()}, left_out
+
+
+def choose_split(
+    pairs: list[tuple[Path, Any]],
+    presence: Callable[[], Sequence[set[int]]],
+    root: Path,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    split_dir: Path | None = None,
+    saved: dict[str, list[str]] | None = None,
+) -> tuple[dict[str, list[tuple[Path, Any]]], dict[str, list[str]]]:
+    """The samples of each split of the one-folder dataset ``root`` and the split's stems: the lists of ``split_dir``,
+    else the split saved with the run (from a checkpoint), else a seeded split stratified by the classes that
+    ``presence()`` gives per sample (called only then)."""
+    stems = [image.stem for image, _ in pairs]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(
+            f"{len(twice)} image stem(s) of '{root}' name two images (e.g. {examples(twice)}); a split lists images "
+            "by stem, so rename one of each."
+        )
+    if split_dir is not None:
+        split, source = read_split_lists(split_dir), f"lists in '{split_dir}'"
+    elif saved is not None:
+        split, source = saved, "saved with the run (checkpoint)"
+    else:
+        split = stratified_split(stems, presence(), val_fraction, test_fraction, seed)
+        source = f"seed {seed}, val_fraction {val_fraction}, test_fraction {test_fraction}"
+    samples, left_out = apply_split(pairs, split, source)
+    if left_out:
+        rank_zero_warn(f"[vitdense] {len(left_out)} image(s) of '{root}' are in no split of the split {source} and "
+                       f"are left out (e.g. {examples(left_out)}).")  # fmt: skip
+    sizes = ", ".join(f"{name} {len(v)}" for name, v in samples.items())
+    rank_zero_info(f"[vitdense] split of '{root}' ({source}): {sizes}")
+    stems_of = {name: [image.stem for image, _ in chosen] for name, chosen in samples.items()}
+    return {name: samples.get(name, []) for name in SPLITS}, stems_of
+
+
+class SavedSplit:
+    """A one-folder split kept with the run: in checkpoints (``state_dict``) and as list files in the run folder.
+
+    Mixed into a DataModule (before ``BaseDataModule``) that sets ``split`` (stems in use), ``saved_split`` (from a
+    checkpoint), ``all_samples`` (the samples of each split) and ``split_dir``.
+    """
+
+    split: dict[str, list[str]] | None
+    saved_split: dict[str, list[str]] | None
+    all_samples: dict[str, list[tuple[Path, Any]]] | None
+    split_dir: Path | None
+    datasets: dict[str, Any]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The one-folder split, saved in checkpoints so that a run is evaluated on the split it trained with."""
+        return {"split": self.split} if self.split is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take the split saved in a checkpoint; datasets built from another split are built again."""
+        saved = state_dict.get("split")
+        if saved is None or saved == self.split:
+            return
+        self.saved_split = saved
+        if self.split_dir is None:
+            self.split, self.all_samples = None, None
+            self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
+
+    def write_split(self, stage: str | None) -> None:
+        """When fitting, write the split's lists into the run folder (not in fast_dev_run: it has no run folder, its
+        log_dir would be the working directory)."""
+        trainer = getattr(self, "trainer", None)
+        if stage != "fit" or self.split is None or trainer is None or not trainer.is_global_zero:
+            return
+        if trainer.fast_dev_run:
+            return
+        folder = write_split_lists(self.split, Path(trainer.log_dir or trainer.default_root_dir) / "split")
+        rank_zero_info(f"[vitdense] split lists written to {folder}")
