@@ -1,7 +1,9 @@
-"""Object detection from COCO JSON: the dataset and its DataModule (the files are read by ``coco_format``).
+"""Object detection and instance segmentation DataModules: COCO JSON, LabelMe JSON or CVAT for images XML, per split
+folder or one folder split by a seeded, class-stratified split.
 
-Boxes are ``xyxy`` float pixels of the transformed image; batches are lists of images (see
-``vitdense.data.transforms.detection_collate``). The presets are in ``vitdense.data.transforms``.
+Each format becomes the same per-image records (``CocoRecord``: boxes ``xyxy``, labels, masks): COCO through
+``coco_format``, LabelMe and CVAT through ``objects``; ``DetectionDataset`` (``detection_dataset``) turns records into
+items. Batches are lists of images (see ``vitdense.data.transforms.detection_collate``).
 """
 
 from __future__ import annotations
@@ -10,128 +12,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, Split
-from vitdense.data.coco_format import (
-    LAYOUT,
-    check_mask_matches_box,
-    decode_mask,
-    match_image_ids,
-    parse_categories,
-    read_categories,
-    read_coco_json,
-    scan_annotations,
-    warn_box_policy,
-)
+from vitdense.data.coco_format import LAYOUT, match_image_ids, read_categories
+from vitdense.data.detection_dataset import CocoDetectionDataset, DetectionDataset
 from vitdense.data.folders import PredictImageFolder
-from vitdense.data.io import load_image
+from vitdense.data.objects import ObjectFormat, format_of, found_labels, locate, read_objects
+from vitdense.data.polygons import check_unannotated
 from vitdense.data.registry import register_datamodule
-from vitdense.data.transforms import (
-    apply_box_transform,
-    apply_instance_transform,
-    detection_collate,
-    detection_eval_transform,
-    detection_train_transform,
-)
+from vitdense.data.splits import SavedSplit, choose_split
+from vitdense.data.transforms import detection_collate, detection_eval_transform, detection_train_transform
+
+__all__ = ["CocoDetectionDataModule", "CocoDetectionDataset", "CocoInstanceDataModule", "DetectionDataset"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
-class CocoDetectionDataset(Dataset):
-    """Images and boxes of one COCO annotation file, validated when the dataset is built.
-
-    Box policy: ``iscrowd=1`` annotations are skipped; boxes with non-positive width or height are dropped;
-    boxes reaching past the image are clipped to it and boxes entirely outside it dropped. Nothing is silent:
-    one warning per file gives the counts. Images without annotations are kept as negatives.
-    Items are ``dict(image=(3, H, W) float in [0, 1], target={"boxes": (N, 4) float32 xyxy, "labels": (N,) long},
-    path=str, orig_size=(h, w), valid_size=(h, w))`` with boxes in the transformed image's pixels.
-    """
-
-    def __init__(
-        self,
-        images: str | Path,
-        annotations: str | Path,
-        categories: dict[int, str] | None = None,
-        transform: Callable[..., dict[str, Any]] | None = None,
-        masks: bool = False,
-    ) -> None:
-        """Read and validate the annotation file.
-
-        Args:
-            images: Folder that the images' ``file_name`` entries are relative to.
-            annotations: COCO annotation JSON.
-            categories: ``{category id: name}`` that defines the labels (label ``i`` = ``i``-th sorted id);
-                defaults to this file's own categories.
-            transform: Albumentations pipeline with ``pascal_voc`` box params and a ``labels`` field; defaults to
-                ``detection_eval_transform()``.
-            masks: also read each box's ``segmentation`` (instance segmentation): targets get ``masks``.
-        """
-        self.images = Path(images)
-        self.annotations = Path(annotations)
-        data = read_coco_json(self.annotations)
-        if categories is None:
-            categories = parse_categories(data.get("categories"), self.annotations)
-        elif data.get("categories"):
-            self._check_same_names(parse_categories(data["categories"], self.annotations), categories)
-        self.categories = categories
-        self.transform = transform or detection_eval_transform()
-        self.masks = masks
-        self.records, counts = scan_annotations(data, self.images, self.annotations, categories, masks)
-        warn_box_policy(self.annotations, counts)
-
-    def _check_same_names(self, own: dict[int, str], known: dict[int, str]) -> None:
-        """A category id must name the same category here as in the file that defined the labels."""
-        shared = sorted(own.keys() & known.keys())
-        conflicts = [f"id {i}: {own[i]!r} here, {known[i]!r} there" for i in shared if own[i] != known[i]]
-        if conflicts:
-            raise ValueError(
-                f"'{self.annotations}' names categories differently from the annotations the labels come from "
-                f"(usually the training split): {'; '.join(conflicts[:5])}. Use the same category ids and names "
-                "in every split."
-            )
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        image = load_image(record.path)
-        if image.shape[:2] != (record.height, record.width):
-            raise ValueError(
-                f"Image '{record.path}' is {image.shape[1]}x{image.shape[0]} but '{self.annotations}' says "
-                f"{record.width}x{record.height} (width x height). Fix its 'width'/'height' entry."
-            )
-        if self.masks:
-            masks = np.zeros((0, record.height, record.width), np.uint8)
-            if record.segmentations:
-                masks = np.stack([decode_mask(s, record.height, record.width) for s in record.segmentations])
-            for mask, box, ann_id in zip(masks, record.boxes, record.ann_ids, strict=True):
-                check_mask_matches_box(mask, box, f"{ann_id} in '{self.annotations}'")
-            tensor, target = apply_instance_transform(self.transform, image, record.boxes, record.labels, masks)
-        else:
-            tensor, target = apply_box_transform(self.transform, image, record.boxes, record.labels)
-        return {
-            "image": tensor,
-            "target": target,
-            "path": str(record.path),
-            "orig_size": tuple(image.shape[:2]),
-            "valid_size": tuple(tensor.shape[-2:]),
-        }
+FORMATS = "annotations.json (COCO), annotations.xml (CVAT for images 1.1) or LabelMe .json files"
 
 
 @register_datamodule
-class CocoDetectionDataModule(BaseDataModule):
-    """Object detection from COCO JSON: ``root/{split}/images/`` + ``root/{split}/annotations.json`` per split.
+class CocoDetectionDataModule(SavedSplit, BaseDataModule):
+    """Object detection from your labels: ``root/{split}/images/`` + the split's annotations, or one ``root/images/`` +
+    its annotations (no split folders) split by ``val_fraction`` / ``test_fraction`` / ``seed``.
 
-    Any split's image folder or JSON may be given explicitly instead (``train_images``, ``val_annotations``, ...).
-    Labels are ``0..K-1`` in order of sorted category id of the training JSON (read in ``__init__``; of the val or
-    test JSON when there is no training split); ``class_names`` are the category names. Training resizes the long
-    side to a random ``scale_range`` multiple of ``image_size``, pads or randomly crops to a square and flips;
-    val/test/predict only resize the long side to ``image_size``. See ``CocoDetectionDataset`` for the box policy.
-    Batches are lists (see ``detection_collate``).
+    Annotations (``annotations: auto`` finds which): COCO ``annotations.json``, CVAT for images 1.1
+    ``annotations.xml`` (boxes, polygons, masks) or LabelMe JSON per image in ``annotations/`` or beside the images
+    (rectangles, polygons, circles); see ``vitdense.data.objects`` for how shapes become boxes and masks. Any split's
+    image folder or annotations may be given explicitly instead (``train_images``, ``val_annotations``, ...).
+    Labels are ``0..K-1``: COCO categories in order of sorted id (of the training JSON, read in ``__init__``), CVAT's
+    labels in file order, LabelMe's in sorted order, or ``class_names``. Training resizes the long side to a random
+    ``scale_range`` multiple of ``image_size``, pads or randomly crops to a square and flips; val/test/predict only
+    resize the long side to ``image_size``. A one-folder split is stratified by the classes of each image's boxes and
+    saved with the run (list files in the run folder, and in its checkpoints); evaluating from a checkpoint uses it.
+    See ``CocoDetectionDataset`` for the COCO box policy. Batches are lists (see ``detection_collate``).
     """
+
+    MASKS = False  # CocoInstanceDataModule reads the segmentations too
 
     def __init__(
         self,
@@ -149,18 +66,26 @@ class CocoDetectionDataModule(BaseDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         predict_dir: str | None = None,
+        annotations: ObjectFormat = "auto",
+        class_names: list[str] | None = None,
+        void_classes: list[str] | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        split_dir: str | None = None,
     ) -> None:
-        """Read the categories of the training annotations; the splits are scanned in ``setup``.
+        """Read the classes of the annotations; the splits are scanned in ``setup``.
 
         Args:
             root: Dataset root with ``train``, ``val`` (and optionally ``test``) folders, each holding ``images/``
-                and ``annotations.json``.
+                and annotations; or one ``images/`` folder and its annotations, split by ``val_fraction`` and ``seed``.
             train_images: Training image folder (overrides ``root/train/images``).
-            train_annotations: Training COCO JSON (overrides ``root/train/annotations.json``).
+            train_annotations: Training annotations (overrides ``root/train/annotations.json``): a COCO JSON, a CVAT
+                XML or a folder of LabelMe JSON.
             val_images: Validation image folder (overrides ``root/val/images``).
-            val_annotations: Validation COCO JSON (overrides ``root/val/annotations.json``).
+            val_annotations: Validation annotations (overrides ``root/val/annotations.json``).
             test_images: Test image folder (overrides ``root/test/images``).
-            test_annotations: Test COCO JSON (overrides ``root/test/annotations.json``).
+            test_annotations: Test annotations (overrides ``root/test/annotations.json``).
             image_size: Side of the square training images, and long side of val/test/predict images.
             scale_range: Range of the random long-side scale, relative to ``image_size``, in training.
             min_box_size: Boxes narrower or lower than this many pixels after a transform are dropped.
@@ -168,49 +93,97 @@ class CocoDetectionDataModule(BaseDataModule):
             num_workers: DataLoader worker processes (0 loads in the main process).
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
             predict_dir: Folder of images to run ``predict`` on.
+            annotations: ``coco`` (annotations.json), ``labelme`` (JSON per image), ``cvat`` (annotations.xml, CVAT
+                for images 1.1), or ``auto`` (found from the files).
+            class_names: Classes of LabelMe / CVAT labels, in label order (a shape of another label is an error);
+                default: CVAT's labels, or every label of the LabelMe files, sorted. COCO files name their own.
+            void_classes: LabelMe / CVAT labels whose shapes are skipped (as LabelMe's ``__ignore__``).
+            val_fraction: Share of a one-folder dataset put into val.
+            test_fraction: Share of a one-folder dataset put into test.
+            seed: Seed of the one-folder split.
+            split_dir: Folder of split lists (``train.txt``, ``val.txt``, ``test.txt``, one image stem per line)
+                splitting a one-folder dataset, instead of the seeded split.
         """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.root = None if root is None else Path(root)
+        self.annotations, self.void_classes = annotations, list(void_classes or [])
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.split_dir = Path(split_dir) if split_dir else None
+        self.split: dict[str, list[str]] | None = None  # the one-folder split in use
+        self.saved_split: dict[str, list[str]] | None = None  # from a checkpoint
+        self.all_samples: dict[str, list[tuple[Path, Any]]] | None = None
         explicit = {
             "train": (train_images, train_annotations),
             "val": (val_images, val_annotations),
             "test": (test_images, test_annotations),
         }
+        if self.root is not None and not self.root.is_dir():
+            raise FileNotFoundError(f"Dataset root '{self.root}' does not exist. Expected the layout {LAYOUT}.")
+        self.one_folder = (
+            self.root is not None and not (self.root / "train").is_dir() and (self.root / "images").is_dir()
+        )
+        if self.one_folder and any(v for pair in explicit.values() for v in pair):
+            raise ValueError(
+                f"'{self.root}' is one folder (images/, no train/), split by val_fraction and seed; the *_images / "
+                "*_annotations paths do not apply to it. Leave them unset, or point root at split folders."
+            )
         self.paths = {split: self._resolve(split, *explicit[split]) for split in SPLITS}
         self.image_size = image_size
         self.scale_range = scale_range
         self.min_box_size = min_box_size
         self.predict_dir = predict_dir
-        self.categories = self._read_categories({s: explicit[s][1] is not None for s in SPLITS})
+        self.categories = self._read_categories({s: explicit[s][1] is not None for s in SPLITS}, class_names)
         self.num_classes = len(self.categories)
         self.class_names = list(self.categories.values())
 
-    def _resolve(self, split: str, images: str | None, annotations: str | None) -> tuple[Path | None, Path | None]:
-        if self.root is None:
-            return (Path(images) if images else None, Path(annotations) if annotations else None)
-        return (
-            Path(images) if images else self.root / split / "images",
-            Path(annotations) if annotations else self.root / split / "annotations.json",
-        )
+    def _resolve(self, split: str, images: str | None, annotations: str | None) -> tuple[Path | None, Path | None, str]:
+        """``(image folder, annotations, format)`` of a split."""
+        if annotations is not None:
+            path = Path(annotations)
+            fmt = format_of(path, self.annotations)
+        elif self.root is not None:
+            fmt, path = locate(self.root if self.one_folder else self.root / split, self.annotations)
+        else:
+            path, fmt = None, "coco" if self.annotations == "auto" else self.annotations
+        if images is None and self.root is not None:
+            images = str((self.root if self.one_folder else self.root / split) / "images")
+        return (Path(images) if images else None, path, fmt)
 
-    def _read_categories(self, explicit: dict[str, bool]) -> dict[int, str]:
-        """Categories of the first split's JSON among train, val, test; an explicitly given JSON must exist."""
-        if self.root is not None and not self.root.is_dir():
-            raise FileNotFoundError(f"Dataset root '{self.root}' does not exist. Expected the layout {LAYOUT}.")
+    def _read_categories(self, explicit: dict[str, bool], class_names: list[str] | None) -> dict[int, str]:
+        """``{category id: name}``: the categories of the first split's COCO JSON among train, val, test; else
+        ``class_names`` or the labels the LabelMe / CVAT annotations name (ids 1..K)."""
         for split in SPLITS:
             path = self.paths[split][1]
-            if path is not None and explicit[split] and not path.is_file():
+            if path is not None and explicit[split] and not path.exists():
                 raise FileNotFoundError(f"{split}_annotations file '{path}' not found. Check the path.")
-        found = [p for _, p in self.paths.values() if p is not None and p.is_file()]
+        found = [(fmt, p) for _, p, fmt in self.paths.values() if p is not None and p.exists()]
         if not found:
-            looked = [str(p) for _, p in self.paths.values() if p is not None]
+            looked = [str(p) for _, p, _ in self.paths.values() if p is not None]
+            what = "COCO annotation file" if all(f == "coco" for _, _, f in self.paths.values()) else "annotations"
             raise FileNotFoundError(
-                f"No COCO annotation file found to read the categories from (looked for {looked or 'none'}). "
-                f"Set root (layout {LAYOUT}) or train_annotations."
+                f"No {what} found to read the categories from (looked for {looked or 'none'}). Set root (layout "
+                f"{LAYOUT}; or {FORMATS} per split, or one root/images/ with its annotations) or train_annotations."
             )
-        return read_categories(found[0])
-
-    MASKS = False  # CocoInstanceDataModule reads the segmentations too
+        fmt, path = found[0]
+        if fmt == "coco":
+            if class_names is not None:
+                raise ValueError(
+                    f"class_names is set, but the COCO file '{path}' names its classes (categories); leave "
+                    "data.class_names unset."
+                )
+            return read_categories(path)
+        names, source = class_names, "data.class_names"
+        if names is None and fmt == "cvat":
+            names, source = found_labels(fmt, path, tuple(self.void_classes)), f"the labels of '{path}'"
+        elif names is None:  # every LabelMe folder of the dataset, so that a label only in val is a class too
+            folders = sorted({p for f, p in found if f == fmt})
+            names = sorted({n for folder in folders for n in found_labels(fmt, folder, tuple(self.void_classes))})
+            source = f"the labels of the LabelMe files in {', '.join(repr(str(f)) for f in folders)}"
+        if class_names is None:
+            rank_zero_info(f"[vitdense] {len(names)} classes from {source}: {names} (data.class_names sets them)")
+        if not names:
+            raise ValueError(f"No classes: {source} name none. Set data.class_names.")
+        return {i + 1: name for i, name in enumerate(names)}
 
     @property
     def input_size(self) -> int:
@@ -223,17 +196,53 @@ class CocoDetectionDataModule(BaseDataModule):
                     "predict needs a folder of images: set data.init_args.predict_dir (--data.predict_dir)."
                 )
             return PredictImageFolder(self.predict_dir, detection_eval_transform(self.image_size, None))
-        images, annotations = self.paths[split]
-        if images is None or annotations is None:
-            raise ValueError(
-                f"The {split} split has no {'images folder' if images is None else 'annotation file'}: set root "
-                f"(layout {LAYOUT}) or data.init_args.{split}_images and {split}_annotations."
-            )
         if split == "train":
             transform = detection_train_transform(self.image_size, self.scale_range, self.min_box_size)
         else:
             transform = detection_eval_transform(self.image_size, self.min_box_size)
-        return CocoDetectionDataset(images, annotations, self.categories, transform, masks=self.MASKS)
+        images, annotations, fmt = self.paths[split]
+        if self.one_folder:
+            chosen = self.split_samples()[split]
+            if not chosen:
+                raise ValueError(
+                    f"The {split} split of the one-folder dataset '{self.root}' is empty; set "
+                    f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
+                )
+            return DetectionDataset([record for _, record in chosen], annotations, transform, self.MASKS)
+        if images is None or annotations is None:
+            raise ValueError(
+                f"The {split} split has no {'images folder' if images is None else 'annotations'}: set root "
+                f"(layout {LAYOUT}) or data.init_args.{split}_images and {split}_annotations."
+            )
+        return self._dataset(images, annotations, fmt, transform)
+
+    def _dataset(
+        self, images: Path, annotations: Path, fmt: str, transform: Callable[..., dict[str, Any]] | None
+    ) -> DetectionDataset:
+        if fmt == "coco":
+            return CocoDetectionDataset(images, annotations, self.categories, transform, masks=self.MASKS)
+        records = read_objects(fmt, images, annotations, self.class_names, tuple(self.void_classes), self.MASKS)
+        return DetectionDataset(records, annotations, transform, self.MASKS)
+
+    def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
+        """The ``(image, record)`` samples of each split of a one-folder dataset: the split of ``split_dir``, else the
+        one saved with the run (restored from a checkpoint), else a seeded split stratified by the boxes' classes."""
+        if self.all_samples is None:
+            images, annotations, fmt = self.paths["train"]
+            everything = self._dataset(images, annotations, fmt, None)  # type: ignore[arg-type]
+            if fmt == "coco":  # an image the JSON does not list would be in no split
+                check_unannotated(images, {r.path for r in everything.records}, f"'{annotations}'")  # type: ignore[arg-type]
+            pairs = sorted(((r.path, r) for r in everything.records), key=lambda pair: pair[0])
+            self.all_samples, self.split = choose_split(
+                pairs, lambda: [set(r.labels.tolist()) for _, r in pairs], self.root, self.val_fraction,  # type: ignore[arg-type]
+                self.test_fraction, self.seed, self.split_dir, self.saved_split,
+            )  # fmt: skip
+        return self.all_samples
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of ``stage``; when fitting a one-folder dataset, write its split into the run folder."""
+        super().setup(stage)
+        self.write_split(stage)
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Collect items in lists (images keep their own sizes)."""
@@ -241,8 +250,8 @@ class CocoDetectionDataModule(BaseDataModule):
 
     def coco_ids(self, names: list[str]) -> tuple[list[tuple[int, str]], dict[str, int] | None]:
         """For COCO results of predictions on images ``names``: each label's ``(category id, name)``, and the image
-        ids of the first split (train, val, test) whose annotation file lists all of them (else ``None``)."""
-        files = [p for _, p in self.paths.values() if p is not None and p.is_file()]
+        ids of the first split (train, val, test) whose COCO file lists all of them (else ``None``)."""
+        files = [p for _, p, fmt in self.paths.values() if fmt == "coco" and p is not None and p.is_file()]
         return list(self.categories.items()), match_image_ids(names, files)
 
 

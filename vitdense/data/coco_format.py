@@ -23,7 +23,11 @@ LAYOUT = "root/{split}/images/ + root/{split}/annotations.json (COCO format)"
 @dataclass
 class CocoRecord:
     """One image of a COCO split after validation: file, JSON size, its kept boxes (xyxy, clipped) and, when masks
-    were asked for, each kept box's ``segmentation`` (polygons or RLE, decoded on access) and annotation id."""
+    were asked for, each kept box's ``segmentation`` (polygons or RLE, decoded on access) and annotation id.
+
+    LabelMe and CVAT shapes (``vitdense.data.objects``) make the same records: their segmentations are callables that
+    draw the shape's mask, and ``source`` names the file the record comes from.
+    """
 
     path: Path
     height: int
@@ -32,6 +36,7 @@ class CocoRecord:
     labels: np.ndarray
     segmentations: list[Any] = field(default_factory=list)
     ann_ids: list[Any] = field(default_factory=list)
+    source: Path | None = None
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:
@@ -178,13 +183,14 @@ def scan_annotations(
 
 def warn_box_policy(annotations: Path, counts: dict[str, int]) -> None:
     """One warning per file with the counts of clipped, dropped and skipped boxes (nothing is silent)."""
-    parts = [
-        f"clipped {counts['clipped']} box(es) to the image",
-        f"dropped {counts['non-positive']} with non-positive width or height",
-        f"dropped {counts['outside']} lying entirely outside their image",
-        f"skipped {counts['crowd']} iscrowd=1 annotation(s)",
-    ]
-    kept = [part for part, n in zip(parts, counts.values()) if n]
+    parts = {
+        "clipped": "clipped {} box(es) to the image",
+        "non-positive": "dropped {} with non-positive width or height",
+        "outside": "dropped {} lying entirely outside their image",
+        "crowd": "skipped {} iscrowd=1 annotation(s)",
+        "void": "skipped {} shape(s) of void labels",
+    }
+    kept = [parts[name].format(n) for name, n in counts.items() if n]
     if kept:
         warnings.warn(f"'{annotations}': {', '.join(kept)}.", stacklevel=3)
 
@@ -223,6 +229,8 @@ def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     """The (height, width) uint8 0/1 mask of a checked COCO segmentation (pycocotools' decoding)."""
     from pycocotools import mask as mask_utils
 
+    if callable(segmentation):  # a LabelMe / CVAT shape draws itself
+        return np.asarray(segmentation(), dtype=np.uint8)
     if isinstance(segmentation, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE

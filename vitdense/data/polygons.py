@@ -78,7 +78,7 @@ def _require_area(pts: np.ndarray, where: str) -> None:
         raise ValueError(f"{where} is degenerate (its points enclose no area); delete or redraw it.")
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -93,7 +93,7 @@ def _image_path(image_dir: Path, name: str, where: str) -> Path:
                             "remove its annotations.")  # fmt: skip
 
 
-def _check_unannotated(image_dir: Path, annotated: set[Path], source: str) -> None:
+def check_unannotated(image_dir: Path, annotated: set[Path], source: str) -> None:
     missing = sorted(p.name for p in list_files(image_dir, IMAGE_EXTENSIONS) if p not in annotated)
     if missing:
         raise ValueError(
@@ -124,7 +124,7 @@ class CocoReader:
             self.images[img["id"]] = (_image_path(image_dir, img["file_name"], where), img["width"], img["height"])
         if not self.images:
             raise ValueError(f"'{path}' lists no images; export the annotations again with the images included.")
-        _check_unannotated(image_dir, {p for p, _, _ in self.images.values()}, f"'{path}'")
+        check_unannotated(image_dir, {p for p, _, _ in self.images.values()}, f"'{path}'")
         self.anns: dict[int, list[dict[str, Any]]] = {i: [] for i in self.images}
         for ann in data.get("annotations") or []:
             self._check(ann, categories)
@@ -191,7 +191,7 @@ class LabelMeReader:
             self.shapes[path] = self._parse(path)
 
     def _parse(self, path: Path) -> tuple[int, int, list[tuple[str, int, np.ndarray]]]:
-        data = _read_json(path)
+        data = read_json(path)
         if not isinstance(data, dict) or "shapes" not in data:
             raise ValueError(f"'{path}' has no 'shapes' list; is it a LabelMe annotation?")
         if not isinstance(data.get("imageWidth"), int) or not isinstance(data.get("imageHeight"), int):
@@ -302,7 +302,7 @@ class CvatReader:
             self.images[_image_path(image_dir, name, where)] = (name, width, height, shapes)
         if not self.images:
             raise ValueError(f"'{path}' has no <image> elements; export 'CVAT for images 1.1' with annotations.")
-        _check_unannotated(image_dir, set(self.images), f"'{path}'")
+        check_unannotated(image_dir, set(self.images), f"'{path}'")
 
     def _shape(self, el: ET.Element, n: int, where: str, width: int, height: int) -> tuple[int, int, str, Any]:
         where = f"{where} ({el.tag} {el.get('label')!r})"

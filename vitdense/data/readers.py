@@ -107,7 +107,8 @@ class PolygonOptions(TypedDict, total=False):
     """Width in pixels of LabelMe line and linestrip shapes (default 10, labelme's own)."""
 
 
-def _labelme_dir(base: Path) -> Path | None:
+def labelme_dir(base: Path) -> Path | None:
+    """The folder of LabelMe JSON files of ``base``: ``annotations/``, else beside the images in ``images/``."""
     for folder in (base / "annotations", base / "images"):
         if folder.is_dir() and any(folder.glob("*.json")):
             return folder
@@ -124,7 +125,7 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
         return "coco"
     if (base / "annotations.xml").is_file():
         return "cvat"
-    if _labelme_dir(base) is not None:
+    if labelme_dir(base) is not None:
         return "labelme"
     raise FileNotFoundError(
         f"No annotations found in '{base}': expected masks/ (class-id or colour PNGs), annotations.json (COCO), "
@@ -171,7 +172,7 @@ def make_reader(
         return CocoReader(image_dir, base / "annotations.json", labels, options.get("category_match", "name"))
     if fmt == "cvat":
         return CvatReader(image_dir, base / "annotations.xml", labels)
-    ann_dir = _labelme_dir(base)
+    ann_dir = labelme_dir(base)
     if ann_dir is None:
         raise FileNotFoundError(f"No LabelMe .json files in '{base / 'annotations'}' or '{image_dir}'.")
     return LabelMeReader(image_dir, ann_dir, labels, options.get("line_width", 10))
