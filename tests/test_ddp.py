@@ -76,11 +76,39 @@ MONITOR = {
 }
 
 
+# The default suite launches one config per task family (the process start-up and the detectors dominate the time);
+# the slow suite adds FSDP, instance segmentation and the other detector x backbone pairs.
+DEFAULT = ("seg_vit", "cls_vit_unfreeze", "det_retinanet_vit")
+
+
+def _names(names) -> list:
+    return [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+def _requested(session: pytest.Session) -> set[str]:
+    """The configs the selected tests of this module read (the launch runs only those)."""
+    needed = set()
+    for item in session.items:
+        if item.module is None or item.module.__name__ != __name__:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "name" in callspec.params:
+            needed.add(callspec.params["name"])
+        elif "fsdp" in item.name:
+            needed.add("seg_fsdp")
+        elif "unfreeze" in item.name:
+            needed.add("cls_vit_unfreeze")
+    return needed
+
+
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+def ddp_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     root = tmp_path_factory.mktemp("ddp")
     paths = {}
+    needed = _requested(request.session)
     for name, cfg in _configs().items():
+        if name not in needed:
+            continue
         cfg["trainer"] = {**TRAINER, **cfg.get("trainer", {}), "default_root_dir": str(root / "runs")}
         cfg["seed_everything"] = 0
         paths[name] = root / f"{name}.yaml"
@@ -97,7 +125,7 @@ def _results(out: Path, name: str) -> list[dict]:
     return [torch.load(out / f"{name}.rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 
-@pytest.mark.parametrize("name", list(_configs()))
+@pytest.mark.parametrize("name", _names(_configs()))
 def test_ddp_fit_validate_and_metrics_equal_one_process(ddp_runs, name: str, tmp_path: Path) -> None:
     out, paths = ddp_runs
     rank0, rank1 = _results(out, name)
@@ -125,6 +153,7 @@ def test_ddp_unfreeze_trains_the_same_backbone_on_every_rank(ddp_runs) -> None:
     assert all(torch.equal(rank0["after"][k], rank1["after"][k]) for k in rank0["after"])
 
 
+@pytest.mark.slow  # its own 2-process config: ~15 s more in the launch
 def test_fsdp_shards_and_its_checkpoint_tests_the_same_in_one_process(ddp_runs, tmp_path: Path) -> None:
     """Segmentation under FSDP2 (ModelParallelStrategy on 2 CPU processes, gloo): the model is sharded, and a
     one-process `test` of its checkpoint gives the test metrics of the 2-process run."""
@@ -149,7 +178,7 @@ PREDICTED = {
 }
 
 
-@pytest.mark.parametrize("name", list(PREDICTED))
+@pytest.mark.parametrize("name", _names(PREDICTED))
 def test_ddp_predict_writes_each_image_once_in_order_into_one_folder(ddp_runs, name: str, tmp_path: Path) -> None:
     """Both processes write into rank 0's folder; files of one line per image are merged in dataset order, each image
     once, and hold what one process writes (an RLE-mask line of instance predict is larger than one write)."""

@@ -50,6 +50,7 @@ def test_classification_report_counts_every_image(tmp_path: Path) -> None:
     assert (shown["truth"], shown["pred"]) == (report.per_image[2]["label"], report.per_image[2]["pred"])
 
 
+@pytest.mark.slow  # a detector fit + evaluate: 15-20 s
 def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path) -> None:
     config, ckpt = train_tiny_run(tmp_path, "detection")
     report = vitdense.evaluate(config, ckpt, "val")
@@ -68,6 +69,7 @@ def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path
     assert shown["pred"]["boxes"].shape[1] == 4 and shown["image"].shape == (32, 32, 3)
 
 
+@pytest.mark.slow  # a detector fit + evaluate: 15-20 s
 def test_instance_report_has_per_class_mask_ap_averaging_to_the_logged_mask_map(tmp_path: Path) -> None:
     config, ckpt = train_tiny_run(tmp_path, "instance")
     report = vitdense.evaluate(config, ckpt, "val")

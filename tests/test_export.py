@@ -56,7 +56,7 @@ def test_lora_adapters_are_merged_into_the_export(tmp_path: Path) -> None:
         assert loaded.backbone_cfg["peft"] is None and torch.allclose(loaded(images), adapted, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["segmentation", "classification"])
+@pytest.mark.parametrize("kind", ["segmentation", pytest.param("classification", marks=pytest.mark.slow)])
 def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -18,7 +18,9 @@ NOTEBOOKS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(NOTEBOOKS))
+@pytest.mark.parametrize(
+    "kind", [k if k == "segmentation" else pytest.param(k, marks=pytest.mark.slow) for k in sorted(NOTEBOOKS)]
+)  # the default suite runs one notebook (each ~10-25 s on 2 cores)
 def test_notebook_runs(kind: str, tmp_path: Path, monkeypatch) -> None:
     name, expected = NOTEBOOKS[kind]
     config, ckpt = train_tiny_run(tmp_path, kind)

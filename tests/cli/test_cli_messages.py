@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.tiny import PATCH8_VIT_D2
@@ -59,6 +60,7 @@ def test_unknown_head_key_names_the_key_and_the_valid_ones(tmp_path: Path) -> No
     assert one_message(code, lines) == f"model.init_args.head: unknown key(s) {{'chanels'}}; valid keys are {valid}."
 
 
+@pytest.mark.slow  # real CLI processes: 7-21 s
 def test_num_classes_that_disagree_with_the_data_end_the_output_and_debug_shows_the_traceback(tmp_path: Path) -> None:
     cfg = str(config(tmp_path, num_classes=7))
     message = ("model.init_args.num_classes is 7, but the CLI takes it from the data: data.num_classes gives 4. Set "
@@ -68,6 +70,7 @@ def test_num_classes_that_disagree_with_the_data_end_the_output_and_debug_shows_
     assert code == 1 and any("Traceback" in line for line in lines) and message in lines[-1]
 
 
+@pytest.mark.slow  # real CLI processes: 7-21 s
 def test_estimate_prints_its_table_and_nothing_before(tmp_path: Path) -> None:
     cfg = config(tmp_path, trainer={"precision": "bf16-mixed"})
     code, lines = vitdense(tmp_path, "estimate", "--config", str(cfg))
@@ -75,6 +78,7 @@ def test_estimate_prints_its_table_and_nothing_before(tmp_path: Path) -> None:
     assert lines[0].startswith("input 32x32, batch 2"), "\n".join(lines[:5])  # not seeding, devices or precision
 
 
+@pytest.mark.slow  # real CLI processes: 7-21 s
 def test_fit_and_validate_print_no_lightning_noise_but_real_warnings(tmp_path: Path) -> None:
     cfg = str(config(tmp_path, trainer={"max_epochs": 1}))
     code, fit = vitdense(tmp_path, "fit", "--config", cfg)

@@ -4,6 +4,7 @@ test/mIoU the task logs."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -54,6 +55,7 @@ def test_predicted_masks_rescored_with_numpy_give_the_logged_miou(tmp_path: Path
         assert overlay.shape == expected.shape and np.array_equal(overlay, expected)
 
 
+@pytest.mark.slow  # ~15 s
 def test_detection_predict_writes_coco_results_with_the_splits_ids(tmp_path: Path) -> None:
     """predict on the images of a COCO split writes coco_results.json with that split's image and category ids, one
     entry per predictions.jsonl box (xyxy -> xywh), which pycocotools loads against the split's annotation file."""

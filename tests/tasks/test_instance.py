@@ -94,6 +94,7 @@ def test_cli_fit_test_and_predict(tmp_path: Path) -> None:
     assert len(lines) == 4 and all(len(x["masks"]) == len(x["boxes"]) for x in lines)
 
 
+@pytest.mark.slow  # ~15 s
 def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(tmp_path: Path) -> None:
     """predict's COCO results (RLE masks), against the val set written as COCO ground truth, score with pycocotools'
     COCOeval exactly what `validate` logged."""
