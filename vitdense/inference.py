@@ -43,13 +43,6 @@ class InferenceConfig(TypedDict, total=False):
 INFERENCE_DEFAULTS: InferenceConfig = {"mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0]}
 
 
-def _check_sizes(cfg: dict) -> None:
-    for key in ("crop", "stride"):
-        value = cfg[key]
-        if value is not None and (len(value) != 2 or min(value) < 1):
-            raise ValueError(f"inference.{key}: {value} must be two positive sizes [height, width].")
-
-
 def check_window_stride(crop: tuple[int, int], stride: tuple[int, int], default_crop: bool = False) -> None:
     """Windows every ``stride`` pixels cover the image only when the stride is at most the crop: refuse gaps (their
     pixels would average zero windows: NaN logits, objects missed), naming the keys."""
@@ -62,14 +55,23 @@ def check_window_stride(crop: tuple[int, int], stride: tuple[int, int], default_
         )
 
 
+def _check_modes_and_windows(cfg: dict, modes: tuple[str, str], default_crop: tuple[int, int] | None, what: str = ""):
+    """The mode is one of ``modes`` (whole, then the windowed one), crop and stride are sizes, and windows leave no
+    gaps."""
+    if cfg["mode"] not in modes:
+        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of {', '.join(repr(m) for m in modes)}{what}.")
+    for key in ("crop", "stride"):
+        value = cfg[key]
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ValueError(f"inference.{key}: {value} must be two positive sizes [height, width].")
+    crop = cfg["crop"] or default_crop
+    if cfg["mode"] == modes[1] and cfg["stride"] is not None and crop is not None:
+        check_window_stride(tuple(crop), tuple(cfg["stride"]), default_crop=not cfg["crop"])
+
+
 def check_inference_config(cfg: dict, default_crop: tuple[int, int] | None = None) -> None:
     """Reject settings that cannot run, naming the key; ``default_crop``: the window size when ``crop`` is unset."""
-    if cfg["mode"] not in ("whole", "slide"):
-        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'slide'.")
-    _check_sizes(cfg)
-    crop = cfg["crop"] or default_crop
-    if cfg["mode"] == "slide" and cfg["stride"] is not None and crop is not None:
-        check_window_stride(tuple(crop), tuple(cfg["stride"]), default_crop=not cfg["crop"])
+    _check_modes_and_windows(cfg, ("whole", "slide"), default_crop)
     if not cfg["scales"] or min(cfg["scales"]) <= 0:
         raise ValueError(f"inference.scales: {cfg['scales']} must be a non-empty list of positive factors.")
 
@@ -153,12 +155,7 @@ DETECTION_INFERENCE_DEFAULTS: DetectionInferenceConfig = {"mode": "whole", "crop
 
 def check_detection_inference_config(cfg: dict, default_crop: tuple[int, int] | None = None) -> None:
     """Reject settings that cannot run, naming the key; ``default_crop``: the tile size when ``crop`` is unset."""
-    if cfg["mode"] not in ("whole", "tile"):
-        raise ValueError(f"inference.mode: '{cfg['mode']}' is not one of 'whole', 'tile' (detection).")
-    _check_sizes(cfg)
-    crop = cfg["crop"] or default_crop
-    if cfg["mode"] == "tile" and cfg["stride"] is not None and crop is not None:
-        check_window_stride(tuple(crop), tuple(cfg["stride"]), default_crop=not cfg["crop"])
+    _check_modes_and_windows(cfg, ("whole", "tile"), default_crop, " (detection)")
 
 
 def tile_windows(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int]]:
