@@ -3,9 +3,9 @@
 One module per concern: ``folders`` (listing and pairing the files of folder datasets), ``transforms`` (augmentation
 presets and collate functions), ``synthetic`` (seeded generators and shape renderers) with
 ``synthetic_datamodules``, ``base``, ``io`` and ``registry``; and one per format: ``segmentation`` (images + masks),
-``imagefolder`` (classification), ``coco`` (COCO JSON: detection and instance masks, COCO 2017; the JSON itself is
-read and checked by ``coco_format``) and ``benchmarks`` (ADE20K, Cityscapes, VOC). Importing this package registers
-every DataModule.
+``imagefolder`` (classification), ``coco`` (detection and instance DataModules over COCO JSON, read and checked by
+``coco_format``, and LabelMe / CVAT shapes, made into the same records by ``objects``; items by ``detection_dataset``;
+COCO 2017) and ``benchmarks`` (ADE20K, Cityscapes, VOC). Importing this package registers every DataModule.
 """
 
 import os
