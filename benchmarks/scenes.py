@@ -1,7 +1,7 @@
 """Scene prediction in bounded memory: peak RSS and Mpx/s of `vitdense.scenes.predict_scene` on a large GeoTIFF.
 
     python benchmarks/scenes.py --size 20000          # the issue's 20000 x 20000 scene (hours on 2 CPU cores)
-    python benchmarks/scenes.py --size 4000 --size 8000   # two sizes: memory should follow the width, not the area
+    python benchmarks/scenes.py --size 1500 --size 20000 --height 1000   # 1500 x 1000 and 20000 x 1000 (wide strips)
 
 A synthetic 3-band uint8 scene (smooth fields plus noise, tiled and compressed) is written block by block in a child
 process, then each size is predicted in a fresh process with ViT-Ti + UPerNet (random weights: speed and memory do
@@ -24,21 +24,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_scene(path: Path, size: int, block: int = 512) -> None:
-    """A ``size`` x ``size`` 3-band uint8 GeoTIFF written one block row at a time (constant memory)."""
+def write_scene(path: Path, size: int, block: int = 512, height: int | None = None) -> None:
+    """A ``size`` wide (``height`` high, default square) 3-band uint8 GeoTIFF written one block row at a time."""
     import numpy as np
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    profile = {"driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8", "tiled": True,
+    height = height or size
+    profile = {"driver": "GTiff", "height": height, "width": size, "count": 3, "dtype": "uint8", "tiled": True,
                "blockxsize": block, "blockysize": block, "compress": "deflate", "crs": "EPSG:32633",
                "transform": from_origin(500000, 4600000, 10, 10)}  # fmt: skip
     rng = np.random.default_rng(0)
     x = np.arange(size, dtype=np.float32)
     with rasterio.open(path, "w", **profile) as dst:
-        for top in range(0, size, block):
-            h = min(block, size - top)
+        for top in range(0, height, block):
+            h = min(block, height - top)
             y = np.arange(top, top + h, dtype=np.float32)[:, None]
             fields = [np.sin(y / (97 + 31 * c)) * np.cos(x[None] / (89 + 17 * c)) for c in range(3)]
             noise = rng.integers(0, 24, (3, h, size), dtype=np.uint8)
@@ -79,6 +80,7 @@ def matmul_gflops(threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, action="append", help="scene side in pixels (repeatable; default 4000)")
+    parser.add_argument("--height", type=int, help="scene height (default: square); memory depends on neither side")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scenes" / "results.json")
@@ -87,7 +89,7 @@ def main() -> None:
     if args.child:  # one measurement in a fresh process: write <size> <path> | predict <path> <output> <json>
         kind, a, b, c = args.child
         if kind == "write":
-            write_scene(Path(b), int(a))
+            write_scene(Path(b), int(a), height=int(c) if c != "-" else None)
         else:
             Path(c).write_text(json.dumps(predict(Path(a), Path(b), args.batch, args.threads)))
         return
@@ -95,12 +97,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.size or [4000]:
             scene, output, result = Path(tmp) / f"scene{size}.tif", Path(tmp) / f"classes{size}.tif", Path(tmp) / "r"
-            subprocess.run([sys.executable, __file__, "--child", "write", str(size), str(scene), "-"], check=True)
+            height = str(args.height) if args.height else "-"
+            subprocess.run([sys.executable, __file__, "--child", "write", str(size), str(scene), height], check=True)
             subprocess.run([sys.executable, __file__, "--child", "predict", str(scene), str(output), str(result),
                             "--batch", str(args.batch), "--threads", str(args.threads)], check=True)  # fmt: skip
-            row = {"size": size, **json.loads(result.read_text())}
+            row = {"size": size, "height": args.height or size, **json.loads(result.read_text())}
             rows.append(row)
-            print(f"{size} x {size}: {row['windows']} windows, {row['seconds']:.0f} s, {row['mpx_per_s']:.3f} Mpx/s, "
+            print(f"{size} x {row['height']}: {row['windows']} windows, {row['seconds']:.0f} s, "
+                  f"{row['mpx_per_s']:.3f} Mpx/s, "
                   f"peak RSS {row['peak_rss_gb']:.2f} GB (model loaded: {row['rss_after_model_gb']:.2f} GB)",
                   flush=True)  # fmt: skip
     gflops = matmul_gflops(args.threads)
