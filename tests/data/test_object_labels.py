@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.data.label_fixtures import H, W, image, write_json
-from tests.data.object_fixtures import cvat_scene, cvat_xml, labelme_folder, labelme_scene
+from tests.data.object_fixtures import NAMES, cvat_scene, cvat_xml, labelme_folder, labelme_scene
 from vitdense.data import CocoDetectionDataModule, CocoInstanceDataModule
 from vitdense.data.transforms import detection_eval_transform
 
@@ -147,3 +147,16 @@ def test_one_folder_coco(tmp_path: Path) -> None:
         CocoDetectionDataModule(str(tmp_path)).setup("fit")
     with pytest.raises(ValueError, match=r"is one folder .* do not apply"):
         CocoDetectionDataModule(str(tmp_path), val_annotations=str(tmp_path / "annotations.json"))
+
+
+def test_a_split_without_annotations_fails_when_used(tmp_path: Path) -> None:
+    labelme_scene(tmp_path / "train")
+    image(tmp_path / "test" / "images" / "unlabelled.png", 1)  # a test folder without labels: fit needs no test
+    dm = CocoDetectionDataModule(str(tmp_path), class_names=NAMES)
+    with pytest.raises(FileNotFoundError, match=r"The val split's annotations '.*val/annotations\.json' do not exist"):
+        dm.setup("fit")
+    labelme_scene(tmp_path / "val")
+    dm = CocoDetectionDataModule(str(tmp_path), class_names=NAMES)
+    dm.setup("fit")
+    with pytest.raises(FileNotFoundError, match=r"The test split's annotations .* annotations\.xml \(CVAT"):
+        dm.setup("test")

@@ -214,6 +214,11 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 f"The {split} split has no {'images folder' if images is None else 'annotations'}: set root "
                 f"(layout {LAYOUT}) or data.init_args.{split}_images and {split}_annotations."
             )
+        if not annotations.exists():
+            raise FileNotFoundError(
+                f"The {split} split's annotations '{annotations}' do not exist: its folder needs {FORMATS} (layout "
+                f"{LAYOUT}), or set data.init_args.{split}_annotations."
+            )
         return self._dataset(images, annotations, fmt, transform)
 
     def _dataset(

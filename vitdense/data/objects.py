@@ -39,20 +39,14 @@ VOID = -1  # label id of shapes that are skipped
 
 
 def locate(base: Path, annotations: ObjectFormat) -> tuple[str, Path]:
-    """The format and annotations (COCO/CVAT file, LabelMe folder) of a folder ``base`` with ``images/``."""
+    """The format and annotations (COCO/CVAT file, LabelMe folder) of a folder ``base`` with ``images/``; ``auto``
+    looks for ``annotations.json``, then ``annotations.xml``, then LabelMe JSON files."""
     fmt: str = annotations
-    if annotations == "auto":
-        if (base / "annotations.json").is_file() or not base.is_dir():
-            fmt = "coco"
-        elif (base / "annotations.xml").is_file():
-            fmt = "cvat"
-        elif labelme_dir(base) is not None:
-            fmt = "labelme"
-        else:
-            raise FileNotFoundError(
-                f"No boxes or shapes found in '{base}': expected annotations.json (COCO), annotations.xml (CVAT for "
-                "images 1.1), or LabelMe .json files in annotations/ or beside the images in images/."
-            )
+    if annotations == "auto" and not (base / "annotations.json").is_file():
+        # nothing found: COCO's path, reported missing when the split is used (a test folder may have no labels)
+        fmt = "cvat" if (base / "annotations.xml").is_file() else "labelme" if labelme_dir(base) else "coco"
+    elif annotations == "auto":
+        fmt = "coco"
     if fmt == "labelme":
         return fmt, labelme_dir(base) or base / "annotations"
     return fmt, base / ("annotations.xml" if fmt == "cvat" else "annotations.json")
