@@ -266,8 +266,8 @@ def end_processes_at_exit(trainer: Trainer) -> None:
 def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     """Entry point of ``python -m vitdense`` and the ``vitdense`` console script.
 
-    ``estimate``, ``evaluate`` and ``export`` are vitdense's own subcommands (``vitdense.commands``); every other
-    subcommand is LightningCLI's (fit, validate, test, predict).
+    The names in ``vitdense.commands.COMMANDS`` (data, estimate, evaluate, export, scene, serve, stream, sweep,
+    tune) are vitdense's own subcommands; every other subcommand is LightningCLI's (fit, validate, test, predict).
 
     From the command line (``args`` None), a config that cannot be built (a weights file that is not there, a head
     key that does not exist, a num_classes that disagrees with the data) ends the output as one message with exit
@@ -285,6 +285,18 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
         exit_with(str(err), f"the config could not be built; {DEBUG_VARIABLE}=1 shows the traceback")
 
 
+def commands_help() -> str:
+    """One line per vitdense subcommand (the first line of its docstring), for ``--help``."""
+    from vitdense.commands import COMMANDS
+
+    lines = ["vitdense subcommands beside LightningCLI's fit, validate, test and predict (each takes --help):"]
+    for name, command in sorted(COMMANDS.items()):
+        doc = " ".join((command.__doc__ or "").split())
+        doc = doc.split("``: ", 1)[-1].split(" (``")[0].split(" (see ``")[0].replace("``", "").rstrip(".")
+        lines.append(f"  {name:9s} {doc[:100]}")
+    return "\n".join(lines) + "\n"
+
+
 def _main(args: list[str] | None, run: bool) -> VitdenseCLI | str:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] and argv[0] not in ("fit", "validate", "test", "predict") and not argv[0].startswith("-"):
@@ -292,6 +304,8 @@ def _main(args: list[str] | None, run: bool) -> VitdenseCLI | str:
 
         if argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
+    if argv[:1] in (["-h"], ["--help"]):
+        print(commands_help(), flush=True)  # LightningCLI's help below lists only its own four
     cli = VitdenseCLI(
         BaseTask,
         BaseDataModule,

@@ -166,3 +166,12 @@ def test_no_cloud_logger_advert(tmp_path: Path, capsys, caplog) -> None:
         run("fit", "--config", str(cfg))
     assert "litlogger" not in caplog.text + "".join(capsys.readouterr())
     assert "GPU available" in caplog.text  # Lightning's other messages still come through
+
+
+def test_help_lists_vitdense_subcommands_too(capsys) -> None:
+    from vitdense.commands import COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in COMMANDS) and "fit" in out
