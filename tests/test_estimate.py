@@ -125,3 +125,29 @@ def test_a_frozen_backbone_keeps_no_activations_and_no_optimizer_state() -> None
     assert later.trainable == trained.params  # costed as after the unfreeze: the peak
     assert frozen.table() != trained.table() and later.table() == trained.table()
     assert "M parameters frozen" in frozen.table()
+
+
+def test_per_device_memory_under_ddp_fsdp_and_activation_checkpointing() -> None:
+    """DDP replicates fp32 weights, gradients and AdamW moments (4 + 4 + 8 bytes per trained parameter); FSDP holds
+    each parameter's dim-0 shard, padded as fully_shard pads it, plus two gathered blocks; checkpointing keeps each
+    block's input instead of everything inside it (one block recomputed at a time)."""
+    from vitdense import SegmentationTask
+    from vitdense.estimate import estimate
+
+    task = SegmentationTask(backbone={"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 4}}, num_classes=5,
+                            img_size=64, head={"channels": 16})  # fmt: skip
+    result = estimate(task, (64, 64), batch=2)
+    params = list(task.parameters())
+    assert len(result.blocks) == 4 and all(b.input_bytes == 17 * 192 * 4 for b in result.blocks)  # 16 patches + CLS
+    ddp = result.device_memory(4, "ddp")
+    assert ddp["weights"] == 4 * sum(p.numel() for p in params) and ddp["optimizer"] == 2 * ddp["gradients"]
+    fsdp = result.device_memory(4, "fsdp")
+    shard = sum(-(-p.shape[0] // 4) * (p.numel() // p.shape[0]) if p.ndim else 1 for p in params)
+    assert fsdp["weights"] == 4 * shard and fsdp["gradients"] + fsdp["optimizer"] == 12 * shard
+    assert fsdp["gathered"] == 2 * 4 * sum(p.numel() for p in task.backbone.model.blocks[0].parameters())
+    full, kept = result.activation_bytes(False), result.activation_bytes(True)
+    inside = sum(b.train_bytes for b in result.blocks)
+    assert kept == full - inside + 4 * 17 * 192 * 4 + max(b.train_bytes for b in result.blocks) < full
+    assert fsdp["activations"] == ddp["activations"] == 2 * full
+    text = result.device_table(8, "fsdp", True, 2, gpu_gib=0.001)
+    assert "does not fit a 0.001 GiB GPU" in text and "(sharded)" in text

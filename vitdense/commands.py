@@ -44,6 +44,11 @@ def estimate_main(args: list[str]) -> str:
     )
     parser.add_argument("--batch", type=int, help="batch size for the memory figures (default: the data's)")
     parser.add_argument("--size", type=int, nargs="+", metavar="PX", help="input H [W] (default: the crop size)")
+    parser.add_argument("--devices", type=int, help="per-device training memory over this many devices")
+    parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp", help="replicated or sharded (FSDP2)")
+    parser.add_argument("--activation_checkpointing", action="store_true", help="keep only each block's input")
+    parser.add_argument("--activation_bytes", type=int, default=4, choices=(2, 4), help="2 for bf16/fp16 training")
+    parser.add_argument("--gpu_gib", type=float, help="say whether the per-device memory fits a GPU of this size")
     own, rest = parser.parse_known_args(args)
     cli = EstimateCLI(
         BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
@@ -52,7 +57,11 @@ def estimate_main(args: list[str]) -> str:
     task, datamodule = cli.model, cli.datamodule
     size = input_size(datamodule, task, own.size)
     batch = own.batch or getattr(datamodule, "batch_size", 1)
-    table = estimate(task, size, batch).table()
+    result = estimate(task, size, batch)
+    table = result.table()
+    if own.devices or own.gpu_gib or own.activation_checkpointing or own.strategy != "ddp":
+        table += "\n" + result.device_table(own.devices or 1, own.strategy, own.activation_checkpointing,
+                                            own.activation_bytes, own.gpu_gib)  # fmt: skip
     print(table, flush=True)
     return table
 
