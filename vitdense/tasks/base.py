@@ -133,6 +133,8 @@ class BaseTask(L.LightningModule):
         self._speed_set_up = False
         # Per-image results of val/test steps, kept only while ``vitdense.evaluate`` sets this to a list.
         self.eval_records: list[dict[str, Any]] | None = None
+        # Sum and count of val/test losses over the epoch's images, per stage (see log_loss).
+        self._eval_loss: dict[str, tuple[Any, int]] = {}
         if not compile:
             # Lightning's model summary counts the forward FLOPs of this input (it would compile a graph just for it).
             self.example_input_array = self.example_input(self.input_size())
@@ -238,9 +240,24 @@ class BaseTask(L.LightningModule):
             self.eval_records.append({"index": len(self.eval_records), **fields})
 
     def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
-        """Log ``<stage>/loss``: per step and epoch in training, epoch means reduced over processes otherwise."""
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
-                 batch_size=batch_size, sync_dist=stage != "train")  # fmt: skip
+        """Log ``<stage>/loss``: per step and epoch in training; for val and test the mean over the images of the
+        whole split, from sums over every process at the epoch's end (``_log_epoch_loss``). Lightning's
+        ``sync_dist`` would average each process's mean, weighing the images of a process with fewer more."""
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+            return
+        value = loss.detach().float() * batch_size
+        total, count = self._eval_loss.get(stage, (0.0, 0))
+        self._eval_loss[stage] = (value + total, count + batch_size)
+
+    def _log_epoch_loss(self, stage: str) -> None:
+        total, count = self._eval_loss.pop(stage, (0.0, 0))
+        sums = torch.stack([torch.as_tensor(total, dtype=torch.float32, device=self.device).reshape(()),
+                            torch.tensor(float(count), device=self.device)])  # fmt: skip
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # every process, with or without batches
+        if sums[1] > 0:
+            self.log(f"{stage}/loss", sums[0] / sums[1], prog_bar=True, sync_dist=False)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
@@ -252,6 +269,7 @@ class BaseTask(L.LightningModule):
         return self.shared_step(batch, "test")
 
     def _log_epoch_metrics(self, stage: str) -> None:
+        self._log_epoch_loss(stage)
         if self.metrics is None:
             return
         metric = self.metrics[stage]
