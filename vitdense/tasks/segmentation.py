@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,96 +22,15 @@ from vitdense.models.heads import FCNHead, LinearHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
 from vitdense.tasks.base import BaseTask, group_indices
-
-
-class UPerNetConfig(TypedDict, total=False):
-    """Decode head settings under ``model.init_args.head``.
-
-    Keys: ``name`` (``upernet``, or ``linear``: batch norm + 1x1 conv on the concatenated levels, DINOv2's linear
-    evaluation; it uses only ``dropout`` and never has an auxiliary head), ``channels`` (inner width, 512 in mmseg),
-    ``pool_scales`` (PPM sizes), ``dropout`` (before the classifier), ``aux_weight`` (loss weight of the auxiliary
-    FCN head; 0 = no auxiliary head), ``aux_channels``, ``aux_in_index`` (pyramid level the auxiliary head reads).
-    """
-
-    name: Literal["upernet", "linear"]
-    channels: int
-    pool_scales: list[int]
-    dropout: float
-    aux_weight: float
-    aux_channels: int
-    aux_in_index: int
-
-
-class SegmentationLossConfig(TypedDict, total=False):
-    """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal / Lovasz terms.
-
-    Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``lovasz_weight``, ``class_weights`` (per-class CE
-    weights, or ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting),
-    ``label_smoothing``, ``ohem_thresh`` (train the main head's cross-entropy on hard pixels only, as mmseg's OHEM
-    sampler: true-class probability below this; null = off) and ``ohem_min_kept`` (fewest pixels kept per batch).
-    """
-
-    ce_weight: float
-    dice_weight: float
-    focal_weight: float
-    lovasz_weight: float
-    class_weights: list[float] | Literal["median_frequency", "sqrt_median_frequency"] | None
-    label_smoothing: float
-    ohem_thresh: float | None
-    ohem_min_kept: int
-
-
-HEAD_DEFAULTS: UPerNetConfig = {
-    "name": "upernet",
-    "channels": 512,
-    "pool_scales": [1, 2, 3, 6],
-    "dropout": 0.1,
-    "aux_weight": 0.4,
-    "aux_channels": 256,
-    "aux_in_index": 2,
-}
-LOSS_DEFAULTS: SegmentationLossConfig = {
-    "ce_weight": 1.0,
-    "dice_weight": 0.0,
-    "focal_weight": 0.0,
-    "lovasz_weight": 0.0,
-    "class_weights": None,
-    "label_smoothing": 0.0,
-    "ohem_thresh": None,
-    "ohem_min_kept": 100_000,
-}
-
-
-FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency")
-CLASS_WEIGHTS_KEY = "vitdense_class_weights"  # checkpoint key of the class weights derived from the training masks
-
-
-def class_palette(n: int) -> list[int]:
-    """PASCAL VOC's colour map (class 0 black, then well-separated colours), as a flat RGB list of ``n`` entries."""
-    palette = []
-    for k in range(n):
-        r = g = b = 0
-        c = k
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
-def _save_new(image: Image.Image, path: Path, source: str) -> Path:
-    """Save ``image`` as the PNG ``path``, which must not exist yet (exclusive create, also across processes)."""
-    try:
-        with path.open("xb") as f:
-            image.save(f, format="PNG")
-    except FileExistsError:
-        raise FileExistsError(
-            f"The prediction of '{source}' would overwrite '{path}', written for another image of the same name. "
-            "Give the images distinct names (or predict them into separate folders)."
-        ) from None
-    return path
+from vitdense.tasks.mask_files import class_palette, save_new_png
+from vitdense.tasks.segmentation_config import (
+    CLASS_WEIGHTS_KEY,
+    FREQUENCY_WEIGHTS,
+    HEAD_DEFAULTS,
+    LOSS_DEFAULTS,
+    SegmentationLossConfig,
+    UPerNetConfig,
+)
 
 
 class SegmentationTask(BaseTask):
@@ -375,11 +294,11 @@ class SegmentationTask(BaseTask):
                 image.putpalette(palette)  # an "L" image with a palette is a "P" image
             else:
                 image = Image.fromarray(mask.astype(np.uint16))
-            written.append(_save_new(image, output_dir / f"{name}.png", pred["path"]))
+            written.append(save_new_png(image, output_dir / f"{name}.png", pred["path"]))
             if self.hparams.overlays:
                 (output_dir / "overlays").mkdir(exist_ok=True)
                 blend = load_image(pred["path"]) // 2 + colours[mask % 256] // 2
-                _save_new(Image.fromarray(blend), output_dir / "overlays" / f"{name}.png", pred["path"])
+                save_new_png(Image.fromarray(blend), output_dir / "overlays" / f"{name}.png", pred["path"])
         return written
 
     def palette(self) -> list[int]:
