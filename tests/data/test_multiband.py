@@ -118,3 +118,25 @@ def test_a_multi_band_folder_fits_through_the_cli_with_only_data_keys(tmp_path: 
     assert cli.model.backbone.mean.flatten()[0] > 100  # uint16 statistics, not ImageNet's
     with pytest.raises(ValueError, match=r"in_chans is 3, but the CLI takes it from the data: the number of data"):
         main(["fit", "--config", str(tmp_path / "bands.yaml"), "--model.init_args.in_chans", "3"])
+
+
+def test_predict_on_rasters_writes_masks_and_overlays_from_their_first_bands(tmp_path: Path) -> None:
+    """predict with data.bands reads the rasters' bands; overlays draw on the first three bands, stretched (a raster
+    is no RGB image), nodata black."""
+    from vitdense.tasks.mask_files import display_image
+
+    root = write_raster_dataset(tmp_path / "data", 4, nodata=0)
+    dm = SegmentationFolderDataModule(root=str(root), crop_size=32, batch_size=2, bands=[0, 1, 2, 3],
+                                      predict_dir=str(root / "val" / "images"))  # fmt: skip
+    backbone = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}}
+    task = SegmentationTask(backbone={**backbone, "in_chans": 4}, num_classes=2, img_size=32, head={"channels": 8},
+                            overlays=True)  # fmt: skip
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    (tmp_path / "out").mkdir()
+    with torch.no_grad():
+        written = task.save_predictions(task.predict_step(batch, 0), tmp_path / "out")
+    assert [p.name for p in written] == ["0.png", "1.png"]
+    shown = display_image(root / "val" / "images" / "0.tif")
+    assert shown.shape == (40, 48, 3) and shown.dtype == np.uint8 and (shown[:6, :8, 1] == 0).all()
+    assert shown.max() == 255 and (tmp_path / "out" / "overlays" / "0.png").is_file()

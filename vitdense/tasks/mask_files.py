@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -21,6 +22,31 @@ def class_palette(n: int) -> list[int]:
             c >>= 3
         palette += [r, g, b]
     return palette
+
+
+def display_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image to draw on: the image itself, or for a raster (multi-band GeoTIFF/.npy) its
+    first three bands (one band: grey), each stretched from its 2nd to its 98th percentile, nodata black."""
+    from vitdense.data.io import load_image
+
+    try:
+        return load_image(path)
+    except ValueError:
+        if Path(path).suffix.lower() not in (".tif", ".tiff", ".npy"):
+            raise
+    from vitdense.data.raster import load_raster
+
+    bands = load_raster(path)
+    bands = bands[:, :, :3] if bands.shape[2] >= 3 else np.repeat(bands[:, :, :1], 3, axis=2)
+    out = np.zeros(bands.shape, np.uint8)
+    for c in range(3):
+        values = bands[:, :, c]
+        valid = ~np.isnan(values)
+        if valid.any():
+            lo, hi = np.percentile(values[valid], (2, 98))
+            scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1) * 255
+            out[:, :, c] = np.where(valid, scaled, 0).astype(np.uint8)
+    return out
 
 
 def save_new_png(image: Image.Image, path: Path, source: str) -> Path:

@@ -14,7 +14,6 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from vitdense.config import merge_config
-from vitdense.data.io import load_image
 from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
 from vitdense.losses import cross_entropy, frequency_weights, ohem_cross_entropy
 from vitdense.metrics import segmentation_scores
@@ -22,7 +21,7 @@ from vitdense.models.heads import FCNHead, LinearHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
 from vitdense.tasks.base import BaseTask, group_indices
-from vitdense.tasks.mask_files import class_palette, save_new_png
+from vitdense.tasks.mask_files import class_palette, display_image, save_new_png
 from vitdense.tasks.segmentation_config import (
     CLASS_WEIGHTS_KEY,
     FREQUENCY_WEIGHTS,
@@ -297,7 +296,7 @@ class SegmentationTask(BaseTask):
             written.append(save_new_png(image, output_dir / f"{name}.png", pred["path"]))
             if self.hparams.overlays:
                 (output_dir / "overlays").mkdir(exist_ok=True)
-                blend = load_image(pred["path"]) // 2 + colours[mask % 256] // 2
+                blend = display_image(pred["path"]) // 2 + colours[mask % 256] // 2
                 save_new_png(Image.fromarray(blend), output_dir / "overlays" / f"{name}.png", pred["path"])
         return written
 
