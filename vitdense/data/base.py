@@ -146,6 +146,23 @@ class BaseDataModule(pl.LightningDataModule):
         return self._dataloader("predict")
 
 
+class SegmentationInputs:
+    """What a segmentation DataModule links into its task besides the classes: the training crop (``img_size``) and
+    the band count (``in_chans``: ``len(bands)``, or 3 for RGB images). Listed before ``BaseDataModule``."""
+
+    crop_size: int
+    bands: list[int] | None = None
+
+    @property
+    def input_size(self) -> int:
+        return self.crop_size
+
+    @property
+    def in_chans(self) -> int:
+        """Input bands of the model (linked into the task's backbone)."""
+        return len(self.bands) if self.bands is not None else 3
+
+
 class SyntheticDataModule(BaseDataModule):
     """Shared settings of the generated-in-code DataModules: split sizes, image size and seed.
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.base import BaseDataModule, SegmentationInputs, Split
 from vitdense.data.class_table import find_class_table
 from vitdense.data.folders import PredictImageFolder, list_files, pair_by_key
 from vitdense.data.raster import RASTER_EXTENSIONS, Raster, Window, band_statistics, model_input
@@ -185,7 +185,7 @@ class RasterTileDataset(Dataset):
 
 
 @register_datamodule
-class RasterSegmentationDataModule(BaseDataModule):
+class RasterSegmentationDataModule(SegmentationInputs, BaseDataModule):
     """Semantic segmentation of large scenes: ``root/{train,val,test}/images/*.tif`` (any band count and dtype) with
     class-id label rasters ``root/{split}/labels/*.tif``, read by windows (see ``vitdense.data.raster_windows``)."""
 
@@ -252,15 +252,6 @@ class RasterSegmentationDataModule(BaseDataModule):
             raise FileNotFoundError(f"No rasters in '{self.root / 'train' / 'images'}'. Expected the layout {LAYOUT}.")
         with Raster(first) as raster:
             return list(range(raster.count))
-
-    @property
-    def input_size(self) -> int:
-        return self.crop_size
-
-    @property
-    def in_chans(self) -> int:
-        """Input bands of the model (linked into the task's backbone)."""
-        return len(self.bands)
 
     def _scenes(self, split: str) -> tuple[list[tuple[Path, Path]], list[tuple[int, int]]]:
         split_dir = self.root / split

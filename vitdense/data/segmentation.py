@@ -16,7 +16,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.base import BaseDataModule, SegmentationInputs, Split
 from vitdense.data.class_table import ClassSpec, ClassTable, ColorLookup, drop_void_classes, find_class_table
 from vitdense.data.folders import PredictImageFolder
 from vitdense.data.readers import (
@@ -38,7 +38,7 @@ from vitdense.data.transforms import (
 
 
 @register_datamodule
-class SegmentationFolderDataModule(SavedSplit, BaseDataModule):
+class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModule):
     """Semantic segmentation from a folder: ``root/{train,val,test}/images/*`` + annotations per split, or one
     ``root/images`` + annotations split by a seeded, class-stratified split (or by split list files).
 
@@ -174,15 +174,6 @@ class SegmentationFolderDataModule(SavedSplit, BaseDataModule):
     def _native_table(self) -> ClassTable | None:
         """The classes an annotation file states itself (COCO categories, CVAT labels), if any."""
         return native_class_table(self._base_folder(), self.annotations)
-
-    @property
-    def input_size(self) -> int:
-        return self.crop_size
-
-    @property
-    def in_chans(self) -> int:
-        """Input bands of the model (linked into the task's backbone): ``len(bands)``, or 3 for RGB images."""
-        return len(self.bands) if self.bands is not None else 3
 
     def band_statistics(self) -> tuple[list[float], list[float]] | None:
         """Per-band mean and std over the training images' pixels with data (streamed), or None for RGB images,

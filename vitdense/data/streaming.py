@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from vitdense.data.base import BaseDataModule, Split
+from vitdense.data.base import BaseDataModule, SegmentationInputs, Split
 from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import (
     apply_transform,
@@ -101,7 +101,7 @@ class _StreamingSegmentation:
 
 
 @register_datamodule
-class StreamingSegmentationDataModule(BaseDataModule):
+class StreamingSegmentationDataModule(SegmentationInputs, BaseDataModule):
     """Semantic segmentation streamed from LitData chunks written by ``vitdense stream`` (``write_stream``): a local
     folder or an object-store URL holding ``train/``, ``val/`` (and ``test/``) and ``vitdense_stream.json``."""
 
@@ -149,15 +149,6 @@ class StreamingSegmentationDataModule(BaseDataModule):
         self.resume_state: dict[str, Any] | None = None  # a mid-epoch loader position from a checkpoint
         colors = meta.get("class_colors")
         self.class_colors = [tuple(c) for c in colors] if colors else None
-
-    @property
-    def input_size(self) -> int:
-        return self.crop_size
-
-    @property
-    def in_chans(self) -> int:
-        """Input bands of the model (linked into the task's backbone)."""
-        return len(self.bands) if self.bands is not None else 3
 
     def _make_dataset(self, split: Split) -> Any:
         if split == "predict":
