@@ -3,6 +3,8 @@ input with a 4xx that names the problem, and keeps serving."""
 
 import base64
 import io
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,8 +59,9 @@ def test_the_server_answers_32_concurrent_requests_and_survives_bad_input(tmp_pa
     task = SegmentationTask(backbone=VIT_D2_W32, num_classes=4, img_size=32, head={"channels": 8}).eval()
     model = export_safetensors(task, tmp_path / "model")
     port = free_port()
+    # Its own process group, so that LitServe's worker processes end with it.
     server = subprocess.Popen([sys.executable, "-m", "vitdense", "serve", "--model", str(model), "--port", str(port),
-                               "--accelerator", "cpu", "--max_batch_size", "8"])  # fmt: skip
+                               "--accelerator", "cpu", "--max_batch_size", "8"], start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -93,5 +96,5 @@ def test_the_server_answers_32_concurrent_requests_and_survives_bad_input(tmp_pa
         assert raw.status_code == 415 and "send JSON" in raw.json()["detail"]
         assert ask(0)["size"] == [32, 40]  # still serving
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
