@@ -33,6 +33,22 @@ def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
     return stems
 
 
+def check_split_folder(root: Path, split: str, folders: tuple[str, ...], layout: str) -> Path:
+    """``root/split``, after checking that it and its ``folders`` exist (errors describe the ``layout``)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset root '{root}' does not exist. Expected the layout {layout}.")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). Expected the layout {layout}."
+        )
+    for name in folders:
+        if not (split_dir / name).is_dir():
+            raise FileNotFoundError(f"Folder '{split_dir / name}' not found. Expected the layout {layout}.")
+    return split_dir
+
+
 def examples(names: list[str], limit: int = 5) -> str:
     """The first ``limit`` names joined by commas, ending in ``...`` when there are more (for error messages)."""
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")

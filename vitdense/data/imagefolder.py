@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, Split
-from vitdense.data.folders import IMAGE_EXTENSIONS, PredictImageFolder, examples, list_files
+from vitdense.data.folders import IMAGE_EXTENSIONS, PredictImageFolder, check_split_folder, examples, list_files
 from vitdense.data.io import load_image
 from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import apply_transform, classification_eval_transform, classification_train_transform
@@ -25,15 +25,7 @@ def _class_folders(split_dir: Path) -> list[str]:
 
 
 def _split_dir(root: Path, split: str) -> Path:
-    if not root.is_dir():
-        raise FileNotFoundError(f"Dataset root '{root}' does not exist. Expected the layout {LAYOUT}.")
-    split_dir = root / split
-    if not split_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise FileNotFoundError(
-            f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). Expected the layout {LAYOUT}."
-        )
-    return split_dir
+    return check_split_folder(root, split, (), LAYOUT)
 
 
 def read_class_names(root: str | Path) -> list[str]:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, SegmentationInputs, Split
 from vitdense.data.class_table import find_class_table
-from vitdense.data.folders import PredictImageFolder, list_files, pair_by_key
+from vitdense.data.folders import PredictImageFolder, check_split_folder, list_files, pair_by_key
 from vitdense.data.raster import RASTER_EXTENSIONS, Raster, Window, band_statistics, model_input
 from vitdense.data.registry import register_datamodule
 from vitdense.data.transforms import pad_collate, segmentation_eval_transform
@@ -36,11 +36,8 @@ LAYOUT = "root/{split}/images/*.tif + root/{split}/labels/*.tif (class-id raster
 
 
 def pair_scenes(split_dir: Path) -> list[tuple[Path, Path]]:
-    """The (image, label) rasters of a split folder, paired by stem."""
+    """The (image, label) rasters of a split folder (checked by ``check_split_folder``), paired by stem."""
     image_dir, label_dir = split_dir / "images", split_dir / "labels"
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"Folder '{folder}' not found. Expected the layout {LAYOUT}.")
     images = {p.stem: p for p in list_files(image_dir, RASTER_EXTENSIONS)}
     labels = {p.stem: p for p in list_files(label_dir, RASTER_EXTENSIONS)}
     if not images:
@@ -254,11 +251,7 @@ class RasterSegmentationDataModule(SegmentationInputs, BaseDataModule):
             return list(range(raster.count))
 
     def _scenes(self, split: str) -> tuple[list[tuple[Path, Path]], list[tuple[int, int]]]:
-        split_dir = self.root / split
-        if not split_dir.is_dir():
-            found = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
-            raise FileNotFoundError(f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). "
-                                    f"Expected the layout {LAYOUT}.")  # fmt: skip
+        split_dir = check_split_folder(self.root, split, ("images", "labels"), LAYOUT)
         pairs = pair_scenes(split_dir)
         return pairs, check_scenes(pairs, self.bands)
 

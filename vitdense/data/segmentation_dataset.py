@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from vitdense.data.folders import check_split_folder as check_folder
 from vitdense.data.folders import pair_folders
 from vitdense.data.io import image_size, load_image, load_mask
 from vitdense.data.raster import load_raster
@@ -20,19 +21,8 @@ LAYOUT = "root/{split}/images/*.png (or .jpg, ...) + root/{split}/masks/*.png wi
 
 
 def check_split_folder(root: Path, split: str, folders: tuple[str, ...]) -> Path:
-    """``root/split``, after checking that it and its ``folders`` exist (errors describe the layout)."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"Dataset root '{root}' does not exist. Expected the layout {LAYOUT}.")
-    split_dir = root / split
-    if not split_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise FileNotFoundError(
-            f"Split folder '{split_dir}' not found (folders in root: {found or 'none'}). Expected the layout {LAYOUT}."
-        )
-    for name in folders:
-        if not (split_dir / name).is_dir():
-            raise FileNotFoundError(f"Folder '{split_dir / name}' not found. Expected the layout {LAYOUT}.")
-    return split_dir
+    """``root/split`` of a segmentation folder, checked (``folders.check_split_folder`` with this layout)."""
+    return check_folder(root, split, folders, LAYOUT)
 
 
 class SegmentationFolderDataset(Dataset):
