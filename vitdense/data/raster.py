@@ -135,32 +135,44 @@ def load_raster(path: str | Path, bands: list[int] | None = None, nodata: float 
     return image
 
 
+class BandMoments:
+    """Per-band count, mean and sum of squared deviations, merged batch by batch with Chan et al.'s pairwise update
+    (float64): memory is one batch, and large values lose no precision to cancellation."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, values: np.ndarray) -> None:
+        """Take (n, bands) values (pixels with data only)."""
+        values = values.astype(np.float64)
+        if not len(values):
+            return
+        n, batch_mean = len(values), values.mean(0)
+        batch_m2 = ((values - batch_mean) ** 2).sum(0)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n, batch_mean, batch_m2
+            return
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + batch_m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def result(self) -> tuple[list[float], list[float]]:
+        """(mean, std) per band; std at least 1e-6 (a constant band normalises to 0, not to infinity)."""
+        if self.mean is None:
+            raise ValueError("No pixel with data in the given images: cannot compute band statistics.")
+        return self.mean.tolist(), np.maximum(np.sqrt(self.m2 / self.count), 1e-6).tolist()
+
+
 def band_statistics(
     paths: Iterable[str | Path], bands: list[int] | None = None, nodata: float | None = None, window: int = 1024
 ) -> tuple[list[float], list[float]]:
-    """Per-band mean and standard deviation over every pixel with data of ``paths``, in ``model_input``'s units.
-
-    Streamed window by window and merged by Chan et al.'s pairwise update (float64), so memory is one window
-    whatever the files' sizes and large values lose no precision to cancellation.
-    """
-    count, mean, m2 = 0, None, None
+    """Per-band mean and standard deviation over every pixel with data of ``paths``, in ``model_input``'s units,
+    streamed window by window (``BandMoments``)."""
+    moments = BandMoments()
     for path in paths:
         with Raster(path, bands, nodata) as raster:
             for win in raster.windows(window):
                 pixels = raster.read(win)
-                values = model_input(pixels).numpy().transpose(1, 2, 0)[raster.valid(pixels)].astype(np.float64)
-                if not len(values):
-                    continue
-                n, w_mean = len(values), values.mean(0)
-                w_m2 = ((values - w_mean) ** 2).sum(0)
-                if mean is None:
-                    count, mean, m2 = n, w_mean, w_m2
-                    continue
-                delta, total = w_mean - mean, count + n
-                mean = mean + delta * n / total
-                m2 = m2 + w_m2 + delta**2 * count * n / total
-                count = total
-    if mean is None:
-        raise ValueError("No pixel with data in the given rasters: cannot compute band statistics.")
-    std = np.sqrt(m2 / count)
-    return mean.tolist(), np.maximum(std, 1e-6).tolist()
+                moments.add(model_input(pixels).numpy().transpose(1, 2, 0)[raster.valid(pixels)])
+    return moments.result()

@@ -197,17 +197,13 @@ class StreamingSegmentationDataModule(SegmentationInputs, BaseDataModule):
         """Per-band mean and std over the streamed training pixels with data (one pass), or None for RGB streams."""
         if self.bands is None:
             return None
-        litdata = _litdata()
-        dataset = litdata.StreamingDataset(f"{self.root}/train")
-        count, total, squares = 0, None, None
-        for record in dataset:
-            values = record["image"].reshape(-1, record["image"].shape[-1]).astype(np.float64)
-            values = values[~np.isnan(values).any(1)]
-            total = values.sum(0) if total is None else total + values.sum(0)
-            squares = (values**2).sum(0) if squares is None else squares + (values**2).sum(0)
-            count += len(values)
-        mean = total / count  # type: ignore[operator]
-        return mean.tolist(), np.sqrt(np.maximum(squares / count - mean**2, 1e-12)).tolist()  # type: ignore[operator]
+        from vitdense.data.raster import BandMoments
+
+        moments = BandMoments()
+        for record in _litdata().StreamingDataset(f"{self.root}/train"):
+            values = record["image"].reshape(-1, record["image"].shape[-1])
+            moments.add(values[~np.isnan(values).any(1)])
+        return moments.result()
 
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Pad each batch to its largest image (masks padded with ``ignore_index``)."""
