@@ -167,11 +167,18 @@ class SegmentationFolderDataset(Dataset):
             )
         return self.label_map[mask]  # type: ignore[index]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` as read, before any transform: its image and checked class-id mask (a raster's pixels
+        without data in a band are void)."""
         image_path, key = self.samples[index]
         image, mask = self.load_image(image_path), self.load_mask(key)
-        if image.dtype.kind == "f":  # a raster: no data in a band -> void
+        if image.dtype.kind == "f":
             mask = np.where(np.isnan(image).any(-1), self.ignore_index, mask)
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_path = self.samples[index][0]
+        image, mask = self.load_pair(index)
         out = apply_transform(self.transform, image, mask)
         return {
             "image": out["image"],

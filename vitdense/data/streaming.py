@@ -64,11 +64,8 @@ def write_stream(datamodule: Any, output_dir: str | Path, splits: tuple[str, ...
             print(f"[vitdense] no {split} split to stream ({err})", flush=True)
             continue
         cache = Cache(input_dir=str(output_dir / split), chunk_bytes=chunk_bytes)
-        for index, (image_path, key) in enumerate(dataset.samples):
-            image = dataset.load_image(image_path)
-            mask = dataset.load_mask(key)
-            if image.dtype.kind == "f":
-                mask = np.where(np.isnan(image).any(-1), dataset.ignore_index, mask)
+        for index, (image_path, _) in enumerate(dataset.samples):
+            image, mask = dataset.load_pair(index)
             mask = mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.int32)
             cache[index] = {"index": index, "path": str(image_path), "image": image, "mask": mask}
         cache.done()
