@@ -1,6 +1,8 @@
-"""vitdense's own subcommands beside LightningCLI's: ``data`` (a look at the data before training), ``estimate``
-(costs of a config before training), ``evaluate`` (per-class and per-image scores of a checkpoint), ``export``
-(safetensors or ONNX) and ``scene`` (rasters of any size into georeferenced class maps, ``vitdense.scenes``)."""
+"""vitdense's own subcommands beside LightningCLI's, as the table ``COMMANDS`` that ``vitdense.cli.main`` dispatches
+from: ``data`` (a look at the data before training), ``estimate`` (costs of a config before training), ``evaluate``
+(per-class and per-image scores of a checkpoint), ``export`` (safetensors or ONNX), ``stream`` (LitData chunks), and
+``scene``, ``serve``, ``sweep``, ``tune``, whose arguments their own modules parse. Each parses its arguments and calls
+its module, which builds what it needs with ``vitdense.runs``; only ``vitdense.cli`` imports this module."""
 
 from __future__ import annotations
 
@@ -12,23 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitdense.cli import VitdenseCLI, main
 from vitdense.data import BaseDataModule
-from vitdense.tasks import BaseTask
-
-
-class EstimateCLI(VitdenseCLI):
-    """The CLI of ``estimate``: costs depend on the architecture alone, so no weights are loaded (none need be
-    downloaded or on disk), whatever the config's ``pretrained`` says."""
-
-    def before_instantiate_classes(self) -> None:
-        init_args = self._get(self.config, "model").init_args
-        backbone = init_args.backbone
-        init_args.backbone = {
-            **({"name": backbone} if isinstance(backbone, str) else dict(backbone)),
-            "pretrained": False,
-        }
-        init_args.pretrained = None
+from vitdense.runs import build, free_folder, run_folder
 
 
 def estimate_main(args: list[str]) -> str:
@@ -50,11 +37,8 @@ def estimate_main(args: list[str]) -> str:
     parser.add_argument("--activation_bytes", type=int, default=4, choices=(2, 4), help="2 for bf16/fp16 training")
     parser.add_argument("--gpu_gib", type=float, help="say whether the per-device memory fits a GPU of this size")
     own, rest = parser.parse_known_args(args)
-    cli = EstimateCLI(
-        BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        auto_configure_optimizers=False, run=False, args=rest,
-    )  # fmt: skip
-    task, datamodule = cli.model, cli.datamodule
+    built = build(None, rest, weights=False)  # costs depend on the architecture alone: no weights are loaded
+    task, datamodule = built.model, built.datamodule
     size = input_size(datamodule, task, own.size)
     batch = own.batch or getattr(datamodule, "batch_size", 1)
     result = estimate(task, size, batch)
@@ -64,21 +48,6 @@ def estimate_main(args: list[str]) -> str:
                                             own.activation_bytes, own.gpu_gib)  # fmt: skip
     print(table, flush=True)
     return table
-
-
-def run_folder(checkpoint: str | Path) -> Path:
-    """The run folder of a checkpoint (``runs/<name>/version_N`` for ``.../checkpoints/x.ckpt``)."""
-    ckpt = Path(checkpoint)
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
-
-def free_folder(base: Path) -> Path:
-    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist yet."""
-    n, folder = 1, base
-    while folder.exists():
-        n += 1
-        folder = base.with_name(f"{base.name}-{n}")
-    return folder
 
 
 def evaluate_main(args: list[str]) -> str:
@@ -130,8 +99,8 @@ def export_main(args: list[str]) -> str:
     own, rest = parser.parse_known_args(args)
     if own.quantize and own.format != "onnx":
         parser.error("--quantize int8 needs --format onnx")
-    cli = main(["--config", own.config, *rest, "--trainer.logger", "false"], run=False)
-    task = cli.model
+    built = build(own.config, [*rest, "--trainer.logger", "false"])
+    task = built.model
     checkpoint = torch.load(own.ckpt_path, map_location="cpu", weights_only=False)
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
@@ -139,7 +108,7 @@ def export_main(args: list[str]) -> str:
     path = export_onnx(task, output) if own.format == "onnx" else export_safetensors(task, output)
     text = f"wrote {path}"
     if own.quantize:
-        text += "\n" + _quantize(path, cli.datamodule, own.calibration, getattr(task, "ignore_index", 255))
+        text += "\n" + _quantize(path, built.datamodule, own.calibration, getattr(task, "ignore_index", 255))
     print(text, flush=True)
     return text
 

@@ -169,18 +169,18 @@ def evaluate(
 
     Runs on one device (the first GPU if there is one, else the CPU).
     """
-    from vitdense.cli import main
+    from vitdense.runs import build  # the CLI's builder; imported here so that `import vitdense` stays light
 
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}.")
     trainer_args = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                     "--trainer.enable_model_summary", "false", "--trainer.devices", "1"]  # fmt: skip
-    cli = main(["--config", str(config), *args, *trainer_args], run=False)
-    task, data = cli.model, cli.datamodule
+    built = build(config, [*args, *trainer_args])
+    task, data = built.model, built.datamodule
     catcher = _ConfusionCatcher()
     trainer = L.Trainer(
         accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        precision=cli.trainer.precision, callbacks=[catcher], enable_checkpointing=False,
+        precision=built.trainer.precision, callbacks=[catcher], enable_checkpointing=False,
     )  # fmt: skip
     task.eval_records = []
     try:

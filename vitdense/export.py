@@ -87,9 +87,9 @@ def load_for_inference(
         if error is not None:
             error(message)
         raise ValueError(message)
-    from vitdense.cli import main
+    from vitdense.runs import build
 
-    task = main(["--config", config, *overrides, "--trainer.logger", "false"], run=False).model  # type: ignore[union-attr]
+    task = build(config, [*overrides, "--trainer.logger", "false"]).model
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])

@@ -42,7 +42,7 @@ class DropNoise(logging.Filter):
 
 
 def drop_noise() -> None:
-    """Install the filters (once per process: vitdense.cli imports it; a DDP process imports it again)."""
+    """Install the filters (once per process: vitdense.lightning_cli calls it; a DDP process imports it again)."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropNoise) for f in logger.filters):

@@ -108,7 +108,7 @@ def run_trial(trial: Any, base: dict[str, Any], space: dict[str, Any], folder: P
     """One fit (the CLI's, with its checkpoints, logs and summary) with the trial's values; its best monitored
     value (the best checkpoint's)."""
     global ACTIVE_TRIAL
-    from vitdense.cli import main
+    from vitdense.runs import run_lightning
 
     values = suggest(trial, space)
     cfg = merged_config(base, values)
@@ -120,7 +120,7 @@ def run_trial(trial: Any, base: dict[str, Any], space: dict[str, Any], folder: P
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     ACTIVE_TRIAL = trial
     try:
-        cli = main(["fit", "--config", str(path), "--trainer.enable_progress_bar", "false", *extra])
+        cli = run_lightning(["fit", "--config", str(path), "--trainer.enable_progress_bar", "false", *extra])
     finally:
         ACTIVE_TRIAL = None
     trial.set_user_attr("run_folder", cli.trainer.log_dir)

@@ -151,13 +151,13 @@ def write_suggestion(task: Any, lr: float, output: Path) -> Path:
 def range_test_cli(config: str, rest: list[str], steps: int) -> Any:
     """The config's model, data and a Trainer set up for the range test: ``steps`` training steps, no validation,
     checkpoints, loggers or early stopping."""
-    from vitdense.cli import main
+    from vitdense.runs import build
 
-    args = ["--config", config, *rest, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+    args = [*rest, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
             "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
             "--trainer.num_sanity_val_steps", "0", "--trainer.min_epochs", "null",
             "--trainer.min_steps", "null"]  # fmt: skip
-    cli = main(args, run=False)
+    cli = build(config, args)
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, (EarlyStopping, ModelCheckpoint))]
     return cli
 
@@ -210,7 +210,7 @@ def tune_main(args: list[str]) -> str:
     parser.add_argument("--margin", type=float, default=0.1, help="batch size: fraction of memory left free")
     parser.add_argument("--output", type=Path, help="new folder for the files (default: <root>/tune/<config>)")
     own, rest = parser.parse_known_args(args)
-    from vitdense.commands import free_folder
+    from vitdense.runs import free_folder
 
     reports, output = [], own.output
     if own.batch_size:
@@ -231,11 +231,6 @@ def tune_main(args: list[str]) -> str:
 
 def batch_size_cli(config: str, rest: list[str]) -> Any:
     """The config's model (without pretrained weights: they do not change memory), data and Trainer."""
-    from vitdense.commands import EstimateCLI
-    from vitdense.data import BaseDataModule
-    from vitdense.tasks import BaseTask
+    from vitdense.runs import build
 
-    return EstimateCLI(
-        BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False,
-        run=False, args=["--config", config, *rest, "--trainer.logger", "false"],
-    )  # fmt: skip
+    return build(config, [*rest, "--trainer.logger", "false"], weights=False)
