@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from vitdense.data.base import BaseDataModule, SegmentationInputs, Split
 from vitdense.data.class_table import ClassSpec, ClassTable, ColorLookup, drop_void_classes, find_class_table
 from vitdense.data.folders import PredictImageFolder
+from vitdense.data.io import image_size
 from vitdense.data.readers import (
     AnnotationFormat,
     MaskReader,
@@ -35,6 +36,7 @@ from vitdense.data.transforms import (
     segmentation_eval_transform,
     segmentation_train_transform,
 )
+from vitdense.recipe_rules import AUTO, scale_range_rule
 
 
 @register_datamodule
@@ -61,7 +63,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         ignore_index: int = 255,
         crop_size: int = 512,
         eval_size: int | None = None,
-        scale_range: tuple[float, float] = (0.5, 2.0),
+        scale_range: tuple[float, float] | Literal["auto"] = (0.5, 2.0),
         color_jitter: float = 0.2,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -90,7 +92,9 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
             ignore_index: Mask value of void pixels, left out of loss and metrics.
             crop_size: Side of the square training crops.
             eval_size: Short side that val/test/predict images are resized to; ``None`` keeps their size.
-            scale_range: Range of the random rescale factor applied before cropping in training.
+            scale_range: Range of the random rescale factor applied before cropping in training; ``auto``: from
+                ``crop_size / median short side`` of the training images (clamped to [0.5, 1]) up to 2, printed when
+                fitting (``vitdense.recipe_rules.scale_range_rule``).
             color_jitter: Brightness/contrast/saturation jitter of training crops (hue a quarter of it); 0 = off.
             batch_size: Samples per batch (per device).
             num_workers: DataLoader worker processes (0 loads in the main process).
@@ -213,12 +217,25 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
             jitter = self.color_jitter if self.bands is None else 0.0
             if jitter != self.color_jitter and self.color_jitter > 0:
                 rank_zero_info("[vitdense] colour jitter is off for multi-band rasters (it assumes RGB)")
+            if self.scale_range == AUTO:
+                dataset = self._labelled_dataset(split, None)
+                dataset.transform = segmentation_train_transform(  # type: ignore[attr-defined]
+                    self.crop_size, self.ignore_index, self._auto_scale_range(dataset), jitter
+                )
+                return dataset
             transform = segmentation_train_transform(self.crop_size, self.ignore_index, self.scale_range, jitter)
         else:
             transform = segmentation_eval_transform(self.eval_size)
         return self._labelled_dataset(split, transform)
 
-    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
+    def _auto_scale_range(self, dataset: Any) -> tuple[float, float]:
+        """``scale_range: auto`` resolved from the training images' sizes (their headers only), and printed."""
+        sides = [min(image_size(path)) for path, _ in dataset.samples]
+        choice = scale_range_rule(sides, self.crop_size)
+        rank_zero_info(f"[vitdense] data.scale_range: auto -> {list(choice.value)} ({choice.reason})")
+        return choice.value
+
+    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]] | None) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
         args = (self.root, split, self.num_classes, self.ignore_index, transform)
         bands = {"bands": self.bands, "nodata": self.nodata}

@@ -20,6 +20,7 @@ from vitdense.metrics import segmentation_scores
 from vitdense.models.heads import FCNHead, LinearHead, UPerHead
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
+from vitdense.recipe_rules import AUTO, class_weight_rule
 from vitdense.tasks.base import BaseTask, group_indices
 from vitdense.tasks.mask_files import class_palette, display_image, save_new_png
 from vitdense.tasks.segmentation_config import (
@@ -138,7 +139,15 @@ class SegmentationTask(BaseTask):
                 f"loss.class_weights: {rule} needs a DataModule that can count the pixels of each class in its "
                 f"training masks ({type(datamodule).__name__} cannot); give a list of {self.num_classes} weights."
             )
-        weights = frequency_weights(*counts(), sqrt=rule.startswith("sqrt"))
+        pixels, image_pixels = counts()
+        if rule == AUTO:
+            choice = class_weight_rule(pixels, list(self.class_names))
+            rank_zero_info(f"[vitdense] loss.class_weights: auto -> {choice.value} ({choice.reason})")
+            if choice.value is None:
+                self.ce_class_weights = None
+                return
+            rule = choice.value
+        weights = frequency_weights(pixels, image_pixels, sqrt=rule.startswith("sqrt"))
         self.ce_class_weights = weights
         names = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weights.tolist(), strict=True))
         rank_zero_info(f"[vitdense] class weights ({rule} of the training masks): {names}")

@@ -27,7 +27,9 @@ class SegmentationLossConfig(TypedDict, total=False):
     """Loss terms under ``model.init_args.loss``: cross-entropy plus optional smp Dice / Focal / Lovasz terms.
 
     Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``lovasz_weight``, ``class_weights`` (per-class CE
-    weights, or ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting),
+    weights, or ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting,
+    or ``auto``: ``sqrt_median_frequency`` when some class holds < 1% of the training pixels, else none; see
+    ``vitdense.recipe_rules``),
     ``label_smoothing``, ``ohem_thresh`` (train the main head's cross-entropy on hard pixels only, as mmseg's OHEM
     sampler: true-class probability below this; null = off) and ``ohem_min_kept`` (fewest pixels kept per batch).
     """
@@ -36,7 +38,7 @@ class SegmentationLossConfig(TypedDict, total=False):
     dice_weight: float
     focal_weight: float
     lovasz_weight: float
-    class_weights: list[float] | Literal["median_frequency", "sqrt_median_frequency"] | None
+    class_weights: list[float] | Literal["median_frequency", "sqrt_median_frequency", "auto"] | None
     label_smoothing: float
     ohem_thresh: float | None
     ohem_min_kept: int
@@ -63,5 +65,5 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
 }
 
 
-FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency")
+FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency", "auto")
 CLASS_WEIGHTS_KEY = "vitdense_class_weights"  # checkpoint key of the class weights derived from the training masks

@@ -1,0 +1,75 @@
+"""The recipe choices the training data makes at fit time (``auto``): the rules, and that a fit applies and prints
+what they chose."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.tiny import PATCH8_VIT_D2
+from vitdense.recipe_rules import class_weight_rule, scale_range_rule
+
+
+def test_class_weights_only_when_a_class_is_rare() -> None:
+    rare = class_weight_rule(np.array([9000, 950, 50]), ["soil", "weed", "crop"])
+    assert rare.value == "sqrt_median_frequency" and "crop 0.5%" in rare.reason and "weed" not in rare.reason
+    balanced = class_weight_rule(np.array([900, 90, 10]), ["soil", "weed", "crop"])
+    assert balanced.value is None and "rarest: crop 1%" in balanced.reason
+    # a class absent from training is not a rare class (it has no pixels to weight)
+    assert class_weight_rule(np.array([500, 500, 0])).value is None
+
+
+@pytest.mark.parametrize(("sides", "low"), [([200, 200, 210], 1.0), ([257, 240, 300], 0.87), ([966, 960], 0.5)])
+def test_scale_range_keeps_the_crop_inside_the_median_image(sides, low) -> None:
+    choice = scale_range_rule(sides, 224)
+    assert choice.value == (low, 2.0)
+
+
+def write_data(root: Path, rare: bool) -> Path:
+    """A 3-class folder dataset whose class 2 holds 0.4% (``rare``) or a third of the training pixels."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(2):
+            mask = np.zeros((50, 50), np.uint8)
+            mask[:, 25:] = 1
+            if rare:
+                mask[:2, :5] = 2  # 10 of 2500 pixels
+            else:
+                mask[25:, :] = 2
+            image = rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("rare", [True, False])
+def test_fit_applies_and_prints_the_automatic_choices(rare: bool, tmp_path: Path, caplog) -> None:
+    from vitdense.cli import main
+
+    root = write_data(tmp_path / "data", rare)
+    cfg = {"model": {"class_path": "SegmentationTask", "init_args": {
+               "backbone": PATCH8_VIT_D2, "head": {"channels": 8}, "loss": {"class_weights": "auto"}}},
+           "data": {"class_path": "SegmentationFolderDataModule", "init_args": {
+               "root": str(root), "num_classes": 3, "crop_size": 32, "batch_size": 2, "scale_range": "auto"}},
+           "trainer": {"accelerator": "cpu", "fast_dev_run": True, "default_root_dir": str(tmp_path),
+                       "enable_progress_bar": False, "logger": False}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO):
+        cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+    text = caplog.text
+    assert "data.scale_range: auto -> [0.64, 2.0] (median short side 50 px, crop 32" in text
+    transform = cli.datamodule.dataset("train").transform
+    scale = next(t for t in transform.transforms if type(t).__name__ == "RandomScale")
+    assert scale.scale_limit == pytest.approx((0.64 - 1, 1.0))
+    if rare:
+        assert "loss.class_weights: auto -> sqrt_median_frequency (1 class(es) under 1%" in text
+        weights = cli.model.ce_class_weights
+        assert weights is not None and weights[2] > weights[0] and weights[2] > weights[1]
+    else:
+        assert "loss.class_weights: auto -> None (every class holds >= 1%" in text
+        assert cli.model.ce_class_weights is None
