@@ -28,6 +28,10 @@ def run(out: Path, configs: list[str]) -> None:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         end_processes_at_exit(cli.trainer)  # as `vitdense fit` does
         sharded = bool(units(cli.model))
+        # what each process holds of the parameters, and each optimizer group's base lr and (global) size
+        held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in cli.model.parameters())
+        optimizer = cli.trainer.optimizers[0]
+        groups = [(g["initial_lr"], sum(p.numel() for p in g["params"])) for g in optimizer.param_groups]
         after = backbone_state(cli)  # before validate, whose set-up may copy rank 0's weights to every rank
         validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
         val_items = len(list(cli.trainer.val_dataloaders.sampler))
@@ -40,6 +44,7 @@ def run(out: Path, configs: list[str]) -> None:
                           "--trainer.default_root_dir", str(out / "predict" / name)])  # fmt: skip
         (writer,) = [cb for cb in predicted.trainer.callbacks if isinstance(cb, PredictionWriter)]
         torch.save({"before": before, "after": after, "validated": validated, "tested": tested, "sharded": sharded,
+                    "held": held, "numel": sum(p.numel() for p in cli.model.parameters()), "groups": groups,
                     "log_dir": cli.trainer.log_dir, "val_items": val_items,
                     "predict_dir": str(writer.output_dir), "predict_count": writer.count},
                    out / f"{name}.rank{rank}.pt")  # fmt: skip

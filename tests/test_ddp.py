@@ -53,7 +53,9 @@ def _configs() -> dict[str, dict]:
         "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
         "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1, "save_distributed_checkpoint": False},
     }
-    seg_fsdp = {**seg, "data": {**seg["data"], "init_args": {**seg["data"]["init_args"], "num_test": 8}},
+    recipe = {"optimizer": {"lr": 1e-3, "layer_decay": 0.9, "head_lr_mult": 10.0}}  # one lr per block and the head
+    seg_fsdp = {"model": {**seg["model"], "init_args": {**seg["model"]["init_args"], **recipe}},
+                "data": {**seg["data"], "init_args": {**seg["data"]["init_args"], "num_test": 8}},
                 "trainer": {"strategy": fsdp}}  # fmt: skip
     configs = {"seg_vit": seg, "seg_fsdp": seg_fsdp, "cls_vit_unfreeze": cls,
                "inst_vit": inst}  # fmt: skip
@@ -161,10 +163,21 @@ def test_fsdp_shards_and_its_checkpoint_tests_the_same_in_one_process(ddp_runs, 
     out, paths = ddp_runs
     rank0, rank1 = _results(out, "seg_fsdp")
     assert rank0["sharded"] and rank1["sharded"]
+    # each process holds half of the parameters (dim-0 shards: a row more or less per tensor), together all of them
+    assert rank0["held"] + rank1["held"] == rank0["numel"]
+    assert abs(rank0["held"] - rank0["numel"] / 2) < 0.02 * rank0["numel"]
     assert rank0["tested"] == rank1["tested"]
+    one_process = ["--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.logger", "false",
+                   "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    # layer decay and the head multiplier hold under sharding: each group's lr and size as the unsharded model's
+    unsharded = main(["--config", str(paths["seg_fsdp"]), *one_process], run=False).model.configure_optimizers()
+    expected = [(g["initial_lr"], sum(p.numel() for p in g["params"])) for g in unsharded["optimizer"].param_groups]
+    assert len({lr for lr, _ in expected}) > 3  # the test means something: several layer-decayed lrs
+    for rank in (rank0, rank1):
+        assert [n for _, n in rank["groups"]] == [n for _, n in expected]
+        assert [lr for lr, _ in rank["groups"]] == pytest.approx([lr for lr, _ in expected], rel=1e-12)
     single = main(["test", "--config", str(paths["seg_fsdp"]), "--ckpt_path", str(out / "seg_fsdp.ckpt"),
-                   "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.logger", "false",
-                   "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+                   *one_process])  # fmt: skip
     for key in ("test/mIoU", "test/pixel_acc", "test/loss"):  # each process's BatchNorm statistics are rank 0's
         assert rank0["tested"][key] == pytest.approx(single.trainer.callback_metrics[key].item(), abs=1e-4), key
 
