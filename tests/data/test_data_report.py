@@ -30,6 +30,9 @@ def test_data_report_lists_every_problem_and_draws_class_colours(tmp_path: Path)
     assert "train1.png' has 1 colour(s) in no class entry" in text and "(7,7,7) x 4 px" in text
     assert "val2.png' has 1 colour(s)" in text and "val0.jpg' is 24x16 but" in text and "is 20x16" in text
     assert "train: 3 images; sizes (w x h): 24x16 (3)" in text and "val: 3 images" in text
+    # what the template's automatic settings would choose from this train split (those a fit prints)
+    assert "loss.class_weights: auto -> " in text
+    assert "data.scale_range: auto -> [1.0, 2.0] (median short side 16 px, crop 512" in text
     for split in ("train", "val"):
         block = [r for r in text.split(f"{split}: ")[1].split("missing from")[0].splitlines()[2:] if r.strip()]
         assert abs(sum(float(line.split()[2]) for line in block) - 1) < 1e-3

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vitdense.data.io import image_size, load_image
+from vitdense.recipe_rules import class_weight_rule, scale_range_rule
 
 SPLITS = ("train", "val", "test")
 
@@ -40,6 +41,20 @@ class DataReport:
     class_names: list[str]
     splits: list[SplitSummary]
     problems: list[str]
+    crop_size: int | None = None
+
+    def automatic_choices(self) -> list[str]:
+        """What the template's ``auto`` settings choose from this training split (``vitdense.recipe_rules``)."""
+        train = next((s for s in self.splits if s.name == "train" and s.error is None), None)
+        if train is None or train.pixels is None:
+            return []
+        weights = class_weight_rule(train.pixels, self.class_names)
+        lines = [f"  loss.class_weights: auto -> {weights.value} ({weights.reason})"]
+        if self.crop_size:
+            sides = [min(size) for size, count in train.sizes.items() for _ in range(count)]
+            scale = scale_range_rule(sides, self.crop_size)
+            lines.append(f"  data.scale_range: auto -> {list(scale.value)} ({scale.reason})")
+        return lines
 
     def table(self) -> str:
         """The report as text: a table per split, missing classes, then every problem."""
@@ -61,6 +76,9 @@ class DataReport:
             missing = [c for k, c in enumerate(self.class_names) if s.images[k] == 0]  # type: ignore[index]
             lines.append(f"  missing from {s.name}: {', '.join(missing) if missing else 'none'}")
             lines.append("")
+        choices = self.automatic_choices()
+        if choices:
+            lines += ["what `auto` settings choose from the train split:", *choices, ""]
         lines.append(f"problems: {len(self.problems)}" + (":" if self.problems else ""))
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
@@ -115,7 +133,8 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                 summary.pixels += stats
                 summary.images += stats > 0
     datamodule.problems = None
-    return DataReport(list(datamodule.class_names), summaries, list(dict.fromkeys(problems)))
+    crop = getattr(datamodule, "crop_size", None)
+    return DataReport(list(datamodule.class_names), summaries, list(dict.fromkeys(problems)), crop)
 
 
 def contact_sheet(
