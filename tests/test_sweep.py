@@ -40,6 +40,21 @@ def test_a_trial_below_the_median_is_pruned_after_its_validation() -> None:
         sweep.ACTIVE_TRIAL = None
 
 
+def test_a_lower_percentile_prunes_only_the_bottom_of_the_finished_trials() -> None:
+    assert isinstance(sweep.make_pruner(50, 2), optuna.pruners.MedianPruner)
+    study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(25, 2))
+    for value in (0.8, 0.9):
+        trial = study.ask()
+        trial.report(value, 0)
+        study.tell(trial, value)
+    for value, pruned in ((0.84, False), (0.81, True)):  # below the median 0.85; the 25th percentile is 0.825
+        trial = study.ask()
+        trial.report(value, 0)
+        assert bool(trial.should_prune()) == pruned
+    with pytest.raises(ValueError, match="prune_percentile 120"):
+        sweep.make_pruner(120, 2)
+
+
 def test_space_errors_name_the_key(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4}\n")
