@@ -97,15 +97,6 @@ def test_onnx_export_of_a_windowed_backbone_at_new_sizes(tmp_path: Path) -> None
         assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4, size
 
 
-def test_onnx_refuses_detection_with_the_alternative(tmp_path: Path) -> None:
-    from tests.tiny import PATCH8_VIT_D4
-    from vitdense import DetectionTask
-
-    task = DetectionTask(backbone={**PATCH8_VIT_D4, "img_size": 32}, num_classes=2, head={"channels": 16})
-    with pytest.raises(ValueError, match="for detection use safetensors"):
-        export_onnx(task, tmp_path / "det.onnx")
-
-
 @pytest.mark.parametrize("fmt", ["safetensors", pytest.param("onnx", marks=pytest.mark.slow)])  # onnx: 12 s
 def test_export_leaves_the_task_as_it_was(fmt: str, tmp_path: Path) -> None:
     """Exporting mid-training (from a notebook) neither merges the task's adapters nor puts it in eval mode: the
@@ -151,3 +142,24 @@ def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
     report = json.loads(path.with_name("segmentation.int8.json").read_text())
     assert report["metric"] == "mIoU" and report["images"] == 6 and 0 <= report["int8"] <= 1
     assert "val mIoU" in text and "ms per image" in text
+
+
+@pytest.mark.slow  # ~30 s: a tiny fit, an ONNX export, int8 calibration and scoring
+def test_int8_classification_reports_accuracy(tmp_path: Path) -> None:
+    """`export --quantize int8` of a classifier: an int8 copy that predicts a class per image, and val accuracy
+    and CPU time of fp32 and int8 in the report."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vitdense.onnx_runner import OnnxModel
+
+    config, ckpt = train_tiny_run(tmp_path, "classification")
+    text = main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--quantize",
+                 "int8", "--calibration", "4"])  # fmt: skip
+    (path,) = (tmp_path / "runs").glob("classification/version_0/classification.onnx")
+    int8 = OnnxModel(path.with_name("classification.int8.onnx"))
+    assert int8.task == "classification" and int8.metadata["calibration_images"] == 4
+    images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    assert int8.predict(images).shape == (3,) and int8.logits(images).shape == (3, len(int8.class_names))
+    report = json.loads(path.with_name("classification.int8.json").read_text())
+    assert report["metric"] == "acc" and report["images"] == 6 and 0 <= report["int8"] <= 1
+    assert report["int8_s_per_image"] > 0 and "val acc" in text

@@ -1,5 +1,6 @@
 """Exporting a trained task: safetensors (weights + resolved config, ``vitdense.load`` rebuilds the model without a
-checkpoint or a Trainer) and ONNX (segmentation and classification; dynamic batch, height and width).
+checkpoint or a Trainer) and ONNX (dynamic height and width; segmentation and classification also a dynamic batch;
+detection in ``vitdense.export_detection``).
 """
 
 from __future__ import annotations
@@ -98,12 +99,15 @@ def load_for_inference(
 
 def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:
     """Write an ONNX graph of ``task(images)`` for (N, 3, H, W) images in [0, 1] of any batch, height and width:
-    logits (N, K, H, W) for segmentation (whole-image, no test-time augmentation), (N, K) for classification.
+    logits (N, K, H, W) for segmentation (whole-image, no test-time augmentation), (N, K) for classification; for
+    detection and instance segmentation, one (1, 3, H, W) image -> boxes, scores, labels (and masks).
     """
-    if isinstance(task, DetectionTask):
-        raise ValueError("ONNX export covers segmentation and classification; for detection use safetensors.")
     path = _new_file(path, ".onnx")
     task = inference_copy(task)
+    if isinstance(task, DetectionTask):  # one image -> boxes, scores, labels (and masks): vitdense.export_detection
+        from vitdense.export_detection import export_detection_onnx
+
+        return export_detection_onnx(task, path, opset)
     example = torch.rand(2, task.backbone.in_chans, *example_size(task))
     dims = {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     torch.onnx.export(task, (example,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],

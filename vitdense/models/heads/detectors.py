@@ -150,6 +150,7 @@ def _two_stage(body: DetectionBody, num_classes: int, cfg: dict) -> dict:
     return {
         "rpn_anchor_generator": anchors, "box_roi_pool": MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
         "box_score_thresh": cfg["score_thresh"], "box_nms_thresh": cfg["nms_thresh"],
+        "box_detections_per_img": cfg["detections_per_img"],  # (torchvision's two-stage name for it)
         "box_batch_size_per_image": cfg["roi_batch_size"],
         "box_head": TwoMLPHead(body.out_channels * 7 * 7, width),
         "box_predictor": FastRCNNPredictor(width, num_classes + 1),
