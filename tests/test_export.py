@@ -163,3 +163,22 @@ def test_int8_classification_reports_accuracy(tmp_path: Path) -> None:
     report = json.loads(path.with_name("classification.int8.json").read_text())
     assert report["metric"] == "acc" and report["images"] == 6 and 0 <= report["int8"] <= 1
     assert report["int8_s_per_image"] > 0 and "val acc" in text
+
+
+def test_int8_of_a_detector_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Detectors export fp32 ONNX only: `--quantize int8` names the task and writes nothing (it once failed with a
+    bare KeyError while reading calibration images, after writing the fp32 file)."""
+    import yaml
+
+    from tests.tiny import MODELS, PATCH8_VIT_D4, SPLITS
+
+    task, extra, data = MODELS["detection"]
+    config = tmp_path / "det.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"class_path": task, "init_args": {"backbone": PATCH8_VIT_D4, **extra}},
+        "data": {"class_path": data, "init_args": SPLITS},
+        "trainer": {"accelerator": "cpu", "default_root_dir": str(tmp_path / "runs")}}))  # fmt: skip
+    with pytest.raises(ValueError, match="--quantize int8 covers segmentation and classification; DetectionTask"):
+        main(["export", "--config", str(config), "--ckpt_path", str(tmp_path / "none.ckpt"), "--format", "onnx",
+              "--quantize", "int8", "--output", str(tmp_path / "det.onnx")])  # fmt: skip
+    assert not (tmp_path / "det.onnx").exists()

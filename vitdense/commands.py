@@ -16,6 +16,7 @@ import torch
 
 from vitdense.data import BaseDataModule
 from vitdense.runs import build, free_folder, run_folder
+from vitdense.tasks import ClassificationTask, SegmentationTask
 
 
 def estimate_main(args: list[str]) -> str:
@@ -101,6 +102,11 @@ def export_main(args: list[str]) -> str:
         parser.error("--quantize int8 needs --format onnx")
     built = build(own.config, [*rest, "--trainer.logger", "false"])
     task = built.model
+    if own.quantize and not isinstance(task, (SegmentationTask, ClassificationTask)):
+        raise ValueError(
+            f"--quantize int8 covers segmentation and classification; {type(task).__name__} exports fp32 ONNX only "
+            "(drop --quantize). Nothing was written."
+        )
     checkpoint = torch.load(own.ckpt_path, map_location="cpu", weights_only=False)
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
