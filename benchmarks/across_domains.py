@@ -23,11 +23,17 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
+from vitdense.recipe_rules import class_weight_rule
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
+DATA_ROOT = Path("/work/bench_data")  # benchmarks/domains.py's output: each domain's domain.json
 PEER = "peer: smp DPT (plain loop)"
 # CamVid rows were named by their full settings before the template took them as defaults: the same recipes.
-CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off"}
+CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off", "default, seed 1": "seed=1"}
+SEED1 = {"default": "seed=1", "class_weights=off": "seed=1,class_weights=off"}  # the same recipes, seed 1
 
 
 def load_rows(results: Path) -> dict[str, dict[str, dict]]:
@@ -36,8 +42,9 @@ def load_rows(results: Path) -> dict[str, dict[str, dict]]:
     camvid = results / "results.json"
     if camvid.is_file():
         rows = json.loads(camvid.read_text())
-        table["camvid"] = {CAMVID_ALIASES.get(n, n): {"val": r["mIoU"], "test": r["mIoU"]} for n, r in rows.items()
-                           if r.get("steps", 600) == 600 and r.get("crop", 224) == 224 and "seed" not in n}  # fmt: skip
+        kept = {n: r for n, r in rows.items() if r.get("steps", 600) == 600 and r.get("crop", 224) == 224}
+        kept = {n: r for n, r in kept.items() if "seed" not in n or n in CAMVID_ALIASES}
+        table["camvid"] = {CAMVID_ALIASES.get(n, n): {"val": r["mIoU"], "test": r["mIoU"]} for n, r in kept.items()}
     for path in sorted(results.glob("*/results.json")):
         rows = json.loads(path.read_text())
         table[path.parent.name] = {
@@ -49,6 +56,26 @@ def load_rows(results: Path) -> dict[str, dict[str, dict]]:
     if "camvid" in table and len(table) > 1:
         table["camvid"] = {n: r for n, r in table["camvid"].items() if n in elsewhere}
     return table
+
+
+def add_rule_rows(table: dict[str, dict[str, dict]], data_root: Path) -> dict[str, str]:
+    """Row ``class_weights=auto``: on each domain, the measured row of what the rule chooses from that domain's
+    training pixels (domain.json): ``default`` (sqrt median-frequency) or ``class_weights=off``. Returns the choices."""
+    chosen = {}
+    for domain, rows in table.items():
+        meta = data_root / domain / "domain.json"
+        if not meta.is_file():
+            continue
+        info = json.loads(meta.read_text())
+        shares = np.array(info["splits"]["train"]["pixel_shares"])
+        choice = class_weight_rule(shares, info["classes"])
+        name = "default" if choice.value == "sqrt_median_frequency" else "class_weights=off"
+        chosen[domain] = f"{name}: {choice.reason}"
+        if name in rows:
+            rows["class_weights=auto"] = rows[name]
+        if SEED1[name] in rows:
+            rows["class_weights=auto, seed 1"] = rows[SEED1[name]]
+    return chosen
 
 
 def gains(table: dict[str, dict[str, dict]], split: str) -> dict[str, dict[str, float]]:
@@ -65,7 +92,7 @@ def leave_one_out(table: dict[str, dict[str, dict]]) -> list[dict]:
     """For each domain: the recipe the other domains choose on val (run on all domains), and its test gain there."""
     domains = sorted(table)
     val, test = gains(table, "val"), gains(table, "test")
-    complete = [name for name, by in val.items() if set(by) == set(domains)]
+    complete = [name for name, by in val.items() if set(by) == set(domains) and "seed" not in name]
     rows = []
     for left in domains:
         others = [d for d in domains if d != left]
@@ -74,13 +101,14 @@ def leave_one_out(table: dict[str, dict[str, dict]]) -> list[dict]:
             values = [val[name][d] for d in others]
             return min(values), sum(values) / len(values)
 
-        chosen = max(complete, key=score)
-        rows.append({"left_out": left, "chosen": chosen, "worst_val_gain_others": score(chosen)[0],
-                     "test_gain_left_out": test[chosen][left]})  # fmt: skip
+        best = max(score(name) for name in complete)
+        tied = sorted(name for name in complete if score(name) == best)  # same runs on the others: val cannot choose
+        rows.append({"left_out": left, "chosen": " = ".join(tied), "worst_val_gain_others": best[0],
+                     "test_gain_left_out": " / ".join(f"{test[name][left]:+.1f}" for name in tied)})  # fmt: skip
     return rows
 
 
-def markdown(table: dict[str, dict[str, dict]]) -> str:
+def markdown(table: dict[str, dict[str, dict]], chosen: dict[str, str]) -> str:
     domains = sorted(table)
     test = gains(table, "test")
     lines = ["# Segmentation recipes across domains", "",
@@ -98,27 +126,38 @@ def markdown(table: dict[str, dict[str, dict]]) -> str:
         summary = (f"{sum(test[name].values()) / len(domains):+.1f} | {min(test[name].values()):+.1f}" if done
                    else " | ")  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {summary} |")
+    if chosen:
+        lines += [
+            "",
+            "`class_weights=auto` is not a run of its own: on each domain it is the row of what the rule "
+            "(`vitdense.recipe_rules.class_weight_rule`) chooses from that domain's training pixels:",
+            "",
+        ]
+        lines += [f"- {domain}: {why}" for domain, why in sorted(chosen.items())]
     lodo = leave_one_out(table)
     if lodo:
         lines += ["", "## Leave one domain out", "",
                   "The recipe that the other domains choose (largest worst-case val gain over the peer on them; only "
-                  "recipes run on every domain), and its test gain on the domain left out.", "",
+                  "recipes run on every domain), and its test gain on the domain left out. Recipes that tie on the "
+                  "others (the same runs there) are listed together, with their test gains in the same order.", "",
                   "| left out | chosen by the others | worst val gain on the others | test gain on the left-out |",
                   "| --- | --- | --- | --- |"]  # fmt: skip
         lines += [f"| {r['left_out']} | {r['chosen']} | {r['worst_val_gain_others']:+.1f} | "
-                  f"{r['test_gain_left_out']:+.1f} |" for r in lodo]  # fmt: skip
+                  f"{r['test_gain_left_out']} |" for r in lodo]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=RESULTS, help="benchmarks/recipes.py's output folder")
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="benchmarks/domains.py's output (domain.json)")
     args = p.parse_args()
     table = load_rows(args.results)
-    text = markdown(table)
+    chosen = add_rule_rows(table, args.data_root)
+    text = markdown(table, chosen)
     (args.results / "across_domains.md").write_text(text)
     (args.results / "across_domains.json").write_text(
-        json.dumps({"table": table, "leave_one_domain_out": leave_one_out(table)}, indent=1)
+        json.dumps({"table": table, "rule_choices": chosen, "leave_one_domain_out": leave_one_out(table)}, indent=1)
     )
     print(text)
 
