@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from machine import matmul_gflops  # benchmarks/machine.py
 
 from vitdense.cli import main as vitdense_main
 
@@ -38,16 +39,6 @@ RECIPES = {
     "quickstart_classification": ("quickstart_classification.yaml", []),
     "quickstart": ("quickstart.yaml", []),
 }  # fmt: skip
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 8) -> float:
-    """fp32 matmul rate of this process, in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def run(recipe: str, calibration: int, work: Path) -> dict:

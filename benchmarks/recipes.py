@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch.callbacks import Timer
+from machine import matmul_gflops  # benchmarks/machine.py
 
 from vitdense.cli import main as vitdense_main
 from vitdense.data import SegmentationFolderDataModule
@@ -198,16 +199,6 @@ def build_config(args: argparse.Namespace, run_dir: Path) -> dict:
         "data": {"class_path": template["data"]["class_path"], "init_args": data},
         "trainer": trainer,
     }
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 8) -> float:
-    """fp32 matmul rate of this process (at torch's current thread count), in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def git_commit() -> str:

@@ -35,6 +35,7 @@ import lightning.pytorch as L
 import timm
 import torch
 import torch.nn.functional as F
+from machine import matmul_gflops  # benchmarks/machine.py
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -49,16 +50,6 @@ TASKS = {
     "detection": {"root": SHARED / "data" / "raccoon_sample", "config": "detection_coco.yaml",
                   "epochs": 24, "batch": 4, "size": 384, "metrics": ("mAP", "mAP_50")},
 }  # fmt: skip
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 8) -> float:
-    """fp32 matmul rate of this process, in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> dict[str, float]:

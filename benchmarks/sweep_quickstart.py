@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import yaml
+from machine import cpu_name  # benchmarks/machine.py
 from recipes import git_commit, matmul_gflops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,16 +201,6 @@ def main() -> None:
     print(markdown(result), flush=True)
     if not result["passed"]:
         raise SystemExit(1)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(r: dict) -> str:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
+from machine import cpu_name  # benchmarks/machine.py
 from recipes import NUM_CLASSES, VOID, build_config, build_parser, git_commit, matmul_gflops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,16 +93,6 @@ def main() -> None:
     (args.out / "tune_camvid.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "tune_camvid.md").write_text(markdown(result))
     print(markdown(result), flush=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def raw_curve(curve: list[dict], window: int = 5) -> tuple[float, float | None]:
