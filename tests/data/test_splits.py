@@ -60,3 +60,16 @@ def test_too_few_images_to_split(tmp_path: Path) -> None:
     write_one_folder(tmp_path, n=2)
     with pytest.raises(ValueError, match=r"2 image.* cannot be split into val 1 \+ test 1"):
         SegmentationFolderDataModule(str(tmp_path), test_fraction=0.2).split_samples()
+
+
+def test_an_empty_split_of_one_folder_names_the_fraction_to_set(tmp_path: Path) -> None:
+    """Segmentation and detection DataModules share the check (``SavedSplit.samples_of``)."""
+    from tests.data.object_fixtures import labelme_folder
+    from vitdense.data import CocoDetectionDataModule
+
+    write_one_folder(tmp_path / "seg")
+    labelme_folder(tmp_path / "det")
+    expected = r"The test split of the one-folder dataset '.*' is empty; set data.init_args.test_fraction above 0"
+    for dm in (SegmentationFolderDataModule(str(tmp_path / "seg")), CocoDetectionDataModule(str(tmp_path / "det"))):
+        with pytest.raises(ValueError, match=expected):
+            dm.setup("test")

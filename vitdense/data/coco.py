@@ -202,12 +202,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             transform = detection_eval_transform(self.image_size, self.min_box_size)
         images, annotations, fmt = self.paths[split]
         if self.one_folder:
-            chosen = self.split_samples()[split]
-            if not chosen:
-                raise ValueError(
-                    f"The {split} split of the one-folder dataset '{self.root}' is empty; set "
-                    f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
-                )
+            chosen = self.samples_of(split)
             return DetectionDataset([record for _, record in chosen], annotations, transform, self.MASKS)
         if images is None or annotations is None:
             raise ValueError(

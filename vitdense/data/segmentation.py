@@ -240,12 +240,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         args = (self.root, split, self.num_classes, self.ignore_index, transform)
         bands = {"bands": self.bands, "nodata": self.nodata}
         if self.one_folder:
-            samples = self.split_samples()[split]
-            if not samples:
-                raise ValueError(
-                    f"The {split} split of the one-folder dataset '{self.root}' is empty; set "
-                    f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
-                )
+            samples = self.samples_of(split)
             return SegmentationFolderDataset(*args, reader=self.reader(self.root), samples=samples,
                                              check_sizes=self.problems is None, **bands)  # fmt: skip
         base = check_split_folder(self.root, split, ("images",))

@@ -187,6 +187,21 @@ class SavedSplit:
     all_samples: dict[str, list[tuple[Path, Any]]] | None
     split_dir: Path | None
     datasets: dict[str, Any]
+    root: Path
+
+    def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
+        """The samples of each split (the DataModule chooses them: ``choose_split``)."""
+        raise NotImplementedError
+
+    def samples_of(self, split: str) -> list[tuple[Path, Any]]:
+        """The samples of ``split`` of the one-folder dataset; an empty split is an error naming what to change."""
+        samples = self.split_samples()[split]
+        if not samples:
+            raise ValueError(
+                f"The {split} split of the one-folder dataset '{self.root}' is empty; set "
+                f"data.init_args.{split}_fraction above 0 (or list images in {split}.txt of split_dir)."
+            )
+        return samples
 
     def state_dict(self) -> dict[str, Any]:
         """The one-folder split, saved in checkpoints so that a run is evaluated on the split it trained with."""
