@@ -25,9 +25,9 @@ from vitdense.tasks.base import BaseTask, group_indices
 from vitdense.tasks.mask_files import class_palette, display_image, save_new_png
 from vitdense.tasks.segmentation_config import (
     CLASS_WEIGHTS_KEY,
-    FREQUENCY_WEIGHTS,
     HEAD_DEFAULTS,
     LOSS_DEFAULTS,
+    WEIGHTS_FROM_MASKS,
     SegmentationLossConfig,
     UPerNetConfig,
 )
@@ -110,8 +110,8 @@ class SegmentationTask(BaseTask):
         cfg = self.loss_cfg
         weights = cfg["class_weights"]
         if isinstance(weights, str):
-            if weights not in FREQUENCY_WEIGHTS:
-                raise ValueError(f"loss.class_weights: '{weights}' is not one of {FREQUENCY_WEIGHTS} or a list.")
+            if weights not in WEIGHTS_FROM_MASKS:
+                raise ValueError(f"loss.class_weights: '{weights}' is not one of {WEIGHTS_FROM_MASKS} or a list.")
             weights = None  # derived from the training masks in setup("fit")
         elif weights is not None and len(weights) != self.num_classes:
             raise ValueError(f"loss.class_weights has {len(weights)} values but num_classes is {self.num_classes}.")

@@ -65,5 +65,6 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
 }
 
 
-FREQUENCY_WEIGHTS = ("median_frequency", "sqrt_median_frequency", "auto")
+# class_weights names resolved from the training masks in setup("fit") (auto: by vitdense.recipe_rules)
+WEIGHTS_FROM_MASKS = ("median_frequency", "sqrt_median_frequency", "auto")
 CLASS_WEIGHTS_KEY = "vitdense_class_weights"  # checkpoint key of the class weights derived from the training masks
