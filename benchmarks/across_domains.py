@@ -24,13 +24,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from recipes import DATA_ROOT  # benchmarks/recipes.py: where benchmarks/domains.py wrote the domains (domain.json)
+from recipes import PEER_ROW as PEER
 
 from vitdense.recipe_rules import class_weight_rule
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
-DATA_ROOT = Path("/work/bench_data")  # benchmarks/domains.py's output: each domain's domain.json
-PEER = "peer: smp DPT (plain loop)"
 # CamVid rows were named by their full settings before the template took them as defaults: the same recipes.
 CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off", "default, seed 1": "seed=1"}
 SEED1 = {"default": "seed=1", "class_weights=off": "seed=1,class_weights=off"}  # the same recipes, seed 1
