@@ -76,9 +76,11 @@ def decode(name: str, value: float) -> object:
     return int(value) if dist.get("type") == "int" else value
 
 
-def sweep_command(config: Path, space: Path, folder: Path, n: int, percentile: float | None) -> list[str]:
+def sweep_command(
+    config: Path, space: Path, folder: Path, n: int, percentile: float | None, baseline: str = "false"
+) -> list[str]:
     cmd = [sys.executable, "-m", "vitdense", "sweep", "--config", str(config), "--space", str(space),
-           "--trials", str(n), "--output", str(folder)]  # fmt: skip
+           "--trials", str(n), "--output", str(folder), "--baseline_trial", baseline]  # fmt: skip
     return cmd + (["--prune_percentile", str(percentile)] if percentile is not None else [])
 
 
@@ -118,6 +120,12 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=5.0, help="seconds the next trial runs before the kill")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)), help="torch threads")
     p.add_argument("--prune-percentile", type=float, help="vitdense sweep --prune_percentile (default: its own, 50)")
+    p.add_argument(
+        "--baseline-trial",
+        choices=("true", "false"),
+        default="false",
+        help="vitdense sweep --baseline_trial; false, as when the recorded results were measured",
+    )
     p.add_argument("--name", default="sweep_quickstart", help="results file name, without extension")
     p.add_argument("--tolerance", type=float, default=0.005, help="re-fit vs study metric")
     p.add_argument("--work", type=Path, default=Path("/tmp/vitdense_sweep_quickstart"), help="scratch (replaced)")
@@ -136,7 +144,10 @@ def main() -> None:
     config, space, folder = args.work / "sweep_quickstart.yaml", args.work / "space.yaml", args.work / "sweep"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
-    db, cmd = folder / "study.db", sweep_command(config, space, folder, args.trials, args.prune_percentile)
+    db, cmd = (
+        folder / "study.db",
+        sweep_command(config, space, folder, args.trials, args.prune_percentile, args.baseline_trial),
+    )
 
     start = time.perf_counter()
     kill = run_until_killed(cmd, db, args.kill_after, args.work / "sweep_1.log", env, args.grace)

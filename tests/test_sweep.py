@@ -65,6 +65,48 @@ def test_space_errors_name_the_key(tmp_path: Path) -> None:
         sweep.load_space(space)
 
 
+def test_trials_without_a_logger_get_a_run_folder_each(tmp_path: Path) -> None:
+    """With ``trainer.logger: false`` every trial used to write into the same folder: the second trial's fit refused
+    to overwrite the first's config.yaml and failed (and checkpoints would have mixed)."""
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {
+            "backbone": backbone, "head": {"channels": 8, "aux_channels": 4},
+            "optimizer": {"lr": 1e-3}, "log_images": 0}},
+        "data": {"class_path": "SyntheticSegmentationDataModule",
+                 "init_args": {"num_train": 4, "num_val": 2, "image_size": 32, "batch_size": 2}},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "logger": False, "enable_model_summary": False},
+    }  # fmt: skip
+    config, space, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
+    config.write_text(yaml.safe_dump(cfg))
+    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    main(["sweep", "--config", str(config), "--space", str(space), "--output", str(out), "--trials", "2"])
+    study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for n in (0, 1):
+        run = out / "runs" / f"trial_{n:03d}"
+        assert (run / "config.yaml").is_file() and len(list((run / "checkpoints").glob("*.ckpt"))) >= 1
+
+
+def test_baseline_trial_takes_the_configs_values_inside_the_space() -> None:
+    base = {"model": {"init_args": {"optimizer": {"lr": 3e-4, "layer_decay": 0.9, "head_lr_mult": 10},
+                                    "backbone": {"drop_path_rate": 0.1}}}}  # fmt: skip
+    space = {
+        "model.init_args.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+        "model.init_args.optimizer.layer_decay": {"type": "categorical", "choices": [0.75, 0.85]},
+        "model.init_args.optimizer.head_lr_mult": {"type": "int", "low": 1, "high": 5},
+        "model.init_args.backbone.drop_path_rate": {"type": "float", "low": 0.0, "high": 0.3},
+        "model.init_args.scheduler.warmup_steps": {"type": "int", "low": 0, "high": 100},
+    }
+    params, notes = sweep.baseline_params(base, space)
+    assert params == {"model.init_args.optimizer.lr": 3e-4, "model.init_args.backbone.drop_path_rate": 0.1}
+    assert notes == [
+        "model.init_args.optimizer.layer_decay: config value 0.9 not among the choices [0.75, 0.85], sampled",
+        "model.init_args.optimizer.head_lr_mult: config value 10 outside [1, 5], sampled",
+        "model.init_args.scheduler.warmup_steps: not set in the config, sampled",
+    ]
+
+
 @pytest.mark.slow  # 3 tiny fits: ~15 s on 2 shared cores
 def test_sweep_resumes_without_running_a_trial_twice(tmp_path: Path) -> None:
     backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
@@ -84,6 +126,12 @@ def test_sweep_resumes_without_running_a_trial_twice(tmp_path: Path) -> None:
     main([*args, "--trials", "2"])
     study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    # trial 0 is the config's own values, marked as such
+    assert study.trials[0].params == {
+        "model.init_args.optimizer.lr": 1e-3,
+        "model.init_args.optimizer.layer_decay": 0.9,
+    }
+    assert study.trials[0].user_attrs["baseline"] and "baseline" not in study.trials[1].user_attrs
     study.ask()  # a trial left running, as when a sweep is killed
     text = main([*args, "--trials", "3"])
     study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")

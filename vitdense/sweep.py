@@ -3,9 +3,11 @@
 Each trial is a real ``fit`` of the config with the trial's values merged in (its own run folder under the sweep
 folder), scored by the task's monitored metric (its best validation). Optuna's TPE sampler proposes the values and its
 median pruner stops a trial whose metric after a validation is below the median of the finished trials at that
-validation, once ``--startup_trials`` (2) have finished. Pruning needs validations during a trial (a trial of 2 epochs
-under ``check_val_every_n_epoch: 2`` validates once, at its end). ``--prune_percentile`` (50, the median) lowers the
-bar: 25 prunes only trials in the bottom quarter. On short trials the first validation predicts the last poorly (the
+validation, once ``--startup_trials`` (2) have finished. Trial 0 is the config's own values (``--baseline_trial``, on by
+default, for every space key the config sets within its range), so the sweep scores the starting point under the same
+budget and its best is never a draw that merely beat nothing. Pruning needs validations during a trial (a trial of 2
+epochs under ``check_val_every_n_epoch: 2`` validates once, at its end). ``--prune_percentile`` (50, the median) lowers
+the bar: 25 prunes only trials in the bottom quarter. On short trials the first validation predicts the last poorly (the
 quickstart at 2 epochs: the best trial scored lower at its first validation than three of the four trials the median
 pruned there; benchmarks/results/sweep_quickstart.md), so a lower percentile keeps more trials to the end.
 The study lives in ``study.db`` (SQLite) in the sweep folder: run the same command again and it continues (trials
@@ -69,6 +71,36 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return values
 
 
+def config_value(cfg: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of the config, or None where it has none."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def baseline_params(base: dict[str, Any], space: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """The config's own value of every space key it sets inside the key's distribution, and a note for each key left
+    to the sampler (unset in the config, or outside the range / choices)."""
+    params, notes = {}, []
+    for key, dist in space.items():
+        value = config_value(base, key)
+        if value is None or isinstance(value, (dict, list)):
+            notes.append(f"{key}: not set in the config, sampled")
+        elif dist["type"] == "categorical":
+            if value in dist["choices"]:
+                params[key] = value
+            else:
+                notes.append(f"{key}: config value {value!r} not among the choices {dist['choices']}, sampled")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and dist["low"] <= value <= dist["high"]:
+            params[key] = int(value) if dist["type"] == "int" else float(value)
+        else:
+            notes.append(f"{key}: config value {value!r} outside [{dist['low']}, {dist['high']}], sampled")
+    return params, notes
+
+
 def merged_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """``base`` with each dotted key set (dicts created where missing; other settings kept)."""
     cfg = copy.deepcopy(base)
@@ -118,7 +150,10 @@ def run_trial(trial: Any, base: dict[str, Any], space: dict[str, Any], folder: P
     values = suggest(trial, space)
     cfg = merged_config(base, values)
     trainer = cfg.setdefault("trainer", {})
-    trainer["default_root_dir"] = str(folder / "runs")
+    # With a logger, each trial's run folder is runs/trial_NNN/version_0 (the logger is named after the trial's config
+    # file); without one, Lightning writes into default_root_dir itself, so each trial gets its own.
+    no_logger = trainer.get("logger") is False
+    trainer["default_root_dir"] = str(folder / "runs" / (f"trial_{trial.number:03d}" if no_logger else ""))
     trainer["callbacks"] = [*(trainer.get("callbacks") or []), {"class_path": "vitdense.sweep.PruneOnValidation"}]
     path = folder / "trials" / f"trial_{trial.number:03d}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +185,9 @@ def make_pruner(percentile: float, startup_trials: int) -> Any:
 def trials_table(study: Any) -> tuple[list[str], list[list[Any]]]:
     """Header and rows: number, state, value, each parameter."""
     keys = sorted({k for t in study.trials for k in t.params})
-    rows = [[t.number, t.state.name.lower(), None if t.value is None else round(t.value, 5),
+    marks = {True: " (config)", False: ""}
+    state = {t.number: t.state.name.lower() + marks[bool(t.user_attrs.get("baseline"))] for t in study.trials}
+    rows = [[t.number, state[t.number], None if t.value is None else round(t.value, 5),
              *[t.params.get(k) for k in keys]] for t in study.trials]  # fmt: skip
     return ["trial", "state", "value", *keys], rows
 
@@ -167,6 +204,12 @@ def sweep_main(args: list[str]) -> str:
     parser.add_argument("--prune_percentile", type=float, default=50.0,
                         help="prune a trial below this percentile of the finished trials at a validation (50: the "
                         "median; lower prunes less; 0 only below all of them)")  # fmt: skip
+    parser.add_argument(
+        "--baseline_trial",
+        choices=("true", "false"),
+        default="true",
+        help="trial 0 = the config's own values of the space keys (default true)",
+    )
     own, extra = parser.parse_known_args(args)
     import optuna
 
@@ -188,7 +231,13 @@ def sweep_main(args: list[str]) -> str:
     for t in study.trials:  # killed while running: failed, never run again
         if t.state == optuna.trial.TrialState.RUNNING:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    done = sum(t.state != optuna.trial.TrialState.FAIL for t in study.trials)
+    if own.baseline_trial == "true" and not study.trials:
+        params, notes = baseline_params(base, space)
+        if params:
+            study.enqueue_trial(params, user_attrs={"baseline": True})
+        print(f"trial 0: the config's own values {json.dumps(params)}" + "".join(f"\n  {n}" for n in notes), flush=True)
+    unfinished = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING)  # WAITING: the enqueued baseline
+    done = sum(t.state not in unfinished for t in study.trials)
     remaining = max(0, own.trials - done)
     study.optimize(lambda trial: run_trial(trial, base, space, folder, extra), n_trials=remaining,
                    catch=(RuntimeError,))  # fmt: skip
