@@ -47,3 +47,16 @@ def test_default_out_indices_follow_the_published_segmentation_settings(blocks: 
 
     plain = [{"num_chs": 64, "reduction": 16} for _ in range(blocks)]
     assert default_out_indices(plain) == expected
+
+
+def test_out_indices_that_stop_early_are_an_error_unless_truncation_is_asked_for() -> None:
+    """A ViT-B's out_indices [3, 5, 7, 11] kept while the name changed to a deeper model used to build only the first
+    12 blocks, silently; with ``truncate: true`` that cut is allowed."""
+    deep = {"name": "vit_tiny_patch16_224", "model_kwargs": {**TINY, "depth": 6}, "out_indices": [0, 1, 2, 3]}
+    with pytest.raises(ValueError, match=r"stop at block/stage 3 of 'vit_tiny_patch16_224', which has 6: the 2 after "
+                       r"it would be dropped.*default for this model is \[1, 2, 3, 5\].*truncate: true"):  # fmt: skip
+        SegmentationTask(backbone=deep, num_classes=3, head={"channels": 8})
+    task = SegmentationTask(backbone={**deep, "truncate": True}, num_classes=3, head={"channels": 8})
+    assert len(task.backbone.model.blocks) == 4
+    # ending at the last block is fine
+    SegmentationTask(backbone={**deep, "out_indices": [0, 2, 4, 5]}, num_classes=3, head={"channels": 8})

@@ -39,7 +39,10 @@ class BackboneConfig(TypedDict, total=False):
     (input bands, e.g. 4 for RGB + near-infrared), ``rgb_bands`` (positions of red, green and blue among them, which
     keep the pretrained filters; the other bands start at zero, see ``vitdense.models.weights.expand_rgb_filters``)
     and ``mean`` / ``std`` (per input band, what ``normalize`` subtracts and divides by; default the pretraining's
-    RGB values, and for other bands the mean of those).
+    RGB values, and for other bands the mean of those), ``truncate`` (true: a dense head may use a backbone cut after
+    the last of ``out_indices``; false, the default: out_indices that stop before the last block are an error, since
+    the blocks after them would be dropped with their pretrained weights, e.g. a ViT-B's [3, 5, 7, 11] kept when the
+    name changes to a 40-block ViT-g).
     """
 
     name: str
@@ -53,6 +56,7 @@ class BackboneConfig(TypedDict, total=False):
     rgb_bands: list[int] | None
     mean: list[float] | None
     std: list[float] | None
+    truncate: bool
 
 
 def resolve_backbone_config(
@@ -97,6 +101,7 @@ def resolve_backbone_config(
     cfg.setdefault("rgb_bands", None)
     cfg.setdefault("mean", None)
     cfg.setdefault("std", None)
+    cfg.setdefault("truncate", False)
     check_bands(cfg)
     return cfg
 
@@ -199,6 +204,14 @@ class Backbone(nn.Module):
             if not -len(info) <= i < len(info):
                 raise ValueError(f"backbone.out_indices: {i} is out of range for '{cfg['name']}' ({len(info)} blocks).")
         self.out_indices = [i % len(info) for i in self.out_indices]
+        if prune and max(self.out_indices) < len(info) - 1 and not cfg.get("truncate"):
+            last, n = max(self.out_indices), len(info)
+            raise ValueError(
+                f"backbone.out_indices {list(cfg['out_indices'])} stop at block/stage {last} of '{cfg['name']}', which "
+                f"has {n}: the {n - 1 - last} after it would be dropped, pretrained weights and all. Give out_indices "
+                f"that end at {n - 1} (or remove the key: the default for this model is {default_out_indices(info)}), "
+                "or set backbone.truncate: true to cut the backbone there on purpose."
+            )
         self.out_channels = [int(info[i]["num_chs"]) for i in self.out_indices]
         self.strides = [int(info[i]["reduction"]) for i in self.out_indices]
         self.size_divisor = self._size_divisor()
