@@ -3,10 +3,17 @@
     python benchmarks/small_tasks.py --task classification     # hymenoptera_sample: ants vs bees
     python benchmarks/small_tasks.py --task detection          # raccoon_sample: one class, COCO boxes
     python benchmarks/small_tasks.py --task classification --seeds 0 1 2 --only peer
+    python benchmarks/small_tasks.py --task detection --dataset bccd --seeds 0 --threads 1
+
+``--dataset NAME`` reads a set that benchmarks/task_datasets.py built into /work/bench_data/tasks/NAME (sign_digits,
+brain_mri: classification; bccd, kangaroo: detection), at the budget in DATASETS below, and writes its rows to
+<out>/NAME/<task>.{json,md}. Where the set has a test split both sides are also scored on it after the same last
+epoch (nothing is chosen on val or test: there is nothing to choose). benchmarks/small_tasks_across.py gathers the
+sets into one table per task.
 
 Both sides start from the same ImageNet ViT-Ti weights (../shared/weights/vit_tiny_patch16_224.safetensors), see
 the same training images for the same epochs, batch and input size, and are scored on the same val split after the
-last epoch (no checkpoint picked on val: val is the only held-out split here).
+last epoch (no checkpoint picked on val: on the shared samples val is the only held-out split).
 
 - vitdense: the shipped template (configs/classification_folder.yaml or configs/detection_coco.yaml) through the
   real CLI, with only the data root, the weights and the budget (--epochs, --size) set.
@@ -50,18 +57,28 @@ TASKS = {
     "detection": {"root": SHARED / "data" / "raccoon_sample", "config": "detection_coco.yaml",
                   "epochs": 24, "batch": 4, "size": 384, "metrics": ("mAP", "mAP_50")},
 }  # fmt: skip
+TASK_DATA = Path("/work/bench_data/tasks")  # benchmarks/task_datasets.py writes the extra sets here
+# Budgets of the extra sets (batch is the task's): about as many optimiser steps as the shared samples' runs
+# (classification 30 x 2 = 60, detection 24 x 6 = 144), at a smaller input size, so that one run stays within minutes
+# on one CPU thread shared with other jobs (ViT-Ti at 112 is 49 tokens, about 4x cheaper than 224).
+DATASETS = {
+    "sign_digits": {"task": "classification", "epochs": 10, "size": 112},  # 100 train images: 7 steps an epoch, 70
+    "brain_mri": {"task": "classification", "epochs": 10, "size": 112},  # 100 train images: 70 steps
+    "bccd": {"task": "detection", "epochs": 16, "size": 256},  # 32 train images: 8 steps an epoch, 128 steps
+    "kangaroo": {"task": "detection", "epochs": 16, "size": 256},  # 32 train images: 128 steps
+}
 
 
 def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> dict[str, float]:
-    """Fine-tune the shipped template through the CLI; the val metrics after the last epoch."""
+    """Fine-tune the shipped template through the CLI; the val (and test) metrics after the last epoch."""
     spec = TASKS[task]
     argv = [
         "fit", "--config", str(REPO / "configs" / spec["config"]), "--seed_everything", str(seed),
-        "--data.root", str(args.root or spec["root"]), "--model.backbone.pretrained", str(args.weights),
+        "--data.root", str(args.root), "--model.backbone.pretrained", str(args.weights),
         "--data.batch_size", str(args.batch or spec["batch"]), "--data.num_workers", "0",
         "--data.image_size", str(args.size or spec["size"]),
-        "--trainer.max_epochs", str(args.epochs or spec["epochs"]), "--trainer.check_val_every_n_epoch",
-        str(args.epochs or spec["epochs"]), "--trainer.default_root_dir", str(work),
+        "--trainer.max_epochs", str(args.epochs), "--trainer.check_val_every_n_epoch", str(args.epochs),
+        "--trainer.default_root_dir", str(work),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.logger", "false",
     ]  # fmt: skip
@@ -69,8 +86,11 @@ def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> 
         key, _, value = item.partition("=")
         argv += [f"--{key}", value]
     cli = vitdense_main(argv)
-    logged = cli.trainer.callback_metrics
-    return {m: float(logged[f"val/{m}"]) for m in spec["metrics"]}
+    scores = {m: float(cli.trainer.callback_metrics[f"val/{m}"]) for m in spec["metrics"]}
+    if (args.root / "test").is_dir():
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the weights after the last epoch
+        scores |= {f"test_{m}": float(cli.trainer.callback_metrics[f"test/{m}"]) for m in spec["metrics"]}
+    return scores
 
 
 # ---- the plain loop ------------------------------------------------------------------------------------------------
@@ -92,14 +112,14 @@ def peer_classification(args: argparse.Namespace, seed: int) -> dict[str, float]
     from torchvision import datasets
     from torchvision import transforms as T
 
-    root, size = Path(args.root or TASKS["classification"]["root"]), args.size or 224
+    root, size = args.root, args.size or 224
     norm = T.Normalize([0.5] * 3, [0.5] * 3)
     train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     val_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), norm])
-    train, val = datasets.ImageFolder(root / "train", train_tf), datasets.ImageFolder(root / "val", val_tf)
+    train = datasets.ImageFolder(root / "train", train_tf)
     model = vit_tiny(args.weights, num_classes=len(train.classes), img_size=size)
     loader = DataLoader(train, batch_size=args.batch or 16, shuffle=True)
-    epochs = args.epochs or TASKS["classification"]["epochs"]
+    epochs = args.epochs
     opt, sched = adamw_cosine(model, epochs * len(loader))
     for _ in range(epochs):
         model.train()
@@ -110,24 +130,34 @@ def peer_classification(args: argparse.Namespace, seed: int) -> dict[str, float]
             opt.step()
             sched.step()
     model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x).argmax(1) for x, _ in DataLoader(val, batch_size=16)])
-    truth, k = torch.tensor(val.targets), len(val.classes)
-    f1 = multiclass_f1_score(pred, truth, num_classes=k, average="macro")
-    return {"acc": float((pred == truth).float().mean()), "f1": float(f1)}
+    scores = {}
+    for split in ("val", "test"):
+        if split == "val" or (root / split).is_dir():
+            held_out = datasets.ImageFolder(root / split, val_tf)
+            assert held_out.classes == train.classes, f"{root / split}: other class folders than train"
+            with torch.no_grad():
+                pred = torch.cat([model(x).argmax(1) for x, _ in DataLoader(held_out, batch_size=16)])
+            truth, k = torch.tensor(held_out.targets), len(train.classes)
+            f1 = multiclass_f1_score(pred, truth, num_classes=k, average="macro")
+            prefix = "" if split == "val" else "test_"
+            scores |= {f"{prefix}acc": float((pred == truth).float().mean()), f"{prefix}f1": float(f1)}
+    return scores
 
 
 class CocoBoxes(Dataset):
-    """Images and xyxy boxes of a COCO file; training flips half of them."""
+    """Images, xyxy boxes and labels 1..K (categories in id order) of a COCO file; training flips half of them."""
 
     def __init__(self, folder: Path, train: bool) -> None:
         data = json.loads((folder / "annotations.json").read_text())
         self.folder, self.train = folder / "images", train
         self.images = data["images"]
+        self.label_of = {c["id"]: i + 1 for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
         self.boxes: dict[int, list[list[float]]] = {img["id"]: [] for img in self.images}
+        self.labels: dict[int, list[int]] = {img["id"]: [] for img in self.images}
         for ann in data["annotations"]:
             x, y, w, h = ann["bbox"]
             self.boxes[ann["image_id"]].append([x, y, x + w, y + h])
+            self.labels[ann["image_id"]].append(self.label_of[ann["category_id"]])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -143,7 +173,7 @@ class CocoBoxes(Dataset):
             image = image.flip(-1)
             boxes = torch.stack([image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0],
                                  boxes[:, 3]], 1)  # fmt: skip
-        return image, {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.int64)}
+        return image, {"boxes": boxes, "labels": torch.tensor(self.labels[img["id"]], dtype=torch.int64)}
 
 
 class LastMap(nn.Module):
@@ -164,16 +194,16 @@ def peer_detection(args: argparse.Namespace, seed: int) -> dict[str, float]:
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    root, size = Path(args.root or TASKS["detection"]["root"]), args.size or TASKS["detection"]["size"]
+    root, size = args.root, args.size or TASKS["detection"]["size"]
+    train = CocoBoxes(root / "train", train=True)
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
     model = FasterRCNN(
-        LastMap(args.weights, size), num_classes=2, rpn_anchor_generator=anchors,
+        LastMap(args.weights, size), num_classes=len(train.label_of) + 1, rpn_anchor_generator=anchors,
         box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
         min_size=size, max_size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3, size_divisible=16,
     )  # fmt: skip
-    train = CocoBoxes(root / "train", train=True)
     loader = DataLoader(train, batch_size=args.batch or 4, shuffle=True, collate_fn=lambda b: tuple(zip(*b)))
-    epochs = args.epochs or TASKS["detection"]["epochs"]
+    epochs = args.epochs
     opt, sched = adamw_cosine(model, epochs * len(loader))
     for _ in range(epochs):
         model.train()
@@ -185,13 +215,17 @@ def peer_detection(args: argparse.Namespace, seed: int) -> dict[str, float]:
             opt.step()
             sched.step()
     model.eval()
-    metric = MeanAveragePrecision(box_format="xyxy")
-    val = CocoBoxes(root / "val", train=False)
-    with torch.no_grad():
-        for image, target in val:
-            metric.update(model([image]), [target])
-    out = metric.compute()
-    return {"mAP": float(out["map"]), "mAP_50": float(out["map_50"])}
+    scores = {}
+    for split in ("val", "test"):
+        if split == "val" or (root / split).is_dir():
+            metric = MeanAveragePrecision(box_format="xyxy")
+            with torch.no_grad():
+                for image, target in CocoBoxes(root / split, train=False):
+                    metric.update(model([image]), [target])
+            out = metric.compute()
+            prefix = "" if split == "val" else "test_"
+            scores |= {f"{prefix}mAP": float(out["map"]), f"{prefix}mAP_50": float(out["map_50"])}
+    return scores
 
 
 # ---- driver --------------------------------------------------------------------------------------------------------
@@ -202,9 +236,10 @@ def main() -> None:
     p.add_argument("--task", choices=sorted(TASKS), required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=("vitdense", "peer"), help="run one side only (rows of the other are kept)")
-    p.add_argument("--root", type=Path, help="dataset root (default: the shared sample of the task)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), help="an extra set of benchmarks/task_datasets.py")
+    p.add_argument("--root", type=Path, help="dataset root (default: the shared sample of the task, or the --dataset)")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
-    p.add_argument("--epochs", type=int, help="training epochs (default: classification 30, detection 24)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: classification 30, detection 24; DATASETS)")
     p.add_argument("--batch", type=int, help="batch size (default: the template's)")
     p.add_argument("--size", type=int, help="input size (default: classification 224, detection 384 long side)")
     p.add_argument(
@@ -219,10 +254,22 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    spec = TASKS[args.task]
+    if args.dataset:
+        if DATASETS[args.dataset]["task"] != args.task:
+            p.error(f"--dataset {args.dataset} is a {DATASETS[args.dataset]['task']} set, not {args.task}")
+        args.root = args.root or TASK_DATA / args.dataset
+        args.epochs = args.epochs or DATASETS[args.dataset]["epochs"]
+        args.size = args.size or DATASETS[args.dataset]["size"]
+        args.out = args.out / args.dataset
+        if not (args.root / "train").is_dir():
+            p.error(
+                f"'{args.root}' holds no train/: build it first (python benchmarks/task_datasets.py {args.dataset})"
+            )
+    args.root, args.epochs = args.root or spec["root"], args.epochs or spec["epochs"]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.task}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    spec = TASKS[args.task]
     sides = [args.only] if args.only else ["vitdense", "peer"]
     for side in sides:
         row_name = f"vitdense, {args.variant}" if side == "vitdense" and args.variant else side
@@ -238,20 +285,32 @@ def main() -> None:
                 else:
                     scores = peer_detection(args, seed)
             row = {**scores, "seconds": round(time.perf_counter() - start, 1), "gflops": round(gflops, 1),
-                   "epochs": args.epochs or spec["epochs"], "batch": args.batch or spec["batch"],
+                   "epochs": args.epochs, "batch": args.batch or spec["batch"],
                    "size": args.size or spec["size"]}  # fmt: skip
             results.setdefault(row_name, {})[str(seed)] = row
             print(f"[small_tasks] {args.task} {row_name} seed {seed}: {row}", flush=True)
             path.write_text(json.dumps(results, indent=1))
-    lines = [f"# {args.task}: vitdense template vs plain loop ({', '.join(spec['metrics'])} on val, last epoch)", "",
-             "| side | seed | " + " | ".join(spec["metrics"]) + " | seconds | GFLOP/s | epochs x batch | size |",
-             "| --- " * (len(spec["metrics"]) + 6) + "|"]  # fmt: skip
+    write_table(args, results, spec["metrics"])
+
+
+def write_table(args: argparse.Namespace, results: dict, val_metrics: tuple[str, ...]) -> None:
+    """<out>/<task>.md: one row per side and seed, and the mean of each side; test columns where there are scores."""
+    has_test = any(f"test_{val_metrics[0]}" in r for rows in results.values() for r in rows.values())
+    metrics = [*val_metrics, *(f"test_{m}" for m in val_metrics if has_test)]
+    if not has_test:  # the shared samples' table, as it was
+        title = f"# {args.task}: vitdense template vs plain loop ({', '.join(val_metrics)} on val, last epoch)"
+    else:
+        title = f"# {args.task}, {args.root.name}: vitdense template vs plain loop (val and test, last epoch)"
+    lines = [title, "", "| side | seed | " + " | ".join(m.replace("_", " ", 1) if m.startswith("test") else m
+                                                        for m in metrics)
+             + " | seconds | GFLOP/s | epochs x batch | size |", "| --- " * (len(metrics) + 6) + "|"]  # fmt: skip
     for side, rows in results.items():
         for seed, r in sorted(rows.items()):
-            vals = " | ".join(f"{r[m]:.3f}" for m in spec["metrics"])
+            vals = " | ".join(f"{r[m]:.3f}" if m in r else "" for m in metrics)
             lines.append(f"| {side} | {seed} | {vals} | {r['seconds']:.0f} | {r['gflops']:.0f} | "
                          f"{r['epochs']}x{r['batch']} | {r['size']} |")  # fmt: skip
-        means = " | ".join(f"**{statistics.mean(r[m] for r in rows.values()):.3f}**" for m in spec["metrics"])
+        means = " | ".join(f"**{statistics.mean(r[m] for r in rows.values()):.3f}**"
+                           if all(m in r for r in rows.values()) else "" for m in metrics)  # fmt: skip
         lines.append(f"| {side} | mean of {len(rows)} | {means} | | | | |")
     (args.out / f"{args.task}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

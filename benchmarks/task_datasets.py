@@ -1,0 +1,288 @@
+"""Build the extra classification and detection sets of benchmarks/small_tasks.py from fetched GitHub mirrors.
+
+    python benchmarks/task_datasets.py all                  # every set below, into /work/bench_data/tasks/<name>
+    python benchmarks/task_datasets.py bccd --mirror /work/.mirror/Shenggan+BCCD_Dataset/repo
+
+Each set becomes the layout its template reads, outside the repository:
+
+- classification (``configs/classification_folder.yaml``): ``<out>/<name>/{train,val,test}/<class name>/*.jpg``;
+- detection (``configs/detection_coco.yaml``): ``<out>/<name>/{train,val,test}/images/*.jpg`` and
+  ``<out>/<name>/{split}/annotations.json`` (COCO boxes ``[x, y, w, h]``, category ids 1..K in ``classes`` order),
+  converted from the repositories' Pascal VOC XML (boxes clipped to the image; boxes under 2 pixels a side dropped).
+
+plus ``task.json`` (task, source repository and commit, licence, classes, split sizes, what was subsampled).
+
+- ``sign_digits`` (classification): ardamavi/Sign-Language-Digits-Dataset, 10 hand signs (digits 0-9), 100x100
+  photos; no official split: seeded 70/15/15 per class; kept train 10, val 5, test 15 per class (100 / 50 / 150).
+- ``brain_mri`` (classification): Shyam-daniel/testing12, a copy of part of Bhuvaji et al.'s Brain Tumor
+  Classification (MRI) set, glioma / meningioma / no tumour / pituitary; the repo's Training (val = seeded 15% of it
+  per class) and Testing folders; kept train 25 per class (100), val all (60), test all (58).
+- ``bccd`` (detection): Shenggan/BCCD_Dataset, RBC / WBC / Platelets in 640x480 blood smears; the repo's
+  ImageSets/Main train/val/test; kept train 32, val 40, test all (72).
+- ``kangaroo`` (detection): experiencor/kangaroo, one class in web photos; no official split: seeded 70/15/15; kept
+  train 32, val all (25), test all (25).
+
+Subsampling (first images of a seeded SHA-256 order of their names, per class for classification) keeps one run within
+a few CPU minutes at one thread (about as many optimiser steps as the shared samples' runs); ``--full`` keeps every
+image. A build is deterministic: the same mirror commit and seed give the same files. Nothing in the benchmark may
+choose settings on the test split: it is for reporting only. Sources are read from the bare git mirror the search
+tool's ``fetch`` made (``--mirror``, default ``/work/.mirror/<owner>+<name>/repo``); every image blob is checked to
+be real content, not a Git LFS pointer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from domains import SPLITS, GitMirror, hash_order, split_stems  # benchmarks/domains.py
+from PIL import Image
+
+MIRRORS = Path("/work/.mirror")
+DEFAULT_OUT = Path("/work/bench_data/tasks")
+
+
+@dataclass
+class Item:
+    """One image of a set: where it is in the mirror, its output stem, and its class (classification) or VOC XML."""
+
+    stem: str
+    image: str
+    label: str = ""
+    xml: str = ""
+
+
+@dataclass
+class TaskSet:
+    """What a builder returns: items per split and the facts for task.json."""
+
+    name: str
+    task: str
+    classes: list[str]
+    splits: dict[str, list[Item]]
+    info: dict = field(default_factory=dict)
+
+
+def clean_stem(path: str) -> str:
+    """A file-system friendly stem of ``path`` (``image (10).jpg`` -> ``image_10``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem).strip("_")
+
+
+def per_class_cut(items: list[Item], keep: int | None, seed: int) -> list[Item]:
+    """The first ``keep`` items of each class in seeded order (all with ``keep`` None), sorted by stem."""
+    out: list[Item] = []
+    for label in sorted({i.label for i in items}):
+        of_class = {i.stem: i for i in items if i.label == label}
+        out += [of_class[s] for s in hash_order(of_class, seed)[:keep]]
+    return sorted(out, key=lambda i: (i.label, i.stem))
+
+
+def first_of(items: list[Item], keep: int | None, seed: int) -> list[Item]:
+    """The first ``keep`` items in seeded order (all with ``keep`` None), sorted by stem."""
+    by_stem = {i.stem: i for i in items}
+    return sorted((by_stem[s] for s in hash_order(by_stem, seed)[:keep]), key=lambda i: i.stem)
+
+
+def sign_digits(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """Sign Language Digits: 2062 photos of hands showing 0-9 (218 students, ~10 photos each), 100x100 RGB."""
+    classes = [str(d) for d in range(10)]
+    splits: dict[str, list[Item]] = {s: [] for s in SPLITS}
+    for label in classes:
+        files = {clean_stem(p): p for p in mirror.files(f"Dataset/{label}") if p.lower().endswith(".jpg")}
+        for split, stems in split_stems(files, seed).items():
+            splits[split] += [Item(f"{label}_{s}", files[s], label) for s in stems]
+    keep = {"train": 10, "val": 5, "test": 15}
+    if not full:
+        splits = {k: per_class_cut(v, keep[k], seed) for k, v in splits.items()}
+    info = {
+        "domain": "hand signs (digits 0-9, photos of students' hands on a white background)",
+        "split_source": f"no official split: seeded 70/15/15 per class (seed {seed}, SHA-256 order of the file names)",
+        "subsampled": "full" if full else f"per class: {keep}",
+        "caveat": "the repository does not say which student took which photo: one student's hands can sit in "
+        "train and test alike",
+        "licence": "Apache-2.0 (the repository's LICENSE)",
+    }
+    return TaskSet("sign_digits", "classification", classes, splits, info)
+
+
+MRI_CLASSES = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "no_tumor",
+               "pituitary_tumor": "pituitary"}  # fmt: skip
+
+
+def brain_mri(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """Brain MRI slices in four classes: the repo's Training (399) and Testing (58) folders; val cut from Training."""
+    splits: dict[str, list[Item]] = {s: [] for s in SPLITS}
+    for folder, label in MRI_CLASSES.items():
+        train = {clean_stem(p): p for p in mirror.files(f"Training/{folder}") if p.lower().endswith(".jpg")}
+        cut = split_stems(train, seed, val=0.15, test=0.0)
+        # split_stems keeps at least one image for the (empty) test share: it goes back to train
+        splits["train"] += [Item(f"{label}_{s}", train[s], label) for s in sorted(cut["train"] + cut["test"])]
+        splits["val"] += [Item(f"{label}_{s}", train[s], label) for s in cut["val"]]
+        splits["test"] += [Item(f"{label}_{clean_stem(p)}", p, label) for p in mirror.files(f"Testing/{folder}")
+                           if p.lower().endswith(".jpg")]  # fmt: skip
+    keep = {"train": 25, "val": None, "test": None}
+    if not full:
+        splits["train"] = per_class_cut(splits["train"], keep["train"], seed)
+    info = {
+        "domain": "medical imaging (brain MRI slices: glioma, meningioma, pituitary tumour, no tumour)",
+        "split_source": f"the repository's Training / Testing folders; val = seeded 15% of Training per class "
+        f"(seed {seed}, SHA-256 order)",
+        "subsampled": "full" if full else "train: 25 per class; val and test: all",
+        "caveat": "a copy (100 Training images per class, 10-18 Testing) of Bhuvaji et al.'s Brain Tumor "
+        "Classification (MRI) set; its Testing images are known to differ from Training in source (harder)",
+        "licence": "none stated in this copy; the original set (github.com/sartajbhuvaji/brain-tumor-classification-"
+        "dataset) is MIT",
+    }
+    return TaskSet("brain_mri", "classification", list(MRI_CLASSES.values()), splits, info)
+
+
+def voc_items(mirror: GitMirror, stems: list[str], images: str, annots: str) -> list[Item]:
+    return [Item(clean_stem(s), f"{images}/{s}.jpg", xml=f"{annots}/{s}.xml") for s in stems]
+
+
+def bccd(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """BCCD: 364 blood-smear images (640x480) with red cells, white cells and platelets boxed, official splits."""
+    splits = {}
+    for split in SPLITS:
+        stems = mirror.read(f"BCCD/ImageSets/Main/{split}.txt").decode().split()
+        splits[split] = voc_items(mirror, stems, "BCCD/JPEGImages", "BCCD/Annotations")
+    keep = {"train": 32, "val": 40, "test": None}
+    if not full:
+        splits = {k: first_of(v, keep[k], seed) for k, v in splits.items()}
+    info = {
+        "domain": "medical microscopy (blood smear: RBC, WBC, platelets; many small, touching cells)",
+        "split_source": "the repository's BCCD/ImageSets/Main/{train,val,test}.txt",
+        "subsampled": "full" if full else f"first of a seeded order: {keep}",
+        "licence": "MIT (the repository's LICENSE)",
+    }
+    return TaskSet("bccd", "detection", ["RBC", "WBC", "Platelets"], splits, info)
+
+
+def kangaroo(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """Kangaroo: 164 web photos with kangaroos boxed (Pascal VOC XML, one class)."""
+    stems = sorted(Path(p).stem for p in mirror.files("annots", ".xml"))
+    cut = split_stems(stems, seed)
+    splits = {k: voc_items(mirror, v, "images", "annots") for k, v in cut.items()}
+    keep = {"train": 32, "val": None, "test": None}
+    if not full:
+        splits["train"] = first_of(splits["train"], keep["train"], seed)
+    info = {
+        "domain": "wildlife web photos (kangaroos; close in kind to the raccoon sample)",
+        "split_source": f"no official split: seeded 70/15/15 (seed {seed}, SHA-256 order of the file names)",
+        "subsampled": "full" if full else "train: first 32 of a seeded order; val and test: all",
+        "licence": "none stated in the repository",
+    }
+    return TaskSet("kangaroo", "detection", ["kangaroo"], splits, info)
+
+
+@dataclass
+class Source:
+    repo: str
+    commit: str  # the commit the benchmark was built from; another one builds with a warning
+    build: Callable[[GitMirror, int, bool], TaskSet]
+
+
+SOURCES = {
+    "sign_digits": Source("ardamavi/Sign-Language-Digits-Dataset", "4b09433ef9d5c60602e8805bb54b8aa2428527f8",
+                          sign_digits),
+    "brain_mri": Source("Shyam-daniel/testing12", "4926a00e69bd7bd9828b4df02b3efa8d7b40f2c3", brain_mri),
+    "bccd": Source("Shenggan/BCCD_Dataset", "d272fb14cdff6e473fafeeeba32aba5f560e9e43", bccd),
+    "kangaroo": Source("experiencor/kangaroo", "882bbbd75ba49cb8cf9393e06d88ebaec293af32", kangaroo),
+}  # fmt: skip
+
+
+def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[tuple[int, list[float]]]:
+    """(class index, clipped [x, y, w, h]) of each object of a VOC file; boxes under 2 pixels a side dropped."""
+    out = []
+    w, h = size
+    for obj in ET.fromstring(xml).iter("object"):
+        name = obj.findtext("name", "").strip()
+        if name not in classes:
+            raise SystemExit(f"{where}: class '{name}' is not among {classes}.")
+        b = obj.find("bndbox")
+        x0, y0, x1, y1 = (float(b.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax"))
+        x0, x1 = sorted((min(max(x0, 0), w), min(max(x1, 0), w)))
+        y0, y1 = sorted((min(max(y0, 0), h), min(max(y1, 0), h)))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            out.append((classes.index(name), [x0, y0, x1 - x0, y1 - y0]))
+    return out
+
+
+def prepare_dir(path: Path) -> None:
+    """Empty ``path`` for a rebuild, refusing a non-empty folder that is not a build of this script."""
+    if path.exists():
+        if any(path.iterdir()) and not (path / "task.json").is_file():
+            raise SystemExit(f"'{path}' is not empty and holds no task.json: not overwriting it; pick another --out.")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def write_set(ts: TaskSet, mirror: GitMirror, out: Path, source: dict) -> dict:
+    """Write the images (and COCO files) of ``ts`` under ``out``; return the summary written to task.json."""
+    prepare_dir(out)
+    summary: dict = {"name": ts.name, "task": ts.task, **source, **ts.info, "classes": ts.classes, "splits": {}}
+    for split in SPLITS:
+        items, per_class = ts.splits.get(split, []), dict.fromkeys(ts.classes, 0)
+        coco: dict = {"images": [], "annotations": [],
+                      "categories": [{"id": i + 1, "name": c} for i, c in enumerate(ts.classes)]}  # fmt: skip
+        for n, item in enumerate(items, 1):
+            data = mirror.read(item.image)
+            if ts.task == "classification":
+                folder = out / split / item.label
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{item.stem}.jpg").write_bytes(data)
+                per_class[item.label] += 1
+                continue
+            (out / split / "images").mkdir(parents=True, exist_ok=True)
+            (out / split / "images" / f"{item.stem}.jpg").write_bytes(data)
+            size = Image.open(io.BytesIO(data)).size
+            coco["images"].append({"id": n, "file_name": f"{item.stem}.jpg", "width": size[0], "height": size[1]})
+            for cls, box in voc_boxes(mirror.read(item.xml), size, ts.classes, item.xml):
+                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": n,
+                                            "category_id": cls + 1, "bbox": box, "area": box[2] * box[3],
+                                            "iscrowd": 0})  # fmt: skip
+                per_class[ts.classes[cls]] += 1
+        if ts.task == "detection":
+            (out / split / "annotations.json").write_text(json.dumps(coco))
+        key = "images_per_class" if ts.task == "classification" else "boxes_per_class"
+        summary["splits"][split] = {"images": len(items), key: per_class}
+    (out / "task.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="+", choices=(*SOURCES, "all"), help="sets to build")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output root: <out>/<name>/...")
+    p.add_argument("--mirror", type=Path, help="git directory of the fetched mirror (one set only)")
+    p.add_argument("--mirror-root", type=Path, default=MIRRORS, help="where fetch puts mirrors: <owner>+<name>/repo")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and subsamples made here")
+    p.add_argument("--full", action="store_true", help="keep every image (no subsampling)")
+    args = p.parse_args(argv)
+    names = list(SOURCES) if "all" in args.names else list(dict.fromkeys(args.names))
+    if args.mirror and len(names) != 1:
+        raise SystemExit("--mirror names one mirror: give exactly one set with it.")
+    if args.out.resolve().is_relative_to(Path(__file__).resolve().parents[1]):
+        raise SystemExit(f"--out '{args.out}' is inside the repository: data stays out of it.")
+    for name in names:
+        src = SOURCES[name]
+        mirror = GitMirror(args.mirror or args.mirror_root / src.repo.replace("/", "+") / "repo")
+        if mirror.commit != src.commit:
+            print(f"warning: {name}: mirror is at {mirror.commit}, the benchmark was built from {src.commit}")
+        source = {"repo": f"github.com/{src.repo}", "commit": mirror.commit}
+        s = write_set(src.build(mirror, args.seed, args.full), mirror, args.out / name, source)
+        sizes = ", ".join(f"{k} {v['images']}" for k, v in s["splits"].items())
+        print(f"{name} ({s['task']}, {len(s['classes'])} classes): {sizes}; {s['subsampled']}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
