@@ -88,6 +88,26 @@ def test_trials_without_a_logger_get_a_run_folder_each(tmp_path: Path) -> None:
         assert (run / "config.yaml").is_file() and len(list((run / "checkpoints").glob("*.ckpt"))) >= 1
 
 
+def test_a_sweep_whose_trials_all_fail_exits_with_the_reason(tmp_path: Path) -> None:
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {
+            "backbone": backbone, "head": {"channels": 8, "aux_channels": 4}, "log_images": 0}},
+        "data": {"class_path": "SyntheticSegmentationDataModule",
+                 "init_args": {"num_train": 2, "num_val": 2, "image_size": 32, "batch_size": 2}},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+                    "enable_model_summary": False},
+    }  # fmt: skip
+    config, space, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
+    config.write_text(yaml.safe_dump(cfg))
+    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    with pytest.raises(SystemExit, match=r"no trial of .*study.db completed; the first error: RuntimeError: trial 0: "
+                       "no best checkpoint of val/mIoU"):  # fmt: skip
+        main(["sweep", "--config", str(config), "--space", str(space), "--output", str(out), "--trials", "1"])
+    table = (out / "trials.csv").read_text().splitlines()
+    assert table[0].endswith(",error") and "no best checkpoint" in table[1]
+
+
 def test_baseline_trial_takes_the_configs_values_inside_the_space() -> None:
     base = {"model": {"init_args": {"optimizer": {"lr": 3e-4, "layer_decay": 0.9, "head_lr_mult": 10},
                                     "backbone": {"drop_path_rate": 0.1}}}}  # fmt: skip

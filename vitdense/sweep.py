@@ -188,8 +188,17 @@ def trials_table(study: Any) -> tuple[list[str], list[list[Any]]]:
     marks = {True: " (config)", False: ""}
     state = {t.number: t.state.name.lower() + marks[bool(t.user_attrs.get("baseline"))] for t in study.trials}
     rows = [[t.number, state[t.number], None if t.value is None else round(t.value, 5),
-             *[t.params.get(k) for k in keys]] for t in study.trials]  # fmt: skip
-    return ["trial", "state", "value", *keys], rows
+             *[t.params.get(k) for k in keys], t.user_attrs.get("error", "")] for t in study.trials]  # fmt: skip
+    return ["trial", "state", "value", *keys, "error"], rows
+
+
+def objective(trial: Any, base: dict[str, Any], space: dict[str, Any], folder: Path, extra: list[str]) -> float:
+    """``run_trial``; a failure's reason is kept with the trial (the table's error column), not only in the log."""
+    try:
+        return run_trial(trial, base, space, folder, extra)
+    except RuntimeError as e:
+        trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
+        raise
 
 
 def sweep_main(args: list[str]) -> str:
@@ -231,6 +240,7 @@ def sweep_main(args: list[str]) -> str:
     for t in study.trials:  # killed while running: failed, never run again
         if t.state == optuna.trial.TrialState.RUNNING:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study._storage.set_trial_user_attr(t._trial_id, "error", "the sweep stopped while it ran (not rerun)")
     if own.baseline_trial == "true" and not study.trials:
         params, notes = baseline_params(base, space)
         if params:
@@ -239,7 +249,7 @@ def sweep_main(args: list[str]) -> str:
     unfinished = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING)  # WAITING: the enqueued baseline
     done = sum(t.state not in unfinished for t in study.trials)
     remaining = max(0, own.trials - done)
-    study.optimize(lambda trial: run_trial(trial, base, space, folder, extra), n_trials=remaining,
+    study.optimize(lambda trial: objective(trial, base, space, folder, extra), n_trials=remaining,
                    catch=(RuntimeError,))  # fmt: skip
     header, rows = trials_table(study)
     with open(folder / "trials.csv", "w", newline="") as f:
@@ -258,6 +268,11 @@ def sweep_main(args: list[str]) -> str:
                      f"{folder / 'trials.csv'}; the study: {folder / STUDY_FILE} (run again to continue)")  # fmt: skip
     text = "\n".join(lines)
     print(text, flush=True)
+    if not complete:
+        errors = [t.user_attrs["error"] for t in study.trials if t.user_attrs.get("error")]
+        first = f"; the first error: {errors[0]}" if errors else ""
+        raise SystemExit(f"vitdense sweep: no trial of {folder / STUDY_FILE} completed{first}. The table: "
+                         f"{folder / 'trials.csv'}.")  # fmt: skip
     return text
 
 
