@@ -25,6 +25,24 @@ def test_classification_metrics_names() -> None:
     assert "acc_top5" not in ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3).metrics["val"]
 
 
+def test_classification_f1_is_not_computed_from_top5_counts() -> None:
+    """torchmetrics' compute groups merged macro F1 with top-5 accuracy when the first batch was all right at top-1
+    (as when a val folder is read class by class): F1 then came from the top-5 counts, far above the true value."""
+    from torchmetrics.classification import MulticlassF1Score
+
+    task = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=10)
+    metrics, f1 = task.metrics["test"], MulticlassF1Score(10, average="macro")
+    generator = torch.Generator().manual_seed(0)
+    for batch in range(4):
+        labels = torch.randint(0, 10, (16,), generator=generator)
+        logits = torch.randn(16, 10, generator=generator)
+        if batch == 0:
+            logits[torch.arange(16), labels] += 10  # the first batch all right
+        metrics.update(logits, labels)
+        f1.update(logits, labels)
+    assert float(metrics.compute()["f1"]) == pytest.approx(float(f1.compute()))
+
+
 def test_classification_linear_probe_trains_the_head_at_its_own_lr() -> None:
     """freeze_backbone leaves the classifier trainable (it lives beside the backbone) and head_lr_mult reaches it."""
     task = ClassificationTask(backbone=tiny(FAMILIES[0]), num_classes=3, freeze_backbone=True,

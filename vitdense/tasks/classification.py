@@ -115,7 +115,10 @@ class ClassificationTask(BaseTask):
         }
         if self.num_classes >= 5:
             metrics["acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
-        return MetricCollection(metrics)
+        # No compute groups: torchmetrics merges metrics whose states are equal after the first update, and macro F1
+        # and top-5 accuracy hold the same per-class counts whenever that first batch is all right at top-1 (a val
+        # or test folder read class by class starts that way); from then on F1 was computed from top-5 counts.
+        return MetricCollection(metrics, compute_groups=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits (B, num_classes) for [0, 1] images (B, 3, H, W)."""
