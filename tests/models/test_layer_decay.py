@@ -84,7 +84,8 @@ def test_layer_decay_matches_the_beit_reference_table(kind: str, name: str) -> N
 def test_pruned_model_keeps_the_whole_model_numbering() -> None:
     """Blocks after the last used one are pruned, but the last kept block still trains at decay**(L - i)."""
     task = SegmentationTask(
-        backbone={"name": "vit_base_patch16_224", "out_indices": [1, 3, 5, 7], "model_kwargs": {"depth": 12}},
+        backbone={"name": "vit_base_patch16_224", "out_indices": [1, 3, 5, 7], "truncate": True,
+                  "model_kwargs": {"depth": 12}},
         num_classes=3, optimizer={"lr": 1.0, "layer_decay": 0.5}, head={"channels": 16},
     )  # fmt: skip
     assert len(task.backbone.model.blocks) == 8
