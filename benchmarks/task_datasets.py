@@ -225,6 +225,31 @@ def prepare_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+def whole_image(data: bytes, name: str, summary: dict) -> bytes:
+    """The image's bytes, or, when the file in the repository is cut short (kangaroo has one such JPEG, which the
+    templates refuse to read), the part that decodes re-encoded as a whole JPEG (quality 95), listed in task.json
+    under "repaired"."""
+    try:
+        Image.open(io.BytesIO(data)).load()
+        return data
+    except OSError as err:
+        if "truncated" not in str(err):
+            raise
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=95)
+    summary.setdefault("repaired", []).append(f"{name}: truncated in the repository, re-encoded from what decodes")
+    print(f"repaired {name}: truncated in the repository, re-encoded from what decodes", flush=True)
+    return out.getvalue()
+
+
 def write_set(ts: TaskSet, mirror: GitMirror, out: Path, source: dict) -> dict:
     """Write the images (and COCO files) of ``ts`` under ``out``; return the summary written to task.json."""
     prepare_dir(out)
@@ -234,7 +259,7 @@ def write_set(ts: TaskSet, mirror: GitMirror, out: Path, source: dict) -> dict:
         coco: dict = {"images": [], "annotations": [],
                       "categories": [{"id": i + 1, "name": c} for i, c in enumerate(ts.classes)]}  # fmt: skip
         for n, item in enumerate(items, 1):
-            data = mirror.read(item.image)
+            data = whole_image(mirror.read(item.image), item.image, summary)
             if ts.task == "classification":
                 folder = out / split / item.label
                 folder.mkdir(parents=True, exist_ok=True)
