@@ -157,6 +157,7 @@ def test_sweep_resumes_without_running_a_trial_twice(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state.name for t in study.trials]
     assert states[:3] == ["COMPLETE", "COMPLETE", "FAIL"] and len(states) == 4 and states[3] in ("COMPLETE", "PRUNED")
+    assert study.trials[2].user_attrs["error"] == "the sweep stopped while it ran (not rerun)"
     assert len({t.params["model.init_args.optimizer.lr"] for t in study.trials if t.params}) == 3
     assert sorted(p.name for p in (out / "trials").glob("*.yaml")) == ["trial_000.yaml", "trial_001.yaml",
                                                                         "trial_003.yaml"]  # fmt: skip

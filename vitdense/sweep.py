@@ -239,8 +239,9 @@ def sweep_main(args: list[str]) -> str:
     )  # fmt: skip
     for t in study.trials:  # killed while running: failed, never run again
         if t.state == optuna.trial.TrialState.RUNNING:
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            # the reason first: a finished trial takes no more attributes
             study._storage.set_trial_user_attr(t._trial_id, "error", "the sweep stopped while it ran (not rerun)")
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     if own.baseline_trial == "true" and not study.trials:
         params, notes = baseline_params(base, space)
         if params:
