@@ -120,20 +120,26 @@ class DetectionTask(BaseTask):
     def _losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         return sum(self.detector(images, self._targets(targets)).values())
 
+    def _image_loss(self, image: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One image's val/test loss: alone (FCOS and the two-stage heads normalise by what the whole batch holds) and
+        under a fixed seed (Faster/Mask R-CNN sample anchors and proposals at random), so that the loss of an image is
+        the same in any batch, on any number of processes, in any order."""
+        devices = [image.device] if image.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            return self._losses([image], [target])
+
     def shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         images, targets = list(batch["image"]), batch["target"]
         if stage == "train":
             loss = self._losses(images, targets)
         else:
             # torchvision detectors return losses only in train mode: compute them with the body frozen in eval
-            # (no BatchNorm statistics or drop-path change), per size group as the detections, then the
-            # detections in eval mode.
+            # (no BatchNorm statistics or drop-path change), then the detections in eval mode.
             self.detector.train()
             self.detector.backbone.eval()
-            loss = sum(
-                self._losses([images[i] for i in idx], [targets[i] for i in idx]) * len(idx) / len(images)
-                for idx in group_indices(tuple(image.shape[-2:]) for image in images)
-            )
+            loss = sum(self._image_loss(image, target) for image, target in zip(images, targets, strict=True))
+            loss = loss / len(images)
             self.detector.eval()
             preds = self(images)
             truth = self.metric_targets(targets)
