@@ -88,3 +88,23 @@ def test_scores_at_the_mask_resolution_whatever_eval_size(eval_size: int | None)
     else:
         assert item["image"].shape[-2:] == (16, 16)
         assert miou < 0.9  # right at 16x16 only: a 4-pixel-wide blur of the stripe at full size
+
+
+@pytest.mark.parametrize("head", ["fcos", pytest.param("faster_rcnn", marks=pytest.mark.slow)])  # ~8 s / ~19 s
+def test_detection_val_loss_does_not_depend_on_the_batch(head: str) -> None:
+    """FCOS normalises by the foreground of the whole batch and Faster R-CNN samples anchors and proposals at random:
+    the val loss of a batch used to differ from the mean of its images' losses (and from one call to the next)."""
+    task = DetectionTask(backbone=VIT_D2_W32, num_classes=2, head={"name": head}).eval()
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 96, 128, generator=g), torch.rand(3, 128, 96, generator=g), torch.rand(3, 96, 96)]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[5.0, 20.0, 40.0, 90.0], [50.0, 60.0, 90.0, 120.0]]), "labels": torch.tensor([0, 1])},
+        {"boxes": torch.tensor([[30.0, 30.0, 70.0, 80.0]]), "labels": torch.tensor([0])},
+    ]
+    with torch.no_grad():
+        together = float(task.shared_step({"image": images, "target": targets}, "val"))
+        alone = [float(task.shared_step({"image": [i], "target": [t]}, "val")) for i, t in zip(images, targets)]
+        again = float(task.shared_step({"image": images[::-1], "target": targets[::-1]}, "val"))
+    assert together == pytest.approx(sum(alone) / len(alone), abs=1e-5)
+    assert again == pytest.approx(together, abs=1e-5)
