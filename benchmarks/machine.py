@@ -5,6 +5,7 @@ Imported by the scripts in this folder (run as ``python benchmarks/<script>.py``
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -31,3 +32,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_info(threads: int, gflops: float) -> dict:
+    """The machine entry of a results file: CPU, cores, torch threads, the fp32 matmul rate measured for the run,
+    Python and torch versions, and the load average now (the machine is shared)."""
+    return {
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "matmul_fp32_gflops": round(gflops, 1),
+        "python": platform.python_version(), "torch": torch.__version__, "load_average": os.getloadavg(),
+    }  # fmt: skip

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
-from machine import cpu_name  # benchmarks/machine.py
+from machine import machine_info  # benchmarks/machine.py
 from recipes import NUM_CLASSES, VOID, build_config, build_parser, git_commit, matmul_gflops, short
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,9 +139,7 @@ def main() -> None:
                      "startup_trials": args.startup_trials, "seed": args.seed, "space": SPACE,
                      "trial_warmup": round(TEMPLATE_WARMUP * args.trial_steps / FULL_STEPS)},
         "sweep_s": sweep_s, "command": " ".join(["python", *cmd[1:]]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                    "matmul_fp32_gflops": round(gflops, 1), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_average": os.getloadavg()},
+        "machine": machine_info(args.threads, gflops),
         "commit": commit,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 import yaml
-from machine import cpu_name  # benchmarks/machine.py
+from machine import machine_info  # benchmarks/machine.py
 from recipes import git_commit, matmul_gflops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,9 +199,7 @@ def main() -> None:
         "best_trial": best["number"], "best_value": best["value"], "best_trial_summary_value": trial_value,
         "refit_value": refit, "refit_difference": refit - best["value"], "refit_s": time.perf_counter() - start_fit,
         "sweep_s": sweep_s, "checks": checks, "passed": all(checks.values()),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                    "matmul_fp32_gflops": round(gflops, 1), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_average": os.getloadavg()},
+        "machine": machine_info(args.threads, gflops),
         "commit": commit, "monitor": summary["monitor"],
         "commands": {"sweep": " ".join(cmd[1:]), "refit": " ".join(refit_cmd[1:])},
     }  # fmt: skip

@@ -18,7 +18,6 @@ import csv
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 import yaml
-from machine import cpu_name  # benchmarks/machine.py
+from machine import machine_info  # benchmarks/machine.py
 from recipes import NUM_CLASSES, VOID, build_config, build_parser, git_commit, matmul_gflops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,9 +84,7 @@ def main() -> None:
         "settings": {"crop": recipe.crop, "batch": recipe.batch, "head_channels": recipe.head_channels,
                      "weights": Path(recipe.weights).name, "root": str(recipe.root), "seed": args.seed,
                      "optimizer": cfg["model"]["init_args"]["optimizer"]},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                    "matmul_fp32_gflops": round(gflops, 1), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_average": os.getloadavg()},
+        "machine": machine_info(args.threads, gflops),
         "commit": commit, "command": " ".join(["python", *cmd[1:]]),
     }  # fmt: skip
     (args.out / "tune_camvid.json").write_text(json.dumps(result, indent=2) + "\n")
