@@ -118,6 +118,16 @@ def test_export_leaves_the_task_as_it_was(fmt: str, tmp_path: Path) -> None:
     assert any(not torch.equal(v, before[k]) for k, v in task.state_dict().items() if "lora_" in k)
 
 
+def exported_int8(tmp_path: Path, task: str) -> tuple[Path, Path, Path, str]:
+    """A tiny fit of ``task`` put through `export --format onnx --quantize int8 --calibration 4`: its config, its
+    checkpoint, the fp32 ONNX file and what the command printed."""
+    config, ckpt = train_tiny_run(tmp_path, task)
+    text = main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--quantize",
+                 "int8", "--calibration", "4"])  # fmt: skip
+    (path,) = (tmp_path / "runs").glob(f"{task}/version_0/{task}.onnx")
+    return config, ckpt, path, text
+
+
 @pytest.mark.slow  # ~45 s: a tiny fit, an ONNX export, int8 calibration and scoring
 def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
     """The ONNX file carries what a runner needs; OnnxModel (onnxruntime + numpy only) gives the model's class map;
@@ -126,10 +136,7 @@ def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     from vitdense.onnx_runner import OnnxModel
 
-    config, ckpt = train_tiny_run(tmp_path, "segmentation")
-    text = main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--quantize",
-                 "int8", "--calibration", "4"])  # fmt: skip
-    (path,) = (tmp_path / "runs").glob("segmentation/version_0/segmentation.onnx")
+    config, ckpt, path, text = exported_int8(tmp_path, "segmentation")
     model, reference = OnnxModel(path), checkpointed(config, ckpt)
     assert model.task == "segmentation" and model.class_names == reference.class_names and model.in_chans == 3
     assert model.metadata["palette"] == reference.palette()[: 3 * reference.num_classes]
@@ -152,10 +159,7 @@ def test_int8_classification_reports_accuracy(tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     from vitdense.onnx_runner import OnnxModel
 
-    config, ckpt = train_tiny_run(tmp_path, "classification")
-    text = main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--quantize",
-                 "int8", "--calibration", "4"])  # fmt: skip
-    (path,) = (tmp_path / "runs").glob("classification/version_0/classification.onnx")
+    _, _, path, text = exported_int8(tmp_path, "classification")
     int8 = OnnxModel(path.with_name("classification.int8.onnx"))
     assert int8.task == "classification" and int8.metadata["calibration_images"] == 4
     images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
