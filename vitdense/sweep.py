@@ -183,11 +183,13 @@ def make_pruner(percentile: float, startup_trials: int) -> Any:
 
 
 def trials_table(study: Any) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows: number, state, value, each parameter."""
+    """Header and rows: number, state, value, each parameter, the reason a trial failed."""
     keys = sorted({k for t in study.trials for k in t.params})
-    marks = {True: " (config)", False: ""}
-    state = {t.number: t.state.name.lower() + marks[bool(t.user_attrs.get("baseline"))] for t in study.trials}
-    rows = [[t.number, state[t.number], None if t.value is None else round(t.value, 5),
+
+    def state(t: Any) -> str:  # the baseline trial (the config's own values) marked
+        return t.state.name.lower() + (" (config)" if t.user_attrs.get("baseline") else "")
+
+    rows = [[t.number, state(t), None if t.value is None else round(t.value, 5),
              *[t.params.get(k) for k in keys], t.user_attrs.get("error", "")] for t in study.trials]  # fmt: skip
     return ["trial", "state", "value", *keys, "error"], rows
 
