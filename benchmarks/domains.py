@@ -250,13 +250,14 @@ def pixel_shares(counts: np.ndarray) -> list[float]:
     return (counts / max(1, counts.sum())).round(6).tolist()
 
 
-def prepare_dir(path: Path) -> None:
-    """Empty ``path`` for a rebuild, refusing a non-empty folder that is not a domain build."""
+def prepare_dir(path: Path, marker: str = "domain.json") -> None:
+    """Empty ``path`` for a rebuild, refusing a non-empty folder that is not a build of ours (it holds ``marker``:
+    domain.json here, task.json for benchmarks/task_datasets.py)."""
     if path.is_symlink() or path.is_file():
         raise SystemExit(f"'{path}' is not a folder; move it away.")
     if path.exists():
-        if any(path.iterdir()) and not (path / "domain.json").is_file():
-            raise SystemExit(f"'{path}' is not empty and holds no domain.json: not overwriting it; pick another --out.")
+        if any(path.iterdir()) and not (path / marker).is_file():
+            raise SystemExit(f"'{path}' is not empty and holds no {marker}: not overwriting it; pick another --out.")
         shutil.rmtree(path)
     path.mkdir(parents=True)
 

@@ -36,14 +36,13 @@ import argparse
 import io
 import json
 import re
-import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domains import SPLITS, GitMirror, hash_order, split_stems  # benchmarks/domains.py
+from domains import SPLITS, GitMirror, hash_order, prepare_dir, split_stems  # benchmarks/domains.py
 from PIL import Image
 
 MIRRORS = Path("/work/.mirror")
@@ -216,15 +215,6 @@ def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str)
     return out
 
 
-def prepare_dir(path: Path) -> None:
-    """Empty ``path`` for a rebuild, refusing a non-empty folder that is not a build of this script."""
-    if path.exists():
-        if any(path.iterdir()) and not (path / "task.json").is_file():
-            raise SystemExit(f"'{path}' is not empty and holds no task.json: not overwriting it; pick another --out.")
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-
-
 def whole_image(data: bytes, name: str, summary: dict) -> bytes:
     """The image's bytes, or, when the file in the repository is cut short (kangaroo has one such JPEG, which the
     templates refuse to read), the part that decodes re-encoded as a whole JPEG (quality 95), listed in task.json
@@ -252,7 +242,7 @@ def whole_image(data: bytes, name: str, summary: dict) -> bytes:
 
 def write_set(ts: TaskSet, mirror: GitMirror, out: Path, source: dict) -> dict:
     """Write the images (and COCO files) of ``ts`` under ``out``; return the summary written to task.json."""
-    prepare_dir(out)
+    prepare_dir(out, marker="task.json")
     summary: dict = {"name": ts.name, "task": ts.task, **source, **ts.info, "classes": ts.classes, "splits": {}}
     for split in SPLITS:
         items, per_class = ts.splits.get(split, []), dict.fromkeys(ts.classes, 0)
