@@ -70,6 +70,12 @@ DATASETS = {
 }
 
 
+def held_out_splits(root: Path) -> list[tuple[str, str]]:
+    """(split, prefix of its metric names) of each split both sides are scored on: val, and test where the set has
+    one (after the same last epoch; nothing is chosen on either)."""
+    return [("val", ""), *([("test", "test_")] if (root / "test").is_dir() else [])]
+
+
 def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> dict[str, float]:
     """Fine-tune the shipped template through the CLI; the val (and test) metrics after the last epoch."""
     spec = TASKS[task]
@@ -88,7 +94,7 @@ def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> 
         argv += [f"--{key}", value]
     cli = vitdense_main(argv)
     scores = {m: float(cli.trainer.callback_metrics[f"val/{m}"]) for m in spec["metrics"]}
-    if (args.root / "test").is_dir():
+    if ("test", "test_") in held_out_splits(args.root):
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the weights after the last epoch
         scores |= {f"test_{m}": float(cli.trainer.callback_metrics[f"test/{m}"]) for m in spec["metrics"]}
     return scores
@@ -132,16 +138,14 @@ def peer_classification(args: argparse.Namespace, seed: int) -> dict[str, float]
             sched.step()
     model.eval()
     scores = {}
-    for split in ("val", "test"):
-        if split == "val" or (root / split).is_dir():
-            held_out = datasets.ImageFolder(root / split, val_tf)
-            assert held_out.classes == train.classes, f"{root / split}: other class folders than train"
-            with torch.no_grad():
-                pred = torch.cat([model(x).argmax(1) for x, _ in DataLoader(held_out, batch_size=16)])
-            truth, k = torch.tensor(held_out.targets), len(train.classes)
-            f1 = multiclass_f1_score(pred, truth, num_classes=k, average="macro")
-            prefix = "" if split == "val" else "test_"
-            scores |= {f"{prefix}acc": float((pred == truth).float().mean()), f"{prefix}f1": float(f1)}
+    for split, prefix in held_out_splits(root):
+        held_out = datasets.ImageFolder(root / split, val_tf)
+        assert held_out.classes == train.classes, f"{root / split}: other class folders than train"
+        with torch.no_grad():
+            pred = torch.cat([model(x).argmax(1) for x, _ in DataLoader(held_out, batch_size=16)])
+        truth, k = torch.tensor(held_out.targets), len(train.classes)
+        f1 = multiclass_f1_score(pred, truth, num_classes=k, average="macro")
+        scores |= {f"{prefix}acc": float((pred == truth).float().mean()), f"{prefix}f1": float(f1)}
     return scores
 
 
@@ -217,15 +221,13 @@ def peer_detection(args: argparse.Namespace, seed: int) -> dict[str, float]:
             sched.step()
     model.eval()
     scores = {}
-    for split in ("val", "test"):
-        if split == "val" or (root / split).is_dir():
-            metric = MeanAveragePrecision(box_format="xyxy")
-            with torch.no_grad():
-                for image, target in CocoBoxes(root / split, train=False):
-                    metric.update(model([image]), [target])
-            out = metric.compute()
-            prefix = "" if split == "val" else "test_"
-            scores |= {f"{prefix}mAP": float(out["map"]), f"{prefix}mAP_50": float(out["map_50"])}
+    for split, prefix in held_out_splits(root):
+        metric = MeanAveragePrecision(box_format="xyxy")
+        with torch.no_grad():
+            for image, target in CocoBoxes(root / split, train=False):
+                metric.update(model([image]), [target])
+        out = metric.compute()
+        scores |= {f"{prefix}mAP": float(out["map"]), f"{prefix}mAP_50": float(out["map_50"])}
     return scores
 
 
