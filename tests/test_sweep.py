@@ -65,22 +65,33 @@ def test_space_errors_name_the_key(tmp_path: Path) -> None:
         sweep.load_space(space)
 
 
+LR_SPACE = "model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+
+
+def tiny_sweep(tmp_path: Path, trainer: dict, data: dict, model: dict, space: str = LR_SPACE) -> tuple[list[str], Path]:
+    """The ``sweep`` command (without --trials) of a config named seg.yaml: the 2-block patch-8 ViT with a tiny
+    UPerNet on synthetic 32-pixel images, the given trainer / data / model settings on top, and the space; and the
+    sweep's output folder."""
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {"backbone": backbone, "log_images": 0,
+                                                                           **model}},
+        "data": {"class_path": "SyntheticSegmentationDataModule", "init_args": {"image_size": 32, **data}},
+        "trainer": {"accelerator": "cpu", "enable_model_summary": False, **trainer},
+    }  # fmt: skip
+    config, space_file, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
+    config.write_text(yaml.safe_dump(cfg))
+    space_file.write_text(space)
+    return ["sweep", "--config", str(config), "--space", str(space_file), "--output", str(out)], out
+
+
 def test_trials_without_a_logger_get_a_run_folder_each(tmp_path: Path) -> None:
     """With ``trainer.logger: false`` every trial used to write into the same folder: the second trial's fit refused
     to overwrite the first's config.yaml and failed (and checkpoints would have mixed)."""
-    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
-    cfg = {
-        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {
-            "backbone": backbone, "head": {"channels": 8, "aux_channels": 4},
-            "optimizer": {"lr": 1e-3}, "log_images": 0}},
-        "data": {"class_path": "SyntheticSegmentationDataModule",
-                 "init_args": {"num_train": 4, "num_val": 2, "image_size": 32, "batch_size": 2}},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "logger": False, "enable_model_summary": False},
-    }  # fmt: skip
-    config, space, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
-    config.write_text(yaml.safe_dump(cfg))
-    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
-    main(["sweep", "--config", str(config), "--space", str(space), "--output", str(out), "--trials", "2"])
+    args, out = tiny_sweep(tmp_path, {"max_epochs": 1, "logger": False},
+                           {"num_train": 4, "num_val": 2, "batch_size": 2},
+                           {"head": {"channels": 8, "aux_channels": 4}, "optimizer": {"lr": 1e-3}})  # fmt: skip
+    main([*args, "--trials", "2"])
     study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     for n in (0, 1):
@@ -89,21 +100,12 @@ def test_trials_without_a_logger_get_a_run_folder_each(tmp_path: Path) -> None:
 
 
 def test_a_sweep_whose_trials_all_fail_exits_with_the_reason(tmp_path: Path) -> None:
-    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
-    cfg = {
-        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {
-            "backbone": backbone, "head": {"channels": 8, "aux_channels": 4}, "log_images": 0}},
-        "data": {"class_path": "SyntheticSegmentationDataModule",
-                 "init_args": {"num_train": 2, "num_val": 2, "image_size": 32, "batch_size": 2}},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
-                    "enable_model_summary": False},
-    }  # fmt: skip
-    config, space, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
-    config.write_text(yaml.safe_dump(cfg))
-    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    args, out = tiny_sweep(tmp_path, {"max_epochs": 1, "logger": False, "enable_checkpointing": False},
+                           {"num_train": 2, "num_val": 2, "batch_size": 2},
+                           {"head": {"channels": 8, "aux_channels": 4}})  # fmt: skip
     with pytest.raises(SystemExit, match=r"no trial of .*study.db completed; the first error: RuntimeError: trial 0: "
                        "no best checkpoint of val/mIoU"):  # fmt: skip
-        main(["sweep", "--config", str(config), "--space", str(space), "--output", str(out), "--trials", "1"])
+        main([*args, "--trials", "1"])
     table = (out / "trials.csv").read_text().splitlines()
     assert table[0].endswith(",error") and "no best checkpoint" in table[1]
 
@@ -129,20 +131,12 @@ def test_baseline_trial_takes_the_configs_values_inside_the_space() -> None:
 
 @pytest.mark.slow  # 3 tiny fits: ~15 s on 2 shared cores
 def test_sweep_resumes_without_running_a_trial_twice(tmp_path: Path) -> None:
-    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
-    cfg = {
-        "model": {"class_path": "vitdense.SegmentationTask", "init_args": {
-            "backbone": backbone, "head": {"channels": 16, "aux_channels": 8},
-            "optimizer": {"lr": 1e-3, "layer_decay": 0.9, "head_lr_mult": 10.0}, "log_images": 0}},
-        "data": {"class_path": "SyntheticSegmentationDataModule",
-                 "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}},
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_model_summary": False},
-    }  # fmt: skip
-    config, space, out = tmp_path / "seg.yaml", tmp_path / "space.yaml", tmp_path / "sweep"
-    config.write_text(yaml.safe_dump(cfg))
-    space.write_text("model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
-                     "model.init_args.optimizer.layer_decay: {type: categorical, choices: [0.75, 0.9]}\n")  # fmt: skip
-    args = ["sweep", "--config", str(config), "--space", str(space), "--output", str(out)]
+    args, out = tiny_sweep(
+        tmp_path, {"max_epochs": 2}, {"num_train": 8, "num_val": 4, "batch_size": 4},
+        {"head": {"channels": 16, "aux_channels": 8},
+         "optimizer": {"lr": 1e-3, "layer_decay": 0.9, "head_lr_mult": 10.0}},
+        LR_SPACE + "model.init_args.optimizer.layer_decay: {type: categorical, choices: [0.75, 0.9]}\n",
+    )  # fmt: skip
     main([*args, "--trials", "2"])
     study = optuna.load_study(study_name="seg", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
