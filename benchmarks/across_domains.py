@@ -33,7 +33,21 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
 # CamVid rows were named by their full settings before the template took them as defaults: the same recipes.
 CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off", "default, seed 1": "seed=1"}
-SEED1 = {"default": "seed=1", "class_weights=off": "seed=1,class_weights=off"}  # the same recipes, seed 1
+MEAN_ROW = "class_weights=auto, mean over seeds"
+
+
+def seed_row(name: str, seed: int) -> str:
+    """The row of recipe ``name`` (``default`` or ``class_weights=off``) run at ``seed``, as recipes.py names it."""
+    if seed == 0:
+        return name
+    return f"seed={seed}" if name == "default" else f"seed={seed},{name}"
+
+
+def merge_peer_seeds(rows: dict[str, dict]) -> None:
+    """Replace the peer's rows (``PEER`` at seed 0, ``PEER, seed=N``) by one row: their mean, with ``seeds``."""
+    runs = [rows.pop(n) for n in sorted(rows) if n == PEER or n.startswith(f"{PEER}, seed=")]
+    if runs:
+        rows[PEER] = {k: sum(r[k] for r in runs) / len(runs) for k in ("val", "test")} | {"seeds": len(runs)}
 
 
 def load_rows(results: Path) -> dict[str, dict[str, dict]]:
@@ -50,6 +64,8 @@ def load_rows(results: Path) -> dict[str, dict[str, dict]]:
         table[path.parent.name] = {
             n: {"val": r["mIoU"], "test": r.get("test_mIoU")} for n, r in rows.items() if r.get("test_mIoU") is not None
         }
+    for rows in table.values():
+        merge_peer_seeds(rows)
     table = {d: rows for d, rows in table.items() if PEER in rows and "default" in rows}
     # CamVid keeps a long history of ablations of earlier templates: only the recipes also run on another domain.
     elsewhere = {n for d, rows in table.items() if d != "camvid" for n in rows}
@@ -71,15 +87,14 @@ def add_rule_rows(table: dict[str, dict[str, dict]], data_root: Path) -> dict[st
         choice = class_weight_rule(shares, info["classes"])
         name = "default" if choice.value == "sqrt_median_frequency" else "class_weights=off"
         chosen[domain] = f"{name}: {choice.reason}"
+        runs = [rows[seed_row(name, seed)] for seed in range(10) if seed_row(name, seed) in rows]
         if name in rows:
             rows["class_weights=auto"] = rows[name]
-        if SEED1[name] in rows:
-            rows["class_weights=auto, seed 1"] = rows[SEED1[name]]
-        if "class_weights=auto" in rows and "class_weights=auto, seed 1" in rows:  # the peer keeps its one seed
-            runs = (rows["class_weights=auto"], rows["class_weights=auto, seed 1"])
-            rows["class_weights=auto, mean of seeds 0 and 1"] = {
-                k: (runs[0][k] + runs[1][k]) / 2 for k in ("val", "test")
-            }
+        for seed in range(1, 10):
+            if seed_row(name, seed) in rows:
+                rows[f"class_weights=auto, seed {seed}"] = rows[seed_row(name, seed)]
+        if name in rows and len(runs) > 1:
+            rows[MEAN_ROW] = {k: sum(r[k] for r in runs) / len(runs) for k in ("val", "test")} | {"seeds": len(runs)}
     return chosen
 
 
@@ -113,21 +128,29 @@ def leave_one_out(table: dict[str, dict[str, dict]]) -> list[dict]:
     return rows
 
 
+def seeds_note(row: dict, before: str, after: str = "") -> str:
+    """``N seeds`` between ``before`` and ``after`` for a cell that averages N > 1 seeds, else nothing."""
+    return f"{before}{row['seeds']} seeds{after}" if row.get("seeds", 1) > 1 else ""
+
+
 def markdown(table: dict[str, dict[str, dict]], chosen: dict[str, str]) -> str:
     domains = sorted(table)
     test = gains(table, "test")
     lines = ["# Segmentation recipes across domains", "",
              "Test mIoU of each recipe and, in brackets, its gain over the plain-loop peer in points (600 steps x 8, "
-             "crop 224, ViT-Ti ImageNet weights, seed 0 unless the row names another; the peer ran once, at seed 0). "
+             "crop 224, ViT-Ti ImageNet weights, seed 0 unless the row names another). The peer's cell is the mean of "
+             "its seeds where it ran more than one, and every gain is over that mean; a cell that averages seeds "
+             "says how many. "
              "CamVid's column is its val split (its test split is an "
              "outside held-out check, not in this project). Written by benchmarks/across_domains.py from the rows of "
              "benchmarks/recipes.py.", "",
              "| recipe | " + " | ".join(domains) + " | mean gain | worst gain |",
              "| --- | " + " | ".join("---" for _ in domains) + " | --- | --- |"]  # fmt: skip
-    peer_cells = [f"{table[d][PEER]['test']:.3f}" for d in domains]
+    peer_cells = [f"{table[d][PEER]['test']:.3f}" + seeds_note(table[d][PEER], " (", ")") for d in domains]
     lines.append(f"| {PEER} | " + " | ".join(peer_cells) + " | | |")
     for name in sorted(test, key=lambda n: (n != "default", n)):
-        cells = [f"{table[d][name]['test']:.3f} ({test[name][d]:+.1f})" if d in test[name] else "" for d in domains]
+        cells = [f"{table[d][name]['test']:.3f} ({test[name][d]:+.1f}{seeds_note(table[d][name], '; ')})"
+                 if d in test[name] else "" for d in domains]  # fmt: skip
         done = len(test[name]) == len(domains)
         summary = (f"{sum(test[name].values()) / len(domains):+.1f} | {min(test[name].values()):+.1f}" if done
                    else " | ")  # fmt: skip

@@ -55,6 +55,12 @@ DOMAIN_PEER = REPO / "benchmarks" / "peer_loop.py"  # the same loop, classes and
 DATA_ROOT = Path("/work/bench_data")  # benchmarks/domains.py's default output
 TEMPLATE = REPO / "configs" / "segmentation_folder.yaml"
 PEER_ROW = "peer: smp DPT (plain loop)"
+
+
+def peer_row_name(seed: int) -> str:
+    """The peer's row: ``PEER_ROW`` at seed 0 (the rows before seeds were named), ``PEER_ROW, seed=N`` else, so that
+    a second seed of the peer is a row of its own instead of replacing the first."""
+    return PEER_ROW if seed == 0 else f"{PEER_ROW}, seed={seed}"
 NUM_CLASSES, VOID = 11, 11
 # Flags that shape the recipe; a row's default name lists those that differ from their defaults.
 KNOBS = ("steps", "batch", "crop", "head_channels", "seed", "weights")
@@ -324,7 +330,7 @@ def peer_domain_row(
     val, test = results["val"], results.get("test")
     row = {
         "domain": args.domain,
-        "name": PEER_ROW,
+        "name": peer_row_name(args.seed),
         "mIoU": float(val["test_mIoU"]),  # peer_loop's name for the scored split's mIoU; this one is val
         "pixel_acc": float(val["pixel_acc"]),
         "iou": results["iou"]["val"],
@@ -440,7 +446,7 @@ def main() -> None:
                 f"CamVid not found at '{args.root}' (expected {{train,val}}/{{images,masks}}): pass --root."
             )
         args.num_classes, args.void = NUM_CLASSES, VOID
-        report(run_rows(args, name, None), name, args.out)
+        report(run_rows(args, name, None), name, args.out, args.seed)
         return
     out = args.out
     for domain in domain_names(args.data_root, args.domain):
@@ -449,13 +455,14 @@ def main() -> None:
         run_args.domain, run_args.root, run_args.out = domain, args.data_root / domain, out / domain
         run_args.num_classes, run_args.void = meta["num_classes"], meta["ignore_index"]
         print(f"\n=== {domain}: {meta['domain']} ({meta['num_classes']} classes, root {run_args.root})", flush=True)
-        report(run_rows(run_args, name, meta), name, run_args.out)
+        report(run_rows(run_args, name, meta), name, run_args.out, args.seed)
 
 
-def report(rows: dict[str, dict], name: str, out: Path) -> None:
+def report(rows: dict[str, dict], name: str, out: Path, seed: int) -> None:
     """The recipe's difference to the peer (val, and test where scored), and where the table is."""
-    if PEER_ROW in rows and name in rows:
-        ours, peer = rows[name], rows[PEER_ROW]
+    peer_name = peer_row_name(seed)
+    if peer_name in rows and name in rows:
+        ours, peer = rows[name], rows[peer_name]
         budget = "" if all(ours[k] == peer[k] for k in ("steps", "batch", "crop")) else ", different budgets"
         line = f"vitdense - peer = {ours['mIoU'] - peer['mIoU']:+.3f} mIoU"
         if ours.get("test_mIoU") is not None and peer.get("test_mIoU") is not None:
