@@ -61,6 +61,8 @@ def peer_row_name(seed: int) -> str:
     """The peer's row: ``PEER_ROW`` at seed 0 (the rows before seeds were named), ``PEER_ROW, seed=N`` else, so that
     a second seed of the peer is a row of its own instead of replacing the first."""
     return PEER_ROW if seed == 0 else f"{PEER_ROW}, seed={seed}"
+
+
 NUM_CLASSES, VOID = 11, 11
 # Flags that shape the recipe; a row's default name lists those that differ from their defaults.
 KNOBS = ("steps", "batch", "crop", "head_channels", "seed", "weights")
