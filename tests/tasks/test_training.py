@@ -143,3 +143,39 @@ def test_fine_tuning_after_validate_in_the_same_process(tmp_path: Path) -> None:
     Trainer(**args).validate(task, data)
     Trainer(max_steps=1, num_sanity_val_steps=0, limit_val_batches=0, **args).fit(task, data)
     assert task.trainer.global_step == 1
+
+
+def test_warmup_longer_than_half_the_run_is_named_at_fit(tmp_path: Path) -> None:
+    """A template's 100-step warmup on a 4-step run: the lr would never reach its peak. Fit says so and names the
+    key; a warmup of a tenth of the run says nothing."""
+    import warnings
+
+    from lightning.pytorch import Trainer
+
+    from vitdense import SegmentationTask
+    from vitdense.data import SyntheticSegmentationDataModule
+    from vitdense.tasks.training import warmup_too_long
+
+    assert warmup_too_long({"warmup_steps": 10}, 100) is None and warmup_too_long({"warmup_steps": 0}, 1) is None
+    assert "reaches its peak only at step 60" in warmup_too_long({"warmup_steps": 60}, 100)
+
+    def fit(warmup: int) -> list[str]:
+        data = SyntheticSegmentationDataModule(num_train=8, num_val=4, image_size=32, batch_size=4)
+        task = SegmentationTask(
+            num_classes=data.num_classes,
+            backbone=tiny_vit(),
+            head={"channels": 16},
+            scheduler={"name": "poly", "warmup_steps": warmup},
+        )
+        trainer = Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                          default_root_dir=str(tmp_path))  # fmt: skip
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            trainer.fit(task, data)
+        return [str(w.message) for w in record if "[vitdense]" in str(w.message)]
+
+    said = fit(100)
+    assert len(said) == 1 and "scheduler.warmup_steps 100" in said[0] and "4 optimizer steps" in said[0]
+    assert "never reaches its peak" in said[0]
+    assert fit(0) == []

@@ -9,7 +9,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
@@ -26,6 +26,7 @@ from vitdense.tasks.training import (
     resolve_optimizer_config,
     resolve_scheduler_config,
     set_frozen,
+    warmup_too_long,
 )
 
 
@@ -320,6 +321,9 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        warning = warmup_too_long(self.scheduler_cfg, int(total)) if self.scheduler_fn is None else None
+        if warning and self._trainer is not None and not self.trainer.fast_dev_run:
+            rank_zero_warn(f"[vitdense] {warning}")
         return configure_optimization(
             None if self.freeze_backbone else self.backbone, self.head_modules(), self.optimizer_cfg,
             self.scheduler_cfg, int(total), self.optimizer_fn, self.scheduler_fn, self.monitor,

@@ -149,6 +149,23 @@ def lr_lambda(cfg: dict, total_steps: int):
     return factor
 
 
+def warmup_too_long(scheduler_cfg: dict, total_steps: int) -> str | None:
+    """What to say when the linear warmup takes half of the run or more, else ``None``.
+
+    The templates' warmups are counted in steps (100 for the segmentation and detection templates), sized for their
+    own epochs; a small dataset or a short run can leave the lr at its peak for a few steps, or never.
+    """
+    warmup, total = int(scheduler_cfg.get("warmup_steps", 0)), int(total_steps)
+    if warmup <= 0 or total <= 0 or 2 * warmup < total:
+        return None
+    peak = "never reaches its peak" if warmup >= total else f"reaches its peak only at step {warmup}"
+    return (
+        f"scheduler.warmup_steps {warmup} is {100 * warmup / total:.0f}% of this run's {total} optimizer steps: the "
+        f"lr {peak}. Set model.init_args.scheduler.warmup_steps smaller (10-20% of the run is {max(1, total // 10)}"
+        f"-{max(1, total // 5)}) or train longer."
+    )
+
+
 def configure_optimization(
     backbone: Backbone | None,
     heads: list[nn.Module],
