@@ -31,6 +31,8 @@ from vitdense.recipe_rules import class_weight_rule
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
+DOCS = REPO / "docs" / "recipes.md"
+BLOCK = ("<!-- across -->\n", "<!-- /across -->\n")
 # CamVid rows were named by their full settings before the template took them as defaults: the same recipes.
 CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off", "default, seed 1": "seed=1"}
 MEAN_ROW = "class_weights=auto, mean over seeds"
@@ -176,15 +178,29 @@ def markdown(table: dict[str, dict[str, dict]], chosen: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replace_block(docs: Path, text: str) -> None:
+    """Put the tables of ``text`` (its title and first paragraph left out: docs/recipes.md has its own, and its
+    headings are one level deeper) between the ``<!-- across -->`` markers of ``docs``."""
+    page = docs.read_text()
+    if BLOCK[0] not in page or BLOCK[1] not in page:
+        raise SystemExit(f"'{docs}' has no {BLOCK[0].strip()} ... {BLOCK[1].strip()} block: add the markers.")
+    body = text[text.index("| recipe |") :].replace("\n## ", "\n### ")
+    head, rest = page.split(BLOCK[0], 1)
+    docs.write_text(head + BLOCK[0] + body + BLOCK[1] + rest.split(BLOCK[1], 1)[1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=RESULTS, help="benchmarks/recipes.py's output folder")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="benchmarks/domains.py's output (domain.json)")
+    p.add_argument("--docs", type=Path, default=DOCS, help="file whose <!-- across --> block gets the tables")
     args = p.parse_args()
     table = load_rows(args.results)
     chosen = add_rule_rows(table, args.data_root)
     text = markdown(table, chosen)
     (args.results / "across_domains.md").write_text(text)
+    if args.docs.is_file():
+        replace_block(args.docs, text)
     (args.results / "across_domains.json").write_text(
         json.dumps({"table": table, "rule_choices": chosen, "leave_one_domain_out": leave_one_out(table)}, indent=1)
     )
