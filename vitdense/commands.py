@@ -10,6 +10,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,6 +158,27 @@ def _datamodule(config: str, overrides: list[str]) -> BaseDataModule:
     return parser.instantiate_classes(parsed).data
 
 
+def schedule_text(config: str, report: Any, batch_size: int) -> str:
+    """The run the config asks for, counted from the training split: optimizer steps on one device and the warmup's
+    share of them (``vitdense.tasks.training.warmup_too_long`` says the same at fit)."""
+    import yaml
+
+    from vitdense.tasks.training import planned_steps, resolve_scheduler_config, warmup_too_long
+
+    train = next((s for s in report.splits if s.name == "train" and s.error is None), None)
+    if train is None:
+        return ""
+    cfg = yaml.safe_load(Path(config).read_text()) or {}
+    model = (cfg.get("model") or {}).get("init_args", cfg.get("model") or {})
+    scheduler = resolve_scheduler_config(model.get("scheduler") if isinstance(model.get("scheduler"), dict) else None)
+    steps, how = planned_steps(cfg.get("trainer") or {}, sum(train.sizes.values()), batch_size)
+    warmup = int(scheduler["warmup_steps"])
+    line = f"schedule: {steps} optimizer steps on one device ({how}); warmup {warmup} steps "
+    line += f"({100 * warmup / max(steps, 1):.0f}%)"
+    warning = warmup_too_long(scheduler, steps)
+    return "\n\n" + "\n".join([line, *([f"  - {warning}"] if warning else [])])
+
+
 def data_main(args: list[str]) -> str:
     """``vitdense data --config X [--output DIR] [--per_split N]``: the data report of a config (images, sizes,
     pixels and images per class per split, missing classes, every problem) and a contact sheet (see
@@ -180,7 +202,7 @@ def data_main(args: list[str]) -> str:
         raise ValueError(f"vitdense data reports segmentation DataModules; {type(datamodule).__name__} is not one.")
     output = free_folder(own.output or Path("runs") / "data" / Path(own.config).stem)
     report = summarize(datamodule)
-    text = report.table()
+    text = report.table() + schedule_text(own.config, report, datamodule.batch_size)
     colors = datamodule.class_colors or [tuple(c) for c in np.reshape(class_palette(256), (256, 3)).tolist()]
     output.mkdir(parents=True)
     (output / "report.txt").write_text(text + "\n")

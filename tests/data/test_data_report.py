@@ -44,3 +44,21 @@ def test_data_report_lists_every_problem_and_draws_class_colours(tmp_path: Path)
     main(["data", "--config", str(cfg), "--data.root", str(root), "--output", str(tmp_path / "look")])
     assert (tmp_path / "look-2" / "contact_sheet.png").is_file()  # a new folder, never overwritten
     assert tree(root) == before
+
+
+def test_data_report_counts_the_run_and_says_when_warmup_is_most_of_it(tmp_path: Path) -> None:
+    """The schedule the config asks for, counted from the training split before any training: 3 images in batches
+    of 2 (the partial batch dropped) for 4 epochs = 4 steps, of which the 100-step warmup is all."""
+    root = tmp_path / "data"
+    write_color_splits(root, per_split=3)
+    cfg = tmp_path / "seg.yaml"
+    model = {"class_path": "SegmentationTask", "init_args": {"scheduler": {"name": "poly", "warmup_steps": 100}}}
+    data = {"class_path": "SegmentationFolderDataModule", "init_args": {"root": str(root), "batch_size": 2}}
+    cfg.write_text(yaml.safe_dump({"data": data, "model": model, "trainer": {"max_epochs": 4}}))
+    text = main(["data", "--config", str(cfg), "--output", str(tmp_path / "look")])
+    assert "schedule: 4 optimizer steps on one device (trainer.max_epochs 4 x 1 batches of 2 (3 training" in text
+    assert "warmup 100 steps (2500%)" in text and "the lr never reaches its peak" in text
+    cfg.write_text(yaml.safe_dump({"data": data, "model": model, "trainer": {"max_steps": 1000}}))
+    text = main(["data", "--config", str(cfg), "--output", str(tmp_path / "look")])
+    assert "schedule: 1000 optimizer steps on one device (trainer.max_steps 1000); warmup 100 steps (10%)" in text
+    assert "never reaches" not in text and "reaches its peak only" not in text
