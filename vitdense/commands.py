@@ -170,8 +170,11 @@ def schedule_text(config: str, report: Any, batch_size: int) -> str:
         return ""
     cfg = yaml.safe_load(Path(config).read_text()) or {}
     model = (cfg.get("model") or {}).get("init_args", cfg.get("model") or {})
-    scheduler = resolve_scheduler_config(model.get("scheduler") if isinstance(model.get("scheduler"), dict) else None)
     steps, how = planned_steps(cfg.get("trainer") or {}, sum(train.sizes.values()), batch_size)
+    given = model.get("scheduler")
+    if isinstance(given, dict) and "class_path" in given:  # a LightningCLI scheduler replaces vitdense's schedule
+        return f"\n\nschedule: {steps} optimizer steps on one device ({how}); lr schedule {given['class_path']}"
+    scheduler = resolve_scheduler_config(given if isinstance(given, dict) else None)
     warmup = int(scheduler["warmup_steps"])
     line = f"schedule: {steps} optimizer steps on one device ({how}); warmup {warmup} steps "
     line += f"({100 * warmup / max(steps, 1):.0f}%)"

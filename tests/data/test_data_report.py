@@ -62,3 +62,11 @@ def test_data_report_counts_the_run_and_says_when_warmup_is_most_of_it(tmp_path:
     text = main(["data", "--config", str(cfg), "--output", str(tmp_path / "look")])
     assert "schedule: 1000 optimizer steps on one device (trainer.max_steps 1000); warmup 100 steps (10%)" in text
     assert "never reaches" not in text and "reaches its peak only" not in text
+    # both limits: Lightning stops at the first (here the 4 epochs' 4 steps: the warmup is all of them again)
+    cfg.write_text(yaml.safe_dump({"data": data, "model": model, "trainer": {"max_steps": 1000, "max_epochs": 4}}))
+    text = main(["data", "--config", str(cfg), "--output", str(tmp_path / "look")])
+    assert "schedule: 4 optimizer steps" in text and "never reaches its peak" in text
+    cfg.write_text(yaml.safe_dump({"data": data, "model": model, "trainer": {"max_steps": 3, "max_epochs": 4}}))
+    assert "schedule: 3 optimizer steps on one device (trainer.max_steps 3, before trainer.max_epochs 4" in main(
+        ["data", "--config", str(cfg), "--output", str(tmp_path / "look")]
+    )

@@ -172,19 +172,23 @@ def warmup_too_long(scheduler_cfg: dict, total_steps: int) -> str | None:
 def planned_steps(trainer_cfg: dict, train_samples: int, batch_size: int) -> tuple[int, str]:
     """Optimizer steps a config's trainer section asks for on one device, and how they were counted.
 
-    As Lightning counts them: ``max_steps`` when set, else ``max_epochs`` (Lightning's default 1000 when unset) x
-    the training batches per epoch (whole batches where there is more than one: vitdense drops the last partial
-    batch) / ``accumulate_grad_batches``. With N devices each epoch has about 1/N of the batches.
+    As Lightning counts them: the smaller of ``max_steps`` (when set) and ``max_epochs`` (Lightning's default 1000
+    when neither is set) x the training batches per epoch (whole batches where there is more than one: vitdense
+    drops the last partial batch) / ``accumulate_grad_batches``. With N devices each epoch has about 1/N of the
+    batches.
     """
-    max_steps = int(trainer_cfg.get("max_steps") or -1)
-    if max_steps > 0:
+    max_steps, max_epochs = int(trainer_cfg.get("max_steps") or -1), trainer_cfg.get("max_epochs")
+    if max_steps > 0 and max_epochs in (None, -1):
         return max_steps, f"trainer.max_steps {max_steps}"
-    epochs = int(trainer_cfg.get("max_epochs") or 1000)
+    epochs = int(max_epochs or 1000)
     batches = train_samples // batch_size if train_samples > batch_size else 1
     accumulate = int(trainer_cfg.get("accumulate_grad_batches") or 1)
     steps = epochs * max(1, math.ceil(batches / accumulate))
     how = f"trainer.max_epochs {epochs} x {batches} batches of {batch_size} ({train_samples} training images)"
-    return steps, how + (f" / accumulate_grad_batches {accumulate}" if accumulate > 1 else "")
+    how += f" / accumulate_grad_batches {accumulate}" if accumulate > 1 else ""
+    if 0 < max_steps < steps:  # Lightning stops at whichever comes first
+        return max_steps, f"trainer.max_steps {max_steps}, before {how} = {steps}"
+    return steps, how
 
 
 def configure_optimization(
