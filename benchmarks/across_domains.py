@@ -45,11 +45,16 @@ def seed_row(name: str, seed: int) -> str:
     return f"seed={seed}" if name == "default" else f"seed={seed},{name}"
 
 
+def mean_of_runs(runs: list[dict]) -> dict:
+    """One row from the runs of a recipe at several seeds: the mean val and test mIoU, and ``seeds``."""
+    return {k: sum(r[k] for r in runs) / len(runs) for k in ("val", "test")} | {"seeds": len(runs)}
+
+
 def merge_peer_seeds(rows: dict[str, dict]) -> None:
     """Replace the peer's rows (``PEER`` at seed 0, ``PEER, seed=N``) by one row: their mean, with ``seeds``."""
     runs = [rows.pop(n) for n in sorted(rows) if n == PEER or n.startswith(f"{PEER}, seed=")]
     if runs:
-        rows[PEER] = {k: sum(r[k] for r in runs) / len(runs) for k in ("val", "test")} | {"seeds": len(runs)}
+        rows[PEER] = mean_of_runs(runs)
 
 
 def load_rows(results: Path) -> dict[str, dict[str, dict]]:
@@ -89,14 +94,11 @@ def add_rule_rows(table: dict[str, dict[str, dict]], data_root: Path) -> dict[st
         choice = class_weight_rule(shares, info["classes"])
         name = "default" if choice.value == "sqrt_median_frequency" else "class_weights=off"
         chosen[domain] = f"{name}: {choice.reason}"
-        runs = [rows[seed_row(name, seed)] for seed in range(10) if seed_row(name, seed) in rows]
-        if name in rows:
-            rows["class_weights=auto"] = rows[name]
-        for seed in range(1, 10):
-            if seed_row(name, seed) in rows:
-                rows[f"class_weights=auto, seed {seed}"] = rows[seed_row(name, seed)]
-        if name in rows and len(runs) > 1:
-            rows[MEAN_ROW] = {k: sum(r[k] for r in runs) / len(runs) for k in ("val", "test")} | {"seeds": len(runs)}
+        by_seed = {seed: rows[seed_row(name, seed)] for seed in range(10) if seed_row(name, seed) in rows}
+        for seed, row in by_seed.items():
+            rows["class_weights=auto" + (f", seed {seed}" if seed else "")] = row
+        if 0 in by_seed and len(by_seed) > 1:
+            rows[MEAN_ROW] = mean_of_runs(list(by_seed.values()))
     return chosen
 
 
