@@ -106,3 +106,55 @@ def test_batch_size_on_cuda_is_the_largest_step_that_fits(tmp_path: Path) -> Non
     batch = found["batch_size"]
     assert batch >= 1 and found["peak_mib"][str(batch)] <= budget
     assert str(batch + 1) not in found["peak_mib"] or found["peak_mib"][str(batch + 1)] > budget
+
+
+class ScriptedLosses(LRRangeTest):
+    """A range test whose losses are given (a function of the step) instead of the model's: the run is real (the
+    tiny model trains, the files are written), the curve is the one the test asks about."""
+
+    def __init__(self, loss_at, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_at = loss_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import torch
+
+        super().on_train_batch_end(trainer, pl_module, {"loss": torch.tensor(self.loss_at(len(self.losses)))}, batch,
+                                   batch_idx)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("edge", "loss_at", "wider"),
+    [
+        ("max_lr", lambda step: 2.0 - 0.1 * step, "--max_lr 100"),
+        ("min_lr", lambda step: 1.0 + 0.1 * step, "--min_lr 1e-07"),
+    ],
+)
+def test_a_minimum_at_the_edge_of_the_range_is_not_suggested(tmp_path: Path, edge, loss_at, wider) -> None:
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tune.yaml").write_text("model: {init_args: {optimizer: {lr: 0.5}}}\n")  # an earlier test's answer
+    test = ScriptedLosses(loss_at, 1e-5, 1.0, steps=8, diverge=1e9)
+    report = lr_range_test(range_test_cli(str(config), [], steps=8), test, out)
+    # Nothing fit could take for this test's answer; the report says why and how to widen the range.
+    assert not (out / "tune.yaml").exists() and "suggested:" not in report
+    assert "no lr suggested and no tune.yaml written" in report and wider in report
+    assert test.edge() == edge and len(test.losses) == 8
+    assert (out / "lr_curve.png").exists() and len((out / "lr_range_test.csv").read_text().splitlines()) == 9
+
+
+def test_edge_of_the_range() -> None:
+    def edge(smoothed: list[float], steps: int | None = None) -> str | None:
+        test = LRRangeTest(1e-4, 1.0, steps=steps or len(smoothed))
+        test.smoothed, test.losses = smoothed, smoothed
+        test.lrs = [test.lr_at(i) for i in range(len(smoothed))]
+        return test.edge()
+
+    falling = [3.0 - 0.1 * i for i in range(20)]
+    assert edge(falling) == "max_lr"  # still falling at the last step
+    longer = [3.0 - 0.05 * i for i in range(40)]
+    assert edge([*longer[:39], longer[38] + 1e-3]) == "max_lr"  # a blip in the last 5% of the steps is no turn
+    assert edge([*falling[:15], 1.6, 1.8, 2.0, 2.2, 2.4]) is None  # turned at step 14 of 20
+    assert edge([*falling[:12], 5.0], steps=20) is None  # stopped early (diverged) after its minimum
+    assert edge([1.0 + 0.1 * i for i in range(20)]) == "min_lr"  # rises from the first step

@@ -9,6 +9,12 @@ another optimizer). The loss is smoothed (exponential moving average with bias c
 do); the test stops when the smoothed loss exceeds ``diverge`` x its minimum, or is not finite. The suggestion is
 the lr at the smoothed minimum divided by 10 (Smith's rule: a step below where the loss stops falling); the steepest
 descent is reported beside it. The schedule (warmup, decay) is off during the test.
+
+A minimum at the edge of the range is no minimum: where the smoothed loss still falls at ``max_lr`` (the test reached
+it without diverging and its lowest point is in the last steps) or rises from ``min_lr`` on (lowest in the first
+steps), the loss never turned inside the range, and the lr there over 10 says nothing about the recipe. Then no lr is
+suggested and ``tune.yaml`` is not written: the report says which edge and the command that widens the range by 100x
+on that side (the test is not rerun by itself: a range test is a training run of its own).
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import argparse
 import csv
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 SUGGESTION_FILE = "tune.yaml"
+EDGE = 0.05  # a smoothed minimum in the first or last 5% of the steps is at the edge of the range
 
 
 class LRRangeTest(L.Callback):
@@ -87,17 +94,36 @@ class LRRangeTest(L.Callback):
         if len(self.losses) >= self.steps:
             trainer.should_stop = True
 
-    def suggestion(self) -> float:
-        """The lr at the smoothed loss's minimum, divided by 10."""
+    def minimum(self) -> int:
+        """The step of the smoothed loss's (finite) minimum."""
         finite = [(s, i) for i, s in enumerate(self.smoothed) if math.isfinite(s)]
         if len(finite) < 2:
             raise RuntimeError("The range test recorded fewer than 2 finite losses; lower --min_lr or --max_lr.")
-        return self.lrs[min(finite)[1]] / 10
+        return min(finite)[1]
+
+    def diverged(self) -> bool:
+        """Whether the test stopped before its last step (the smoothed loss blew up or was not finite)."""
+        return len(self.losses) < self.steps
+
+    def edge(self) -> Literal["min_lr", "max_lr"] | None:
+        """The edge of the range the smoothed minimum sits at, if any: ``max_lr`` when the test ran to the end
+        without diverging and the minimum is in its last ``EDGE`` fraction of steps (the loss still falls there),
+        ``min_lr`` when the minimum is in the first ``EDGE`` fraction (the loss rises from the start)."""
+        low, margin = self.minimum(), max(1, round(EDGE * self.steps))
+        if low < margin:
+            return "min_lr"
+        if not self.diverged() and low >= len(self.smoothed) - margin:
+            return "max_lr"
+        return None
+
+    def suggestion(self) -> float:
+        """The lr at the smoothed loss's minimum, divided by 10 (whether or not it is at an edge: see ``edge``)."""
+        return self.lrs[self.minimum()] / 10
 
     def steepest(self) -> float:
         """The lr where the smoothed loss falls fastest per decade of lr (before the minimum, after the first 10% of
         the steps)."""
-        end = min((s, i) for i, s in enumerate(self.smoothed) if math.isfinite(s))[1]
+        end = self.minimum()
         start = len(self.smoothed) // 10  # the first steps' bias-corrected average still moves by itself
         if end - start < 2:
             return self.lrs[end]
@@ -106,8 +132,8 @@ class LRRangeTest(L.Callback):
         return self.lrs[min(slopes, key=slopes.__getitem__)]
 
 
-def plot_curve(test: LRRangeTest, suggested: float, path: Path) -> Path:
-    """The loss (raw and smoothed) against the lr, log scale, with the suggestion marked, as a PNG."""
+def plot_curve(test: LRRangeTest, suggested: float | None, path: Path) -> Path:
+    """The loss (raw and smoothed) against the lr, log scale, with the suggestion (if any) marked, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +142,8 @@ def plot_curve(test: LRRangeTest, suggested: float, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     ax.plot(test.lrs, test.losses, color="0.75", lw=1, label="loss")
     ax.plot(test.lrs, test.smoothed, color="C0", lw=2, label="smoothed loss")
-    ax.axvline(suggested, color="C3", ls="--", label=f"suggested lr {suggested:.2e}")
+    if suggested is not None:
+        ax.axvline(suggested, color="C3", ls="--", label=f"suggested lr {suggested:.2e}")
     ax.set_xscale("log")
     finite = [s for s in test.smoothed if math.isfinite(s)]
     ax.set_ylim(min(finite) - 0.05 * abs(min(finite)), min(max(finite), 2 * finite[0]) * 1.05 + 1e-8)
@@ -163,11 +190,12 @@ def range_test_cli(config: str, rest: list[str], steps: int) -> Any:
 
 
 def lr_range_test(cli: Any, test: LRRangeTest, output: Path) -> str:
-    """Run the range test on the CLI's model and data; write the curve, the losses and ``tune.yaml`` into
-    ``output``; return the report."""
+    """Run the range test on the CLI's model and data; write the curve, the losses and, where the loss turned inside
+    the range, ``tune.yaml`` into ``output``; return the report."""
     cli.trainer.callbacks.append(test)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    suggested, steepest = test.suggestion(), test.steepest()
+    edge, steepest = test.edge(), test.steepest()
+    suggested = None if edge else test.suggestion()
     output.mkdir(parents=True, exist_ok=True)
     with open(output / "lr_range_test.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -175,19 +203,43 @@ def lr_range_test(cli: Any, test: LRRangeTest, output: Path) -> str:
         for i, (lr, loss, smooth) in enumerate(zip(test.lrs, test.losses, test.smoothed, strict=True)):
             writer.writerow([i, f"{lr:.6g}", f"{loss:.6g}", f"{smooth:.6g}"])
     curve = plot_curve(test, suggested, output / "lr_curve.png")
-    config = write_suggestion(cli.model, suggested, output)
     ratios = sorted(set(round(s, 6) for s in test.scales))
-    stopped = "diverged" if len(test.losses) < test.steps else "reached --max_lr"
+    stopped = "diverged" if test.diverged() else "reached --max_lr"
     lines = [
         f"lr range test: {len(test.losses)} steps from {test.min_lr:.1e} to {test.lrs[-1]:.2e} ({stopped}); "
         f"{len(test.scales)} parameter groups at their recipe ratios (lr_scale {ratios[0]:.3g} to {ratios[-1]:.3g})",
-        f"smoothed loss: {test.smoothed[0]:.4f} at the start, min {min(test.smoothed):.4f}; steepest descent at "
-        f"lr {steepest:.2e}",
-        f"suggested: {optimizer_key(cli.model)}: {suggested:.3g}   (the lr at the minimum / 10)",
-        f"wrote {curve}, {output / 'lr_range_test.csv'} and {config}",
-        f"use it: vitdense fit --config <config> --config {config}",
+        f"smoothed loss: {test.smoothed[0]:.4f} at the start, min {min(test.smoothed):.4f} at lr "
+        f"{test.lrs[test.minimum()]:.2e}; steepest descent at lr {steepest:.2e}",
     ]
+    if edge is None:
+        config = write_suggestion(cli.model, test.suggestion(), output)
+        lines += [
+            f"suggested: {optimizer_key(cli.model)}: {suggested:.3g}   (the lr at the minimum / 10)",
+            f"wrote {curve}, {output / 'lr_range_test.csv'} and {config}",
+            f"use it: vitdense fit --config <config> --config {config}",
+        ]
+    else:
+        lines += [*edge_advice(test, edge), f"wrote {curve} and {output / 'lr_range_test.csv'}"]
+        stale = output / SUGGESTION_FILE
+        if stale.exists():  # an earlier test's answer, not this one's: fit must not take it for this test's
+            stale.unlink()
+            lines.append(f"removed {stale}, an earlier range test's suggestion")
     return "\n".join(lines)
+
+
+def edge_advice(test: LRRangeTest, edge: str) -> list[str]:
+    """The report's lines for a smoothed minimum at the edge of the range: what happened and the wider range to run."""
+    if edge == "max_lr":
+        what = f"the smoothed loss still falls at --max_lr {test.max_lr:.3g}: it never turned inside the range"
+        wider = f"--max_lr {test.max_lr * 100:.3g}"
+    else:
+        what = f"the smoothed loss is lowest at --min_lr {test.min_lr:.3g} and rises from there: it never fell"
+        wider = f"--min_lr {test.min_lr / 100:.3g}"
+    return [
+        f"no lr suggested and no {SUGGESTION_FILE} written: {what}, so the lr at its lowest point / 10 "
+        f"({test.suggestion():.3g}) would be the edge of the range, not the recipe's lr",
+        f"widen the range and run it again: vitdense tune --config <config> {wider} (and the same other arguments)",
+    ]
 
 
 def tune_main(args: list[str]) -> str:
