@@ -79,3 +79,74 @@ def test_uncommented_early_stopping_builds(tmp_path: Path) -> None:
     cli = main(["--config", str(config), "--trainer.logger", "false"], run=False)
     (stopper,) = [c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)]
     assert (stopper.monitor, stopper.mode, stopper.patience) == ("val/mIoU", "max", 3)
+
+
+def folder_config(root: Path, data: Path) -> Path:
+    """A tiny segmentation fit on the folder dataset ``data``, logged into ``root/runs``."""
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {
+        "model": {"class_path": "SegmentationTask", "init_args": {
+            "backbone": backbone, "head": {"channels": 16, "aux_channels": 8}, "log_images": 0}},
+        "data": {"class_path": "SegmentationFolderDataModule", "init_args": {
+            "root": str(data), "num_classes": 3, "crop_size": 32, "batch_size": 2, "num_workers": 0}},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
+                    "enable_model_summary": False, "default_root_dir": str(root / "runs")},
+    }  # fmt: skip
+    path = root / "seg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def break_mask(data: Path) -> None:
+    """A training image whose mask is missing: the dataset scan (DataModule setup) fails."""
+    (data / "train" / "masks" / "0.png").unlink()
+
+
+def corrupt_image(data: Path) -> None:
+    """Training images cut short: their headers (what the dataset scan reads) are whole, so the fit fails loading the
+    first training batch, after the sanity validation."""
+    for path in (data / "train" / "images").iterdir():
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def fail(monkeypatch, method: str) -> None:
+    """The task's ``method`` fails: ``configure_optimizers`` while the Trainer sets the fit up, ``shared_step`` in the
+    first training step (as an out-of-memory error would), after the sanity validation."""
+    from vitdense import SegmentationTask
+
+    original = getattr(SegmentationTask, method)
+
+    def failing(self, *args):
+        if method == "shared_step" and args[-1] != "train":
+            return original(self, *args)
+        raise RuntimeError(f"{method} failed")
+
+    monkeypatch.setattr(SegmentationTask, method, failing)
+
+
+@pytest.mark.parametrize("failure", ["data_setup", "optimizer_setup", "first_batch", "first_step"])
+def test_a_fit_that_fails_early_reports_its_own_time(tmp_path: Path, monkeypatch, capsys, failure: str) -> None:
+    import time
+
+    from tests.fake_data import write_folder_dataset
+
+    data = write_folder_dataset(tmp_path / "data", sizes=((40, 48), (36, 52), (40, 40), (44, 36)))
+    if failure == "data_setup":
+        break_mask(data)
+    elif failure == "first_batch":
+        corrupt_image(data)
+    else:
+        fail(monkeypatch, "configure_optimizers" if failure == "optimizer_setup" else "shared_step")
+    config = folder_config(tmp_path, data)
+    started = time.perf_counter()
+    with pytest.raises(Exception):  # noqa: B017 (each failure raises its own error; the summary is what is tested)
+        main(["fit", "--config", str(config)])
+    elapsed = time.perf_counter() - started
+    (path,) = (tmp_path / "runs").rglob(SUMMARY_FILE)
+    summary = json.loads(path.read_text())
+    assert summary["status"].startswith("stopped by") and summary["steps"] == 0 and summary["train_images"] == 0
+    # The run's own seconds (not the clock's since boot), of which validation is a part; no training, no throughput.
+    assert 0 < summary["wall_time_s"] <= elapsed + 0.01
+    assert 0 <= summary["validation_time_s"] <= summary["wall_time_s"] and summary["images_per_s"] == 0
+    assert (summary["validation_time_s"] > 0) == (failure in ("first_batch", "first_step"))  # the sanity check ran
+    assert f"0 steps in {summary['wall_time_s']:.1f} s" in capsys.readouterr().out

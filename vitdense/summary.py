@@ -2,8 +2,11 @@
 and where the checkpoints are; printed and saved as ``summary.json`` in the run folder.
 
 The best metric is the ``ModelCheckpoint`` callback's best score (what ``best*.ckpt`` holds), and its epoch and step
-come from the values of the monitored metric this callback saw after each validation. Images per second count the
-training images of every process over the training time (wall time less validation). Peak memory is the CUDA
+come from the values of the monitored metric this callback saw after each validation. The wall time runs from the
+fit's start: a task makes its ``RunSummary`` in ``configure_callbacks``, which ``Trainer.fit`` calls before the data,
+model and optimizer are set up, so a fit that fails there reports its own seconds too. Images per second count the
+training images of every process over the training time (from the first training batch on, less validation). Peak
+memory is the CUDA
 allocator's peak on the first device, on CPU the process's peak resident set (``ru_maxrss``, since the process
 started, so it includes whatever ran before the fit in the same process).
 """
@@ -44,24 +47,31 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
 
 class RunSummary(L.Callback):
     """Prints and writes ``summary.json`` (see the module's docstring) when a fit ends, also when it is stopped
-    early or interrupted; only for runs with a logger (a run folder), and never in ``fast_dev_run``."""
+    early or interrupted; only for runs with a logger (a run folder), and never in ``fast_dev_run``. One instance
+    times one fit, from its construction (a task makes a new one for every fit)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.history: list[dict[str, Any]] = []
         self.images = 0
-        self.start = 0.0
+        # The clock starts here (see the module's docstring): on_fit_start comes after the DataModule's, the model's
+        # and the optimizer's setup, and a fit failing in them would otherwise have no start at all.
+        self.start = time.perf_counter()
         self.val_time = 0.0
         self._val_start: float | None = None
+        self._train_start: float | None = None  # the first training batch; None: training never started
+        self._val_before_train = 0.0  # validation seconds before it (the sanity check), not training time
 
     def _active(self, trainer: L.Trainer) -> bool:
         return trainer.logger is not None and not trainer.fast_dev_run
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.history, self.images, self.val_time = [], 0, 0.0
+        self.history, self.images = [], 0
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
-        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_start, self._val_before_train = time.perf_counter(), self.val_time
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images += batch_images(batch)
@@ -89,8 +99,13 @@ class RunSummary(L.Callback):
 
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, images: int) -> dict[str, Any]:
         """The summary as a dict (what ``summary.json`` holds)."""
-        wall = time.perf_counter() - self.start
-        train_time = max(wall - self.val_time, 1e-9)
+        now = time.perf_counter()
+        wall = now - self.start
+        # A validation the fit failed in counts up to now.
+        val_time = self.val_time + (now - self._val_start if self._val_start is not None else 0.0)
+        train_time = 0.0
+        if self._train_start is not None:
+            train_time = now - self._train_start - (val_time - self._val_before_train)
         monitor = getattr(pl_module, "monitor", "val/loss")
         mode = getattr(pl_module, "monitor_mode", "min")
         ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
@@ -112,9 +127,9 @@ class RunSummary(L.Callback):
             "epochs": trainer.fit_loop.epoch_progress.current.completed,
             "steps": trainer.global_step,
             "wall_time_s": round(wall, 2),
-            "validation_time_s": round(self.val_time, 2),
+            "validation_time_s": round(val_time, 2),
             "train_images": images,
-            "images_per_s": round(images / train_time, 2),
+            "images_per_s": round(images / train_time, 2) if images and train_time > 0 else 0.0,
             "peak_memory_mib": round(memory, 1),
             "peak_memory": measured,
             "devices": trainer.world_size,
