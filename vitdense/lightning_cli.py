@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import numpy as np
 import torch
@@ -74,6 +75,89 @@ class PredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier()
         if finish is not None and trainer.is_global_zero:
             finish(self.output_dir, trainer.datamodule)
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` for the best checkpoints of the monitored metric, and a ``last.ckpt`` that is
+    always the newest state of the fit: written after every validation, every ``every_n_train_steps`` steps when set,
+    at the end of the fit (max_epochs, max_steps mid-epoch, early stopping), and when a one-process fit is stopped
+    with Ctrl-C between optimizer steps.
+
+    vitdense writes ``last.ckpt`` itself: Lightning 2.6 writes it only at a step where a best checkpoint is written
+    too, so it held the best epoch, not the end of the fit (and other versions have had other rules).
+
+    Args:
+        save_last: write ``last.ckpt``; every other argument is ``ModelCheckpoint``'s.
+    """
+
+    def __init__(self, save_last: bool = True, **kwargs: Any) -> None:
+        super().__init__(save_last=False, **kwargs)  # Lightning writes the best checkpoints only
+        self.write_last = bool(save_last)
+        self.last_every_n_train_steps = kwargs.get("every_n_train_steps") or 0
+        self.last_version_counter = kwargs.get("enable_version_counter", True)
+        self._last_step_written: int | None = None
+        self._in_optimizer_step = False  # between an optimizer step's start and its batch's end
+
+    def _can_write(self, trainer: Trainer) -> bool:
+        return (self.write_last and trainer.state.fn == "fit" and not trainer.sanity_checking
+                and not trainer.fast_dev_run)  # fmt: skip
+
+    def _last_path(self, trainer: Trainer) -> str:
+        metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
+                   "step": torch.tensor(trainer.global_step)}  # fmt: skip
+        path = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
+        version = self.STARTING_VERSION
+        # A last.ckpt of another fit in the same folder is kept, as Lightning keeps it (last-v1.ckpt, ...).
+        while self.last_version_counter and path != self.last_model_path and self.file_exists(path, trainer):
+            path = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST, ver=version)
+            version += 1
+        return path
+
+    def write_last_checkpoint(self, trainer: Trainer) -> None:
+        """Write the current state to ``last.ckpt`` (every process takes part, as in ``Trainer.save_checkpoint``)."""
+        path = self._last_path(trainer)
+        previous, self.last_model_path = self.last_model_path, path  # set first: it is part of the saved state
+        trainer.save_checkpoint(path, self.save_weights_only)
+        self._last_step_written = trainer.global_step
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+        if previous and previous != path and Path(previous).parent == Path(path).parent:
+            trainer.strategy.remove_checkpoint(previous)  # last.ckpt named by a metric: one file, as Lightning
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: BaseTask, outputs: Any, batch: Any, batch_idx: int
+                           ) -> None:  # fmt: skip
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._in_optimizer_step = False
+        every, step = self.last_every_n_train_steps, trainer.global_step
+        if every and step % every == 0 and self._last_step_written != step and self._can_write(trainer):
+            self.write_last_checkpoint(trainer)
+
+    def on_train_start(self, trainer: Trainer, pl_module: BaseTask) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_step_written, self._in_optimizer_step = None, False  # a new fit (the callback may be reused)
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: BaseTask, optimizer: Any) -> None:
+        self._in_optimizer_step = True
+
+    def on_validation_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._can_write(trainer):  # also at a step written before: the best scores and callback states moved on
+            self.write_last_checkpoint(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self._can_write(trainer) and self._last_step_written != trainer.global_step:
+            self.write_last_checkpoint(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: BaseTask, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        # Ctrl-C: the state is whole unless it came during an optimizer step (parameters half updated) or inside an
+        # accumulation of gradients (which are not saved); with several processes, saving (a collective) could hang.
+        consistent = not self._in_optimizer_step and trainer.accumulate_grad_batches == 1
+        if (isinstance(exception, KeyboardInterrupt) and consistent and trainer.world_size == 1
+                and self._can_write(trainer) and self._last_step_written != trainer.global_step):  # fmt: skip
+            self.write_last_checkpoint(trainer)
 
 
 class VitdenseCLI(LightningCLI):
@@ -183,7 +267,7 @@ class VitdenseCLI(LightningCLI):
     def _checkpoint_callback(self) -> ModelCheckpoint:
         monitor, mode = self.model.monitor, self.model.monitor_mode
         short = monitor.split("/")[-1]
-        return ModelCheckpoint(
+        return BestAndLastCheckpoint(
             monitor=monitor,
             mode=mode,
             save_last=True,

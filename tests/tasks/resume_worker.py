@@ -1,4 +1,5 @@
-"""Callbacks for the resume test: record each step's learning rates, and kill the process at a given step.
+"""For the resume tests: a task whose best epoch comes first, callbacks that record each step's learning rates and
+kill the process at a given step.
 
 Usage: ``python tests/tasks/resume_worker.py CONFIG`` runs ``vitdense fit`` with that config, which names these
 callbacks as ``tests.tasks.resume_worker.*`` (the repository root on PYTHONPATH).
@@ -11,7 +12,20 @@ import sys
 
 import lightning.pytorch as L
 
+from vitdense import ClassificationTask
 from vitdense.cli import main
+
+
+class EarlyPeakTask(ClassificationTask):
+    """A classifier whose monitored metric, ``val/early`` (minus the global step), is best at its first validation:
+    the best checkpoint is written then and never again, and ``last.ckpt`` must still follow the fit."""
+
+    monitor = "val/early"
+    monitor_mode = "max"
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.log("val/early", -float(self.global_step))
 
 
 class LrRecorder(L.Callback):

@@ -1,4 +1,5 @@
-"""Resuming a run killed after the unfreeze epoch: the backbone trains on, at the same learning rates."""
+"""Resuming a run killed after the unfreeze epoch from its ``last.ckpt``: the backbone trains on, at the same learning
+rates, and no step is repeated, though the best epoch came first (``last.ckpt`` is the newest state, not the best)."""
 
 import json
 import os
@@ -15,24 +16,21 @@ from vitdense.cli import main
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 REPO = Path(__file__).resolve().parents[2]  # on the worker's path: its callbacks are `tests.tasks.resume_worker.*`
-KILL_STEP = 6  # 4 steps per epoch, backbone unfrozen from epoch 1 (step 4)
+KILL_STEP = 6  # 4 steps per epoch, backbone unfrozen from epoch 1 (step 4); validations every 2 steps
 
 
 def _config(path: Path, root: Path, optimizer: dict, scheduler: dict, kill: bool, run_dir: Path | None = None) -> Path:
-    callbacks = [
-        {"class_path": "tests.tasks.resume_worker.LrRecorder", "init_args": {"path": str(root / "lrs.jsonl")}},
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 1, "save_last": True}},
-    ]  # fmt: skip
+    # vitdense's own checkpoints (none named here): the best of val/early (step 2) and last.ckpt.
+    callbacks = [{"class_path": "tests.tasks.resume_worker.LrRecorder", "init_args": {"path": str(root / "lrs.jsonl")}}]
     if kill:
         callbacks.insert(0, {"class_path": "tests.tasks.resume_worker.KillAt", "init_args": {"step": KILL_STEP}})
     cfg = {
         "seed_everything": 0,
-        "model": {"class_path": "ClassificationTask", "init_args": {
+        "model": {"class_path": "tests.tasks.resume_worker.EarlyPeakTask", "init_args": {
             "backbone": PATCH8_VIT_D2, "unfreeze_at_epoch": 1, "optimizer": optimizer, "scheduler": scheduler}},
         "data": {"class_path": "SyntheticClassificationDataModule",
                  "init_args": {"num_train": 16, "num_val": 4, "image_size": 32, "batch_size": 4}},
-        "trainer": {"accelerator": "cpu", "max_epochs": 3, "precision": "32", "logger": False,
+        "trainer": {"accelerator": "cpu", "max_epochs": 3, "val_check_interval": 2, "precision": "32", "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
                     "default_root_dir": str(run_dir or root), "callbacks": callbacks},
     }  # fmt: skip
@@ -40,8 +38,12 @@ def _config(path: Path, root: Path, optimizer: dict, scheduler: dict, kill: bool
     return path
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _steps(path: Path) -> dict[int, dict]:
-    return {row["step"]: row for row in map(json.loads, path.read_text().splitlines())}
+    return {row["step"]: row for row in _rows(path)}
 
 
 OPTIMIZERS = {
@@ -63,17 +65,21 @@ def test_resume_after_sigkill_past_the_unfreeze_epoch(tmp_path: Path, recipe: st
     result = subprocess.run([sys.executable, str(WORKER), str(cfg)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == -9, result.stderr[-3000:]
-    last = killed / "ckpt" / "last.ckpt"
+    last = killed / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=False)
-    assert saved["global_step"] == KILL_STEP
+    assert saved["global_step"] == KILL_STEP  # the validation at step 6 wrote it, though step 2 stays the best
+    (best,) = (killed / "checkpoints").glob("best-*.ckpt")
+    assert torch.load(best, map_location="cpu", weights_only=False)["global_step"] == 2
 
     resumed_cfg = _config(tmp_path / "resumed.yaml", killed, optimizer, scheduler, kill=False, run_dir=tmp_path / "r")
     main(["fit", "--config", str(resumed_cfg), "--ckpt_path", str(last)])
     expected, got = _steps(whole / "lrs.jsonl"), _steps(killed / "lrs.jsonl")
-    assert max(got) == max(expected) == 11
+    assert [row["step"] for row in _rows(killed / "lrs.jsonl")] == list(range(12))  # each step once: none repeated
+    assert max(expected) == 11
     for step in range(KILL_STEP, 12):
         assert got[step]["backbone_trainable"], step
         assert got[step]["lrs"] == pytest.approx(expected[step]["lrs"], rel=1e-9), step
-    final = torch.load(killed / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    final = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["global_step"] == 12  # the end of the resumed fit
     key = "backbone.model.blocks.0.attn.qkv.weight"
-    assert not torch.equal(final[key], saved["state_dict"][key])  # the backbone trained after resuming
+    assert not torch.equal(final["state_dict"][key], saved["state_dict"][key])  # the backbone trained after resuming
