@@ -17,7 +17,7 @@ from vitdense.lightning_cli import (  # noqa: F401
     VitdenseCLI,
     end_processes_at_exit,
 )
-from vitdense.messages import DEBUG_VARIABLE, ConfigError, debug, exit_with
+from vitdense.messages import DEBUG_VARIABLE, ConfigError, data_problem, debug, exit_with
 from vitdense.runs import lightning_cli, run_lightning
 
 
@@ -28,8 +28,9 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     tune) are vitdense's own subcommands; every other subcommand is LightningCLI's (fit, validate, test, predict).
 
     From the command line (``args`` None), a config that cannot be built (a weights file that is not there, a head
-    key that does not exist, a num_classes that disagrees with the data) ends the output as one message with exit
-    code 2; ``VITDENSE_DEBUG=1`` raises it with its traceback instead. Called with ``args``, it raises ConfigError.
+    key that does not exist, a num_classes that disagrees with the data) or data that cannot be read (a data.root
+    that does not exist) ends the output as one message with exit code 2; ``VITDENSE_DEBUG=1`` raises it with its
+    traceback instead. Called with ``args``, it raises ConfigError (or the data's error).
 
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
@@ -41,6 +42,11 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
         return _main(args, run)
     except ConfigError as err:
         exit_with(str(err), f"the config could not be built; {DEBUG_VARIABLE}=1 shows the traceback")
+    except (ValueError, OSError) as err:
+        if not data_problem(err):
+            raise
+        exit_with(str(err), "the data could not be read; `vitdense data --config ...` lists every problem, "
+                  f"{DEBUG_VARIABLE}=1 shows the traceback")  # fmt: skip
 
 
 def commands_help() -> str:

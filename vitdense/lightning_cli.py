@@ -27,6 +27,7 @@ from vitdense.messages import (
     CKPT_CALLBACK_WARNINGS,
     ConfigError,
     VitdenseArgumentParser,
+    check_ckpt_path,
     drop_noise,
     quiet_lightning,
     root_message,
@@ -188,6 +189,7 @@ class VitdenseCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         init_args = self.config[subcommand].model.get("init_args") if subcommand else None
         given = {k: copy.deepcopy(init_args[k]) for k in self.EVAL_SETTINGS if init_args and k in init_args}
+        check_ckpt_path(self.config[subcommand].get("ckpt_path") if subcommand else None)
         super()._parse_ckpt_path()
         restored = self.config[subcommand].model.get("init_args") if given else None
         for key, value in given.items():

@@ -11,6 +11,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn, is_typeddict
 
 from lightning.pytorch.cli import LightningArgumentParser
@@ -24,6 +25,9 @@ NOISE = ("litlogger", "litmodels", "Loading `train_dataloader` to estimate numbe
 IGNORED_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's _pytree on a newer torch
     r"LightningCLI's args parameter is intended to run from within Python",  # vitdense's own subcommands
+    # On several processes, for each value a task logs per epoch: vitdense reduces its sums over the processes itself
+    # (BaseTask._log_epoch_loss / _log_epoch_metrics), so Lightning's sync_dist would be wrong, not missing.
+    r"It is recommended to use `self.log\(",
 )
 # With validate/test/predict --ckpt_path: the callbacks' saved state matters only to resume a fit.
 CKPT_CALLBACK_WARNINGS = (
@@ -75,12 +79,44 @@ class ConfigError(ValueError):
     """A config the CLI could not build into a model, data and trainer; the message says what to change."""
 
 
+# What Lightning's ckpt_path takes besides a file (the fit's own checkpoints, a cluster's, a model registry's) or a URL.
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+def check_ckpt_path(ckpt_path: str | os.PathLike | None) -> None:
+    """A ``--ckpt_path`` that is not a file is a ConfigError naming it: Lightning would find it out only when the run
+    starts, after building everything, in a 50-line traceback."""
+    text = str(ckpt_path or "")
+    if not text or "://" in text or text.split(":")[0] in SPECIAL_CKPT_PATHS or os.path.isfile(text):
+        return
+    why = "is a folder, not a checkpoint file" if os.path.isdir(text) else "does not exist"
+    raise ConfigError(
+        f"--ckpt_path '{text}' {why}. Give a checkpoint file that `fit` wrote (it prints their paths at its end), "
+        "e.g. runs/<name>/version_0/checkpoints/last.ckpt."
+    )
+
+
 def root_message(error: BaseException) -> str:
     """The message of the exception that started ``error``'s chain: what vitdense (or timm, torch) said, not the
     jsonargparse error that wraps it ("Does not validate against any of the Union subtypes ...")."""
     while error.__cause__ is not None:
         error = error.__cause__
     return str(error) or type(error).__name__
+
+
+DATA_PACKAGE = Path(__file__).with_name("data")
+
+
+def data_problem(error: BaseException) -> bool:
+    """Whether ``error`` is a problem that vitdense's data code found in the user's data while a run reads it (a
+    ``data.root`` that does not exist, a mask of the wrong size): a ValueError or OSError raised by vitdense.data.
+    Its message names the file or key and what to do, like a ConfigError's."""
+    if not isinstance(error, (ValueError, OSError)) or error.__traceback__ is None:
+        return False
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).parent == DATA_PACKAGE
 
 
 def exit_with(message: str, hint: str) -> NoReturn:
@@ -138,8 +174,18 @@ def _typeddict_keys(subtypes_line: str) -> list[str]:
     return []
 
 
+# A negative number as a value (``--model.init_args.optimizer.lr -3e-4``): argparse's own pattern knows no exponent,
+# so it took "-3e-4" for an option and said "expected one argument".
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 class VitdenseArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser whose errors end the output as one readable message, without the 50-line usage."""
+    """LightningCLI's parser whose errors end the output as one readable message, without the 50-line usage, and
+    which reads negative numbers in any notation as values."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if debug() or not self.exit_on_error:

@@ -78,6 +78,13 @@ class BaseDataModule(pl.LightningDataModule):
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
         """
         super().__init__()
+        # Checked here, where the keys are known: torch's DataLoader would say it at the run's start, naming no key.
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size is {batch_size}; it must be >= 1 (samples per batch, per device).")
+        if num_workers < 0:
+            raise ValueError(
+                f"data.num_workers is {num_workers}; it must be >= 0 (0 loads in the main process, n starts n workers)."
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

@@ -118,7 +118,10 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             "test": (test_images, test_annotations),
         }
         if self.root is not None and not self.root.is_dir():
-            raise FileNotFoundError(f"Dataset root '{self.root}' does not exist. Expected the layout {LAYOUT}.")
+            raise FileNotFoundError(
+                f"data.root: the dataset root '{self.root}' does not exist. Point data.root at a folder with the "
+                f"layout {LAYOUT}."
+            )
         self.one_folder = (
             self.root is not None and not (self.root / "train").is_dir() and (self.root / "images").is_dir()
         )

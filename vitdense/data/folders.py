@@ -36,7 +36,9 @@ def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
 def check_split_folder(root: Path, split: str, folders: tuple[str, ...], layout: str) -> Path:
     """``root/split``, after checking that it and its ``folders`` exist (errors describe the ``layout``)."""
     if not root.is_dir():
-        raise FileNotFoundError(f"Dataset root '{root}' does not exist. Expected the layout {layout}.")
+        raise FileNotFoundError(
+            f"data.root: the dataset root '{root}' does not exist. Point data.root at a folder of the layout {layout}."
+        )
     split_dir = root / split
     if not split_dir.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir())

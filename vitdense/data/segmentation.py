@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
 from vitdense.data.base import BaseDataModule, SegmentationInputs, Split
@@ -230,10 +230,32 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
 
     def _auto_scale_range(self, dataset: Any) -> tuple[float, float]:
         """``scale_range: auto`` resolved from the training images' sizes (their headers only), and printed."""
-        sides = [min(image_size(path)) for path, _ in dataset.samples]
+        sides = [min(size) for size in self._image_sizes(dataset)]
         choice = scale_range_rule(sides, self.crop_size)
         rank_zero_info(f"[vitdense] data.scale_range: auto -> {list(choice.value)} ({choice.reason})")
         return choice.value
+
+    @staticmethod
+    def _image_sizes(dataset: Any) -> list[tuple[int, int]]:
+        """``(width, height)`` of each image of a dataset (headers only; those its scan read are not read again)."""
+        known = getattr(dataset, "image_sizes", {})
+        return [known.get(path) or image_size(path) for path, _ in dataset.samples]
+
+    def warn_if_crop_exceeds_images(self) -> None:
+        """Warn when ``crop_size`` is larger than every training image: each crop is then mostly padding, which costs
+        compute (FLOPs grow with the crop's area, or faster) spent on padding."""
+        sizes = self._image_sizes(self.dataset("train"))
+        if not sizes or self.crop_size <= max(max(size) for size in sizes):
+            return
+        small, large = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+        spread = f"all {small[0]}x{small[1]}" if small == large else f"{small[0]}x{small[1]} to {large[0]}x{large[1]}"
+        padding = 1 - large[0] * large[1] / self.crop_size**2
+        rank_zero_warn(
+            f"data.crop_size is {self.crop_size}, larger than every training image of '{self.root}' ({spread}, w x h): "
+            f"at scale 1 at least {padding:.0%} of each {self.crop_size}x{self.crop_size} crop is padding, and the "
+            f"compute grows with the crop's area. Set data.crop_size to at most {max(max(size) for size in sizes)} "
+            "(the largest image side)."
+        )
 
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]] | None) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
@@ -276,6 +298,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         """Build the datasets of ``stage``; when fitting a one-folder dataset, write its split into the run folder."""
         super().setup(stage)
         if stage == "fit":
+            self.warn_if_crop_exceeds_images()
             sizes = ", ".join(f"{s} {len(self.datasets[s])}" for s in ("train", "val"))  # type: ignore[arg-type]
             source = self.table.source if self.table is not None else "data.num_classes / class_names"
             rank_zero_info(f"[vitdense] data '{self.root}': {sizes} images, {self.num_classes} classes from {source} "

@@ -75,6 +75,7 @@ class SegmentationFolderDataset(Dataset):
         self.reader = reader
         self.given_samples = samples
         self.bands, self.nodata = bands, nodata
+        self.image_sizes: dict[Path, tuple[int, int]] = {}  # (width, height) of the images whose headers were read
         self.samples = self._scan() if check_sizes else self.find_pairs()
 
     def find_pairs(self) -> list[tuple[Path, Path]]:
@@ -91,12 +92,18 @@ class SegmentationFolderDataset(Dataset):
         """One line per annotation whose size differs from its image's."""
         mismatched = []
         for image_path, key in samples:
-            isize, msize = image_size(image_path), self.annotation_size(key)
+            isize, msize = self.image_size(image_path), self.annotation_size(key)
             if isize != msize:
                 mismatched.append(
                     f"'{image_path}' is {isize[0]}x{isize[1]} but {self.describe(key)} is {msize[0]}x{msize[1]}"
                 )
         return mismatched
+
+    def image_size(self, path: Path) -> tuple[int, int]:
+        """``(width, height)`` of an image of the split, its header read once."""
+        if path not in self.image_sizes:
+            self.image_sizes[path] = image_size(path)
+        return self.image_sizes[path]
 
     def annotation_size(self, key: Any) -> tuple[int, int]:
         """``(width, height)`` of a sample's annotation."""

@@ -68,8 +68,13 @@ SCHEDULER_DEFAULTS: SchedulerConfig = {
 
 
 def resolve_optimizer_config(cfg: dict | None) -> dict:
-    """Fill defaults and reject unknown keys."""
-    return merge_config(cfg, dict(OPTIMIZER_DEFAULTS), "optimizer")
+    """Fill defaults and reject unknown keys and a learning rate that is not positive."""
+    resolved = merge_config(cfg, dict(OPTIMIZER_DEFAULTS), "optimizer")
+    if not resolved["lr"] > 0:  # torch would say "Invalid learning rate" only when the fit starts, naming no key
+        raise ValueError(
+            f"model.init_args.optimizer.lr is {resolved['lr']}; a learning rate must be > 0 (e.g. 1e-4, the default)."
+        )
+    return resolved
 
 
 def resolve_scheduler_config(cfg: dict | None) -> dict:
