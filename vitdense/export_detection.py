@@ -3,8 +3,9 @@
 The graph takes one image, ``images`` (1, bands, H, W) in [0, 1] of any height and width, and returns what
 ``task(images)`` returns in eval mode: ``boxes`` (N, 4) xyxy in input pixels, ``scores`` (N,), ``labels`` (N,) int64
 in 0..K-1 and, for Mask R-CNN, ``masks`` (N, H, W) mask probabilities (a pixel belongs to the object above
-``mask_thresh``, stored in the metadata). N is computed by the graph: score threshold, per-class NMS and the
-detection limit run inside it (onnxruntime's ``NonMaxSuppression``, ``TopK`` and ``RoiAlign``).
+``mask_thresh``, stored in the metadata). N is computed by the graph: score threshold, dropping boxes of zero width
+or height (``models.heads.detectors.MIN_BOX_SIZE``), per-class NMS and the detection limit run inside it
+(onnxruntime's ``NonMaxSuppression``, ``TopK`` and ``RoiAlign``), traced from the detector's own post-processing.
 
 torch.export cannot yet trace torchvision's detectors (data-dependent branches in ``batched_nms`` and the RoI heads;
 pytorch/vision#9306), so these graphs come from the TorchScript exporter, whose tracing torchvision supports

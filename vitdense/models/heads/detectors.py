@@ -1,5 +1,12 @@
 """Detectors on a ViT/Swin/hybrid body: the body (backbone + pyramid) and a name -> builder table of torchvision
-RetinaNet, FCOS, Faster R-CNN and Mask R-CNN heads."""
+RetinaNet, FCOS, Faster R-CNN and Mask R-CNN heads.
+
+No detector returns a box of zero width or height. torchvision's two-stage RoI heads drop boxes with a side under
+``MIN_BOX_SIZE`` (after clipping to the image, before NMS) with ``box_ops.remove_small_boxes``; its RetinaNet and FCOS
+do not, and a box regressed past the image border is clipped flat there and kept (``[0, 0, 165, 0]``, score 0.66, on
+a 128x192 mosaic). vitdense's RetinaNet and FCOS drop them as the RoI heads do, in the one post-processing that eager
+inference, validation and the ONNX graph (traced from it) share.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,11 @@ from typing import Literal, TypedDict
 import torch
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import boxes as box_ops
 
 from vitdense.models.backbone import Backbone
 from vitdense.models.necks import FPN, ExtraLevels, SimpleFeaturePyramid
@@ -57,6 +66,77 @@ HEAD_DEFAULTS: DetectionHeadConfig = {
 
 
 DETECTION_NECKS = ("auto", "simple_fpn", "fpn")
+MIN_BOX_SIZE = 1e-2  # px: torchvision's RoIHeads.postprocess_detections drops boxes with a side under this
+
+
+class _DropsEmptyBoxes:
+    """One-stage post-processing (torchvision's RetinaNet/FCOS ``postprocess_detections``: per level the score
+    threshold, the top ``topk_candidates``, decoding and clipping; per image the per-class NMS and
+    ``detections_per_img``) that drops boxes with a side under ``MIN_BOX_SIZE`` after clipping, before NMS and the
+    detection limit, so that they take no place among the detections."""
+
+    score_thresh: float
+    nms_thresh: float
+    topk_candidates: int
+    detections_per_img: int
+
+    def level_scores(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One image's (anchors, classes) scores at one level from its head outputs."""
+        raise NotImplementedError
+
+    def decode(self, regression: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Boxes (xyxy) from the regression of the given anchors."""
+        raise NotImplementedError
+
+    def postprocess_detections(
+        self, head_outputs: dict[str, list[torch.Tensor]], anchors: list[list[torch.Tensor]],
+        image_shapes: list[tuple[int, int]],
+    ) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+        detections = []
+        for index, (image_anchors, image_shape) in enumerate(zip(anchors, image_shapes, strict=True)):
+            boxes, scores, labels = [], [], []
+            for level, level_anchors in enumerate(image_anchors):
+                outputs = {k: v[level][index] for k, v in head_outputs.items()}
+                level_scores = self.level_scores(outputs)
+                num_classes = level_scores.shape[-1]
+                level_scores = level_scores.flatten()
+                candidates = torch.where(level_scores > self.score_thresh)[0]
+                top_scores, top = level_scores[candidates].topk(
+                    det_utils._topk_min(candidates, self.topk_candidates, 0)
+                )
+                candidates = candidates[top]
+                anchor_idxs = torch.div(candidates, num_classes, rounding_mode="floor")
+                level_boxes = self.decode(outputs["bbox_regression"][anchor_idxs], level_anchors[anchor_idxs])
+                level_boxes = box_ops.clip_boxes_to_image(level_boxes, image_shape)
+                kept = box_ops.remove_small_boxes(level_boxes, MIN_BOX_SIZE)  # (the one line torchvision lacks)
+                boxes.append(level_boxes[kept])
+                scores.append(top_scores[kept])
+                labels.append((candidates % num_classes)[kept])
+            image_boxes, image_scores, image_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+            keep = box_ops.batched_nms(image_boxes, image_scores, image_labels, self.nms_thresh)
+            keep = keep[: self.detections_per_img]
+            detections.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": image_labels[keep]})
+        return detections
+
+
+class VitRetinaNet(_DropsEmptyBoxes, RetinaNet):
+    """torchvision's RetinaNet, without boxes of zero width or height."""
+
+    def level_scores(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(outputs["cls_logits"])
+
+    def decode(self, regression: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        return self.box_coder.decode_single(regression, anchors)
+
+
+class VitFCOS(_DropsEmptyBoxes, FCOS):
+    """torchvision's FCOS, without boxes of zero width or height."""
+
+    def level_scores(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sqrt(torch.sigmoid(outputs["cls_logits"]) * torch.sigmoid(outputs["bbox_ctrness"]))
+
+    def decode(self, regression: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        return self.box_coder.decode(regression, anchors)
 
 
 class _NoResizeTransform(GeneralizedRCNNTransform):
@@ -126,8 +206,8 @@ def _retinanet(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -
     strides, scale = body.strides, cfg["anchor_scale"]
     sizes = tuple(tuple(int(scale * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
-    return RetinaNet(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
-                     nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+    return VitRetinaNet(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
+                        nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
 
 
 def _fcos(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
@@ -135,8 +215,8 @@ def _fcos(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.
         raise ValueError(f"head.channels={cfg['channels']}: FCOS's head uses GroupNorm(32), so use a multiple of 32.")
     strides = body.strides
     anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
-    return FCOS(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
-                nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
+    return VitFCOS(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
+                   nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
 
 
 def _two_stage(body: DetectionBody, num_classes: int, cfg: dict) -> dict:
