@@ -83,3 +83,12 @@ def test_lightnings_sync_dist_advice_is_left_out_and_real_warnings_kept() -> Non
         rank_zero_warn(advice, category=PossibleUserWarning)
         rank_zero_warn("a warning the user can act on", category=PossibleUserWarning)
     assert [str(w.message) for w in caught] == ["a warning the user can act on"]
+
+
+@pytest.mark.slow  # three processes: 40-90 s
+def test_a_fit_on_several_processes_prints_no_sync_dist_advice(tmp_path: Path) -> None:
+    trainer = {"devices": 3, "strategy": "ddp", "max_steps": 1, "num_sanity_val_steps": 0}
+    code, lines = vitdense(tmp_path, "fit", "--config", str(config(tmp_path, trainer=trainer)))
+    assert code == 0, "\n".join(lines[-20:])
+    assert "Starting with 3 processes" in "\n".join(lines)
+    assert not [line for line in lines if "sync_dist" in line], "\n".join(lines)
