@@ -72,6 +72,16 @@ def test_a_crop_larger_than_every_training_image_is_warned_about_naming_the_key(
         SegmentationFolderDataModule(str(root), crop_size=52).setup("fit")
 
 
+def test_the_data_report_warns_of_a_crop_larger_than_every_training_image(tmp_path: Path) -> None:
+    from vitdense.data import SegmentationFolderDataModule
+    from vitdense.data.report import summarize
+
+    root = write_folder_dataset(tmp_path / "data")
+    text = summarize(SegmentationFolderDataModule(str(root), crop_size=64)).table()
+    assert "\nwarning: data.crop_size is 64, larger than every training image (52x36 to 48x40, w x h)" in text, text
+    assert "warning:" not in summarize(SegmentationFolderDataModule(str(root), crop_size=48)).table()
+
+
 def test_lightnings_sync_dist_advice_is_left_out_and_real_warnings_kept() -> None:
     # Lightning's text (lightning/pytorch/trainer/connectors/logger_connector/result.py), once per value logged per
     # epoch on several processes; vitdense reduces those values over the processes itself.

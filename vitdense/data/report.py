@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vitdense.data.io import image_size, load_image
+from vitdense.data.transforms import crop_exceeds_images
 from vitdense.recipe_rules import class_weight_rule, scale_range_rule
 
 SPLITS = ("train", "val", "test")
@@ -79,6 +80,10 @@ class DataReport:
         choices = self.automatic_choices()
         if choices:
             lines += ["what `auto` settings choose from the train split:", *choices, ""]
+        train = next((s for s in self.splits if s.name == "train" and s.error is None), None)
+        too_large = crop_exceeds_images(self.crop_size, list(train.sizes)) if self.crop_size and train else None
+        if too_large:  # what fit warns about, said before it
+            lines += [f"warning: {too_large}", ""]
         lines.append(f"problems: {len(self.problems)}" + (":" if self.problems else ""))
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)

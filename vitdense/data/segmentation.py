@@ -32,6 +32,7 @@ from vitdense.data.registry import register_datamodule
 from vitdense.data.segmentation_dataset import SegmentationFolderDataset, check_split_folder
 from vitdense.data.splits import SavedSplit, choose_split
 from vitdense.data.transforms import (
+    crop_exceeds_images,
     pad_collate,
     segmentation_eval_transform,
     segmentation_train_transform,
@@ -244,18 +245,9 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
     def warn_if_crop_exceeds_images(self) -> None:
         """Warn when ``crop_size`` is larger than every training image: each crop is then mostly padding, which costs
         compute (FLOPs grow with the crop's area, or faster) spent on padding."""
-        sizes = self._image_sizes(self.dataset("train"))
-        if not sizes or self.crop_size <= max(max(size) for size in sizes):
-            return
-        small, large = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
-        spread = f"all {small[0]}x{small[1]}" if small == large else f"{small[0]}x{small[1]} to {large[0]}x{large[1]}"
-        padding = 1 - large[0] * large[1] / self.crop_size**2
-        rank_zero_warn(
-            f"data.crop_size is {self.crop_size}, larger than every training image of '{self.root}' ({spread}, w x h): "
-            f"at scale 1 at least {padding:.0%} of each {self.crop_size}x{self.crop_size} crop is padding, and the "
-            f"compute grows with the crop's area. Set data.crop_size to at most {max(max(size) for size in sizes)} "
-            "(the largest image side)."
-        )
+        message = crop_exceeds_images(self.crop_size, self._image_sizes(self.dataset("train")), f"'{self.root}'")
+        if message:
+            rank_zero_warn(message)
 
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]] | None) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""

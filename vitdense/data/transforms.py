@@ -99,6 +99,23 @@ def segmentation_train_transform(
     )
 
 
+def crop_exceeds_images(crop_size: int, sizes: Sequence[tuple[int, int]], where: str = "") -> str | None:
+    """What to say when ``crop_size`` is larger than every image of ``sizes`` (``(width, height)`` of the training
+    images, those of the folder ``where`` if given): each crop of ``segmentation_train_transform`` is then mostly
+    padding, compute spent on nothing; ``None`` when the crop fits some image."""
+    if not sizes or crop_size <= max(max(size) for size in sizes):
+        return None
+    small, large = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+    spread = f"all {small[0]}x{small[1]}" if small == large else f"{small[0]}x{small[1]} to {large[0]}x{large[1]}"
+    padding = 1 - large[0] * large[1] / crop_size**2
+    return (
+        f"data.crop_size is {crop_size}, larger than every training image{f' of {where}' if where else ''} "
+        f"({spread}, w x h): at scale 1 "
+        f"at least {padding:.0%} of each {crop_size}x{crop_size} crop is padding, and the compute grows with the "
+        f"crop's area. Set data.crop_size to at most {max(max(size) for size in sizes)} (the largest image side)."
+    )
+
+
 class SegmentationEvalTransform:
     """Resize the image's short side to ``size`` (or keep it); the mask keeps its original resolution.
 
