@@ -44,10 +44,20 @@ def test_the_builder_is_below_every_subcommand() -> None:
 
     rooms = {COMMANDS[name].__module__ for name in COMMANDS} | {"vitdense.commands", "vitdense.cli"}
     rooms |= {f"vitdense.{name}" for name in ("estimate", "evaluation", "export", "scenes", "serve", "sweep", "tune")}
-    for low in ("runs.py", "lightning_cli.py"):
+    for low in ("runs.py", "lightning_cli.py", "restore.py"):
         assert not imports(PACKAGE / low) & rooms, low
 
 
 def test_the_lightning_subcommands_and_the_own_ones_share_the_builder() -> None:
-    for room in ("evaluation.py", "export.py", "tune.py", "sweep.py", "commands.py"):
+    for room in ("evaluation.py", "tune.py", "sweep.py", "commands.py"):
         assert "vitdense.runs" in imports(PACKAGE / room), room
+    assert "vitdense.runs" in imports(PACKAGE / "restore.py")
+
+
+def test_a_model_for_inference_is_rebuilt_from_a_run_in_one_place() -> None:
+    """vitdense.restore: export, scene, serve, evaluate and vitdense.load restore a run through it alone."""
+    for room in ("evaluation.py", "export.py", "scenes.py", "serve.py", "commands.py"):
+        assert "vitdense.restore" in imports(PACKAGE / room), room
+    for room in PACKAGE.rglob("*.py"):  # nobody else loads a checkpoint's weights into a task built from a config
+        if room.name != "restore.py":
+            assert 'load_state_dict(checkpoint["state_dict"])' not in room.read_text(), room

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vitdense.data import BaseDataModule
 from vitdense.runs import build, free_folder, run_folder
@@ -63,7 +62,8 @@ def evaluate_main(args: list[str]) -> str:
         "metrics.json, per_class.csv and per_image.csv (by default into <run folder>/evaluation-<split>, a new "
         "folder). Every other argument is a `fit` argument (--model.*, --data.*).",
     )
-    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (or the run "
+                        "folder's config.yaml)")  # fmt: skip
     parser.add_argument("--ckpt_path", help="checkpoint to score (default: the model as the config builds it)")
     parser.add_argument("--split", choices=("val", "test"), default="val")
     parser.add_argument("--output", type=Path, help="folder for the files (new or empty)")
@@ -85,6 +85,7 @@ def export_main(args: list[str]) -> str:
     """``vitdense export --config X --ckpt_path Y --format safetensors|onnx [--output F]``: the trained
     model as one file (see ``vitdense.export``); prints and returns its path."""
     from vitdense.export import export_onnx, export_safetensors
+    from vitdense.restore import restore
 
     parser = argparse.ArgumentParser(
         prog="vitdense export",
@@ -92,7 +93,8 @@ def export_main(args: list[str]) -> str:
         "ONNX (segmentation and classification; dynamic batch, height and width). Every other "
         "argument is a `fit` argument (--model.*, --data.*).",
     )
-    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (or the run "
+                        "folder's config.yaml)")  # fmt: skip
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
     parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors")
     parser.add_argument("--output", type=Path, help="file to write (default: <run folder>/<config name>.<format>)")
@@ -101,16 +103,17 @@ def export_main(args: list[str]) -> str:
     own, rest = parser.parse_known_args(args)
     if own.quantize and own.format != "onnx":
         parser.error("--quantize int8 needs --format onnx")
-    built = build(own.config, [*rest, "--trainer.logger", "false"])
-    task = built.model
-    if own.quantize and not isinstance(task, (SegmentationTask, ClassificationTask)):
+    args = [*rest, "--trainer.logger", "false"]
+    # The task's kind decides --quantize before anything is read or written (the architecture alone, no weights).
+    kind = type(build(own.config, args, weights=False).model) if own.quantize else None
+    if kind is not None and not issubclass(kind, (SegmentationTask, ClassificationTask)):
         raise ValueError(
-            f"--quantize int8 covers segmentation and classification; {type(task).__name__} exports fp32 ONNX only "
+            f"--quantize int8 covers segmentation and classification; {kind.__name__} exports fp32 ONNX only "
             "(drop --quantize). Nothing was written."
         )
-    checkpoint = torch.load(own.ckpt_path, map_location="cpu", weights_only=False)
-    task.on_load_checkpoint(checkpoint)
-    task.load_state_dict(checkpoint["state_dict"])
+    # The task as the fit left it: weights and what the fit decided (band statistics, class weights, ...).
+    built = restore(own.config, own.ckpt_path, args)
+    task = built.model
     output = own.output or run_folder(own.ckpt_path) / f"{Path(own.config).stem}.{own.format}"
     path = export_onnx(task, output) if own.format == "onnx" else export_safetensors(task, output)
     text = f"wrote {path}"

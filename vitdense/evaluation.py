@@ -161,7 +161,7 @@ def evaluate(
     """Score ``checkpoint`` on a split of the data of ``config``, and report per class and per image.
 
     Args:
-        config: the YAML the checkpoint was trained with (model and data).
+        config: the YAML the checkpoint was trained with (model and data), or its run folder's ``config.yaml``.
         checkpoint: a ``.ckpt`` of that run; ``None`` scores the model as the config builds it.
         split: ``val`` or ``test``.
         args: further CLI overrides, e.g. ``["--data.root", "other/data", "--model.inference.mode", "slide"]``.
@@ -169,13 +169,17 @@ def evaluate(
 
     Runs on one device (the first GPU if there is one, else the CPU).
     """
-    from vitdense.runs import build  # the CLI's builder; imported here so that `import vitdense` stays light
+    # The CLI's builder and the one restorer of a run; imported here so that `import vitdense` stays light.
+    from vitdense.restore import restore
+    from vitdense.runs import build
 
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}.")
     trainer_args = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                     "--trainer.enable_model_summary", "false", "--trainer.devices", "1"]  # fmt: skip
-    built = build(config, [*args, *trainer_args])
+    # A checkpoint's task as its fit left it (band statistics, class weights, ...; weights loaded), not as the
+    # config alone builds it.
+    built = restore(config, checkpoint, [*args, *trainer_args]) if checkpoint else build(config, [*args, *trainer_args])
     task, data = built.model, built.datamodule
     catcher = _ConfusionCatcher()
     trainer = L.Trainer(
@@ -185,7 +189,7 @@ def evaluate(
     task.eval_records = []
     try:
         run = trainer.validate if split == "val" else trainer.test
-        logged = run(task, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None, verbose=False)
+        logged = run(task, datamodule=data, verbose=False)
     finally:
         records, task.eval_records = task.eval_records, None
     metrics = {k: float(v) for k, v in (logged[0] if logged else {}).items()}

@@ -6,7 +6,6 @@ detection in ``vitdense.export_detection``).
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,11 @@ from typing import Any
 import torch
 
 from vitdense.models.weights import EXPORT_METADATA_KEY as CONFIG_KEY
+from vitdense.restore import load, load_for_inference
 from vitdense.tasks.base import BaseTask
 from vitdense.tasks.detection import DetectionTask
+
+__all__ = ["export_onnx", "export_safetensors", "inference_config", "load", "load_for_inference", "onnx_metadata"]
 
 # Training-only arguments left out of an exported model's config (an inference model has no optimizer).
 TRAINING_ONLY = ("optimizer", "scheduler", "freeze_backbone", "unfreeze_at_epoch", "ema_decay", "grad_checkpointing",
@@ -24,11 +26,18 @@ TRAINING_ONLY = ("optimizer", "scheduler", "freeze_backbone", "unfreeze_at_epoch
 
 def inference_config(task: BaseTask) -> dict[str, Any]:
     """The task's constructor arguments for inference: no training options, backbone weights from the export itself
-    (``pretrained: false``), adapters already merged."""
+    (``pretrained: false``), adapters already merged; what the fit decided (band statistics in ``backbone.mean``/
+    ``std``, class weights derived from the masks) as values."""
     args = {k: v for k, v in dict(task.hparams).items() if k not in TRAINING_ONLY and not k.startswith("_")}
     args["backbone"] = {**task.backbone_cfg, "pretrained": False, "peft": None}
     args.pop("pretrained", None)
     args["img_size"] = task.backbone_cfg["img_size"]
+    loss = args.get("loss")
+    if isinstance(loss, dict) and isinstance(loss.get("class_weights"), str):
+        # A rule (median_frequency, auto, ...) was resolved from the training masks at fit: the export keeps the
+        # weights it gave (the export has no masks to derive them from again).
+        weights = getattr(task, "ce_class_weights", None)
+        args["loss"] = {**loss, "class_weights": None if weights is None else weights.tolist()}
     return json.loads(json.dumps(args, default=list))
 
 
@@ -50,51 +59,6 @@ def inference_copy(task: BaseTask) -> BaseTask:
     copied = copy.deepcopy(task).cpu()
     copied.backbone.merge_adapters()
     return copied.eval()
-
-
-def load(path: str | Path, device: str | torch.device = "cpu") -> BaseTask:
-    """A task exported with ``export_safetensors`` (or ``vitdense export --format safetensors``), in eval mode.
-
-    Needs no checkpoint, config file or Trainer, and downloads nothing: ``task(images)`` predicts at once.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_model
-
-    path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = (f.metadata() or {}).get(CONFIG_KEY)
-    if meta is None:
-        raise ValueError(f"'{path}' holds no vitdense config; export it with `vitdense export --format safetensors`.")
-    spec = json.loads(meta)
-    module, _, name = spec["task"].rpartition(".")
-    task = getattr(importlib.import_module(module), name)(**spec["init_args"])
-    load_model(task, str(path), strict=True)  # raises on a missing or unexpected weight
-    return task.to(device).eval()
-
-
-def load_for_inference(
-    model_file: str | Path | None,
-    config: str | None = None,
-    ckpt_path: str | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    error: Any = None,
-) -> BaseTask:
-    """A task in eval mode from an export (``model_file``) or from a config and its checkpoint (``overrides``: more
-    ``--model.*``/``--data.*`` arguments); ``error(message)`` reports a missing argument (default: ValueError)."""
-    if model_file is not None:
-        return load(model_file)
-    if not (config and ckpt_path):
-        message = "give --model (an exported .safetensors), or --config with --ckpt_path"
-        if error is not None:
-            error(message)
-        raise ValueError(message)
-    from vitdense.runs import build
-
-    task = build(config, [*overrides, "--trainer.logger", "false"]).model
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    task.on_load_checkpoint(checkpoint)
-    task.load_state_dict(checkpoint["state_dict"])
-    return task.eval()
 
 
 def export_onnx(task: BaseTask, path: str | Path, opset: int = 18) -> Path:

@@ -185,18 +185,49 @@ class VitdenseCLI(LightningCLI):
     # config and command line wins over the checkpoint's (LightningCLI would restore every saved argument).
     EVAL_SETTINGS = ("inference", "overlays")
 
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+                     ) -> None:  # fmt: skip
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:  # only building (vitdense.runs.build)
+            # A run folder's config.yaml is a subcommand's config (fit writes `ckpt_path: null` and `weights_only`,
+            # test also `verbose`): building takes it as it is. A ckpt_path builds the model with the checkpoint's
+            # hyperparameters (_parse_ckpt_path).
+            added: set[str | int] = set()
+            for subcommand, skip in self.subcommands().items():
+                added |= set(self.parser.add_method_arguments(Trainer, subcommand, skip={*skip, *added}))
+
     def _parse_ckpt_path(self) -> None:
+        """Build the model with the checkpoint's hyperparameters (everything the fit decided: band statistics, class
+        names and colours, ...), as LightningCLI does for a subcommand's ``--ckpt_path``, and when only building too;
+        ``EVAL_SETTINGS`` keep the config's values."""
         subcommand = self.config.get("subcommand")
-        init_args = self.config[subcommand].model.get("init_args") if subcommand else None
+        section = self.config[subcommand] if subcommand else self.config
+        init_args = section.model.get("init_args") if section.get("model") else None
         given = {k: copy.deepcopy(init_args[k]) for k in self.EVAL_SETTINGS if init_args and k in init_args}
-        check_ckpt_path(self.config[subcommand].get("ckpt_path") if subcommand else None)
-        super()._parse_ckpt_path()
-        restored = self.config[subcommand].model.get("init_args") if given else None
+        if subcommand:
+            check_ckpt_path(section.get("ckpt_path"))
+            super()._parse_ckpt_path()
+        elif section.get("ckpt_path"):
+            self._restore_hyperparameters(section.ckpt_path)
+        section = self.config[subcommand] if subcommand else self.config
+        restored = section.model.get("init_args") if given else None
         for key, value in given.items():
             if restored.get(key) != value:
-                rank_zero_info(f"[vitdense] {subcommand}: model.init_args.{key} from the config ({value}), not the "
-                               f"checkpoint's ({restored.get(key)})")  # fmt: skip
+                rank_zero_info(f"[vitdense] {subcommand or 'build'}: model.init_args.{key} from the config ({value}), "
+                               f"not the checkpoint's ({restored.get(key)})")  # fmt: skip
             restored[key] = value
+
+    def _restore_hyperparameters(self, ckpt_path: str) -> None:
+        """LightningCLI's ``_parse_ckpt_path`` on the config of a parser without subcommands."""
+        check_ckpt_path(ckpt_path)
+        if not Path(ckpt_path).is_file():  # `last`, `best`, a URL: what only a subcommand's Trainer resolves
+            raise ConfigError(f"--ckpt_path '{ckpt_path}': give a checkpoint file that `fit` wrote.")
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({"model": hparams}, self.config)
 
     def instantiate_classes(self) -> None:
         """Instantiate data, model and trainer; a model value the data replaces through a link is an error when

@@ -50,16 +50,21 @@ def lightning_cli(args: Sequence[str] | None, run: bool = True, weights: bool = 
     )
 
 
-def build(config: str | Path | None, args: Sequence[str] = (), weights: bool = True) -> Run:
+def build(
+    config: str | Path | None, args: Sequence[str] = (), weights: bool = True, ckpt_path: str | Path | None = None
+) -> Run:
     """The Trainer, task and DataModule of ``config`` with ``args`` (``--model.*``, ``--data.*``, ``--trainer.*``
     overrides, or more ``--config`` files), built as ``fit`` builds them, nothing run.
 
     Args:
-        config: a YAML config (``None``: ``args`` hold every setting).
+        config: a YAML config (``None``: ``args`` hold every setting); a run folder's ``config.yaml`` too.
         args: further LightningCLI arguments.
         weights: load the backbone's pretrained weights; ``False`` builds the architecture alone (costs, memory).
+        ckpt_path: build the task with this checkpoint's hyperparameters, as ``test --ckpt_path`` does (the
+            config's ``inference`` and ``overlays`` win); its weights are not loaded (``vitdense.restore`` does).
     """
     argv = (["--config", str(config)] if config is not None else []) + list(args)
+    argv += ["--ckpt_path", str(ckpt_path)] if ckpt_path is not None else []
     cli = lightning_cli(argv, run=False, weights=weights)
     return Run(trainer=cli.trainer, model=cli.model, datamodule=cli.datamodule)
 

@@ -229,7 +229,7 @@ def scene_main(args: list[str]) -> str:
         "maps with the source's CRS and transform (memory: the window batch and one strip of logits, not the scene). "
         "Every other argument is a `fit` argument (--model.*, --data.*).",
     )
-    parser.add_argument("--config", help="the config the checkpoint was trained with")
+    parser.add_argument("--config", help="the config the checkpoint was trained with (or the run folder's config.yaml)")
     parser.add_argument("--ckpt_path", help="the checkpoint to predict with (with --config)")
     parser.add_argument("--model", type=Path, help="a `vitdense export --format safetensors` file, instead of both")
     parser.add_argument("--input", type=Path, nargs="+", required=True, help="raster file(s) to segment")
@@ -241,7 +241,7 @@ def scene_main(args: list[str]) -> str:
     parser.add_argument("--nodata", type=float, help="value of pixels without data (default: the file's)")
     parser.add_argument("--probabilities", action="store_true", help="also write <stem>_probs.tif (uint8 x 255)")
     own, rest = parser.parse_known_args(args)
-    from vitdense.export import load_for_inference
+    from vitdense.restore import load_for_inference
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = load_for_inference(own.model, own.config, own.ckpt_path, rest, parser.error).to(device)

@@ -140,7 +140,7 @@ class VitdenseAPI(_LitAPI):  # type: ignore[misc, valid-type]
         self.load = load
 
     def setup(self, device: str) -> None:
-        from vitdense.export import load_for_inference
+        from vitdense.restore import load_for_inference
 
         self.task = load_for_inference(**self.load).to(device).eval()
         self.device_name = device
@@ -237,7 +237,7 @@ def serve_main(args: list[str]) -> str:
     own, rest = parser.parse_known_args(args)
     import litserve as ls
 
-    from vitdense.export import load_for_inference
+    from vitdense.restore import load_for_inference
 
     load = {"model_file": own.model, "config": own.config, "ckpt_path": own.ckpt_path, "overrides": rest}
     task = load_for_inference(**load, error=parser.error)  # here too: bad arguments fail before the server starts
