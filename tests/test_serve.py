@@ -2,13 +2,17 @@
 input with a 4xx that names the problem, and keeps serving."""
 
 import base64
+import contextlib
 import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -98,3 +102,128 @@ def test_the_server_answers_32_concurrent_requests_and_survives_bad_input(tmp_pa
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that states its size and holds almost no pixels: the server must refuse it on the header alone."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def tiny_segmenter() -> SegmentationTask:
+    torch.manual_seed(0)
+    return SegmentationTask(backbone=VIT_D2_W32, num_classes=4, img_size=32, head={"channels": 8}).eval()
+
+
+def mask(answer: dict) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"]))))
+
+
+def test_an_image_the_model_fails_on_fails_alone() -> None:
+    task = tiny_segmenter()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (1, 1, 3), dtype=np.uint8)] + [
+        rng.integers(0, 255, shape, dtype=np.uint8) for shape in [(32, 40, 3), (1, 1, 3), (32, 40, 3), (48, 24, 3)]
+    ]
+    answers = predict_images(task, images)
+    for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
+        if image.shape[0] == 1:
+            assert answer["status"] == 500 and "1 x 1 image" in answer["detail"], answer
+        else:  # what it gets alone
+            assert np.array_equal(mask(answer), mask(predict_images(task, [image])[0])), i
+    # Same-size images run together, never more than max_pixels at once.
+    assert [mask(a).shape for a in predict_images(task, images[1:2] * 3, max_pixels=2 * 32 * 40)] == [(32, 40)] * 3
+
+
+def test_limits_come_from_the_model_and_its_estimated_memory() -> None:
+    from vitdense.estimate import inference_estimate
+    from vitdense.serve import HEADROOM, default_max_pixels, min_image_side
+
+    task = tiny_segmenter()
+    side = min_image_side(task)
+    assert side == 17  # patch 16, pyramid to stride 32: two patches per side; checked by trying below
+    with torch.no_grad():
+        task(torch.zeros(1, 3, side, 40))
+        with pytest.raises(RuntimeError):
+            task(torch.zeros(1, 3, side - 1, 40))
+    with pytest.raises(ValueError) as err:
+        decode_image(png(np.zeros((16, 40, 3), np.uint8)), "image/png", min_side=side)
+    assert err.value.args[0] == 422 and "at least 17 pixels" in err.value.args[1]
+    # At the limit is refused: max_pixels is exclusive, checked on the header (nothing decoded).
+    with pytest.raises(ValueError) as err:
+        decode_image(png_header(8000, 8000), "image/png", max_pixels=8000 * 8000)
+    assert err.value.args[0] == 413 and "8000 x 8000" in err.value.args[1]
+    memory = 2**30
+    limit = default_max_pixels(task, memory)
+    weights = 4 * sum(p.numel() for p in task.parameters())
+
+    def need(pixels: int) -> float:  # the estimate's inference memory of one square image, with the headroom
+        s = int(pixels**0.5)
+        return weights + HEADROOM * (inference_estimate(task, (s, s)).inference_bytes() - weights)
+
+    assert need(int(limit * 0.95)) < memory < need(int(limit * 1.05))
+
+
+def serve(model: Path, port: int, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    """The real server in its own process group, and the lines it printed until /health answered."""
+    server = subprocess.Popen([sys.executable, "-m", "vitdense", "serve", "--model", str(model), "--port", str(port),
+                               "--accelerator", "cpu", *extra], start_new_session=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(server.stdout), daemon=True).start()
+    for _ in range(240):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server, lines
+        except requests.ConnectionError:
+            pass
+        assert server.poll() is None, "".join(lines)
+        time.sleep(0.25)
+    raise AssertionError("the server did not start:\n" + "".join(lines))
+
+
+@pytest.mark.slow  # starts a server process and stops it: 46 s on 2 busy cores, most of it LitServe's start and stop
+def test_the_server_isolates_bad_requests_and_stops_all_its_processes(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    task = tiny_segmenter()
+    model = export_safetensors(task, tmp_path / "model")
+    port = free_port()
+    server, lines = serve(model, port, "--batch_timeout", "0.5")  # wide enough that the 8 requests batch
+    url = f"http://127.0.0.1:{port}/predict"
+    processes = psutil.Process(server.pid).children(recursive=True)
+    try:
+        said = next(line for line in lines if "pixels or more are refused" in line)
+        limit = int(said.split("images of ")[1].split()[0])
+        assert "GiB of free host memory" in said and "at least 17 pixels" in said
+        rng = np.random.default_rng(0)
+        shapes = [(32, 40), (32, 40), (48, 40), (17, 50), (50, 17), (32, 40), (64, 64), (1, 1)]
+        images = [rng.integers(0, 255, (*shape, 3), dtype=np.uint8) for shape in shapes]
+
+        def ask(image: np.ndarray) -> requests.Response:
+            return requests.post(url, files={"image": ("a.png", png(image))}, timeout=60)
+
+        with ThreadPoolExecutor(len(images)) as pool:
+            responses = list(pool.map(ask, images))
+        assert [r.status_code for r in responses] == [200] * 7 + [422], [r.text for r in responses]
+        assert "at least 17 pixels" in responses[-1].json()["detail"]
+        for image, response in zip(images, responses[:7], strict=False):
+            assert np.array_equal(mask(response.json()), mask(predict_images(task, [image])[0]))
+        rss = sum(p.memory_info().rss for p in processes)
+        width = -(-limit // 1000)  # width x 1000 >= the limit: refused on its header, before anything is decoded
+        huge = requests.post(url, files={"image": ("a.png", png_header(width, 1000))}, timeout=60)
+        assert huge.status_code == 413 and f"fewer than {limit} pixels" in huge.json()["detail"], huge.text
+        assert sum(p.memory_info().rss for p in processes) < rss + 64 * 2**20
+        assert ask(images[0]).status_code == 200  # still serving
+    finally:
+        server.send_signal(signal.SIGTERM)  # to the server alone: it must end every process it started
+        try:
+            server.wait(timeout=60)
+        finally:
+            alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            with contextlib.suppress(ProcessLookupError):  # whatever is left, so that no test leaves a process
+                os.killpg(server.pid, signal.SIGKILL)
+    assert not alive, [p.pid for p in alive]

@@ -103,6 +103,10 @@ class Estimate(DeviceMemory):
     def trainable(self) -> int:
         return sum(s.trainable for s in self.stages)
 
+    def inference_bytes(self) -> float:
+        """Inference memory of ``batch`` images: the largest input + output of any one layer, plus the weights."""
+        return max((s.infer_bytes for s in self.stages), default=0.0) * self.batch + 4.0 * self.params
+
     def backward_stages(self) -> list[StageCost]:
         """The stages the backward pass runs through: from the first one that trains on (in forward order)."""
         first = next((i for i, s in enumerate(self.stages) if s.trainable), len(self.stages))
@@ -211,6 +215,11 @@ def estimate(task: nn.Module, size: tuple[int, int], batch: int = 1) -> Estimate
     result = estimate_forward(meta, size, training=True)
     result.batch, result.inference_flops = batch, inference.total_flops()
     return result
+
+
+def inference_estimate(task: nn.Module, size: tuple[int, int]) -> Estimate:
+    """The eval-mode cost of ``task`` on one ``size`` image (``estimate`` without its training forward)."""
+    return estimate_forward(_meta_copy(task), size, training=False)
 
 
 def estimate_forward(meta: nn.Module, size: tuple[int, int], training: bool) -> Estimate:
