@@ -146,7 +146,7 @@ def test_a_fit_that_fails_early_reports_its_own_time(tmp_path: Path, monkeypatch
     summary = json.loads(path.read_text())
     assert summary["status"].startswith("stopped by") and summary["steps"] == 0 and summary["train_images"] == 0
     # The run's own seconds (not the clock's since boot), of which validation is a part; no training, no throughput.
-    assert 0 < summary["wall_time_s"] <= elapsed + 0.01
+    assert 0 <= summary["wall_time_s"] <= elapsed + 0.01  # a setup failure can take under 5 ms (rounds to 0.0)
     assert 0 <= summary["validation_time_s"] <= summary["wall_time_s"] and summary["images_per_s"] == 0
     assert (summary["validation_time_s"] > 0) == (failure in ("first_batch", "first_step"))  # the sanity check ran
     assert f"0 steps in {summary['wall_time_s']:.1f} s" in capsys.readouterr().out
