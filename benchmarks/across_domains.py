@@ -27,7 +27,7 @@ import numpy as np
 from recipes import DATA_ROOT  # benchmarks/recipes.py: where benchmarks/domains.py wrote the domains (domain.json)
 from recipes import PEER_ROW as PEER
 
-from vitdense.recipe_rules import class_weight_rule
+from vitdense.data.recipe_rules import class_weight_rule
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
@@ -163,7 +163,7 @@ def markdown(table: dict[str, dict[str, dict]], chosen: dict[str, str]) -> str:
         lines += [
             "",
             "`class_weights=auto` is not a run of its own: on each domain it is the row of what the rule "
-            "(`vitdense.recipe_rules.class_weight_rule`) chooses from that domain's training pixels:",
+            "(`vitdense.data.recipe_rules.class_weight_rule`) chooses from that domain's training pixels:",
             "",
         ]
         lines += [f"- {domain}: {why}" for domain, why in sorted(chosen.items())]

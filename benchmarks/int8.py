@@ -6,7 +6,7 @@
 
 Each recipe fits its config (``vitdense fit``), then ``vitdense export --format onnx --quantize int8 --calibration N``
 writes the fp32 graph, a statically quantised copy (QDQ, per-channel int8 weights, activations calibrated on the
-first N val images; ``vitdense.onnx_runner.kept_in_fp32`` says which matmuls stay fp32) and the comparison: the val
+first N val images; ``deploy.onnx_runner.kept_in_fp32`` says which matmuls stay fp32) and the comparison: the val
 metric of both (accuracy, or mIoU over the whole val split), how often they agree, and the seconds per image of
 each, one image at a time on onnxruntime's CPU provider, the two alternating image by image. Latency depends on the
 machine: each row keeps the fp32 matmul rate measured just before (GFLOP/s, torch at --threads threads) and the
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from machine import matmul_gflops  # benchmarks/machine.py
 
-from vitdense.cli import main as vitdense_main
+from vitdense.cli.entry import main as vitdense_main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -13,7 +13,7 @@ or on the domains that benchmarks/domains.py builds.
 The recipe is the shipped template, configs/segmentation_folder.yaml (model and data settings), with the
 benchmark's budget (--steps, --batch, --crop), a CPU-sized head (--head-channels) and the ViT-Ti ImageNet weights;
 each recipe flag, when given, overrides the template's value and names the row.
-Each run writes its config to <out>/runs/<name>/recipe.yaml and calls `vitdense.cli.main(["fit", ...])` on it:
+Each run writes its config to <out>/runs/<name>/recipe.yaml and calls `vitdense.cli.entry.main(["fit", ...])` on it:
 training for --steps optimizer steps, then one validation over the whole val split, scored at full resolution.
 The row (val mIoU, pixel accuracy, per-class IoU, train time, the machine's fp32 matmul rate, git commit) replaces
 the row of the same name in <out>/results.json, and <out>/results.md is rewritten from all rows.
@@ -45,7 +45,7 @@ import yaml
 from lightning.pytorch.callbacks import Timer
 from machine import matmul_gflops  # benchmarks/machine.py
 
-from vitdense.cli import main as vitdense_main
+from vitdense.cli.entry import main as vitdense_main
 from vitdense.data import SegmentationFolderDataModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +218,7 @@ def git_commit() -> str:
 
 
 def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) -> dict:
-    """Train and validate one recipe through ``vitdense.cli.main`` (then test, with --domain); return its row."""
+    """Train and validate one recipe through ``vitdense.cli.entry.main`` (then test, with --domain); return its row."""
     run_dir = args.out / "runs" / re.sub(r"[^\w.=,-]+", "_", name)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The CLI saves the resolved config here and refuses to overwrite the one of an earlier run of this row.

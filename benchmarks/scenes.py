@@ -1,4 +1,4 @@
-"""Scene prediction in bounded memory: peak RSS and Mpx/s of `vitdense.scenes.predict_scene` on a large GeoTIFF.
+"""Scene prediction in bounded memory: peak RSS and Mpx/s of ```inference.scenes.predict_scene` on a large GeoTIFF.
 
     python benchmarks/scenes.py --size 20000          # the issue's 20000 x 20000 scene (hours on 2 CPU cores)
     python benchmarks/scenes.py --size 1500 --size 20000 --height 1000   # 1500 x 1000 and 20000 x 1000 (wide strips)
@@ -52,7 +52,7 @@ def predict(path: Path, output: Path, batch: int, threads: int) -> dict:
     import torch
 
     from vitdense import SegmentationTask
-    from vitdense.scenes import predict_scene
+    from vitdense.inference.scenes import predict_scene
 
     torch.set_num_threads(threads)
     task = SegmentationTask(backbone="vit_tiny_patch16_224", num_classes=11, img_size=224,

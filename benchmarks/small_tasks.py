@@ -46,7 +46,7 @@ from machine import matmul_gflops  # benchmarks/machine.py
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vitdense.cli import main as vitdense_main
+from vitdense.cli.entry import main as vitdense_main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

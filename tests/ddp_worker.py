@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.distributed.tensor import DTensor
 
-from vitdense.cli import PredictionWriter, end_processes_at_exit, main
+from vitdense.cli.entry import PredictionWriter, end_processes_at_exit, main
 from vitdense.tasks.sharding import units
 
 

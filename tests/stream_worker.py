@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, Trainer
 
 from vitdense import SegmentationTask
-from vitdense.data.streaming import StreamingSegmentationDataModule
+from vitdense.data.datamodules.streaming import StreamingSegmentationDataModule
 
 
 class Seen(Callback):

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from tests.tiny import PATCH8_VIT_D2, SWIN_W16_WINDOW2
-from vitdense.cli import PredictionWriter, main
+from vitdense.cli.entry import PredictionWriter, main
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

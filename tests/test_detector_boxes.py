@@ -78,8 +78,8 @@ def test_the_onnx_graph_returns_no_flat_box(name: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from tests.test_export_detection import check_at_sizes
-    from vitdense.export import export_onnx
-    from vitdense.onnx_runner import OnnxModel
+    from vitdense.deploy.export import export_onnx
+    from vitdense.deploy.onnx_runner import OnnxModel
 
     task = flat_box_task(name)
     path = export_onnx(task, tmp_path / name)

@@ -9,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tests.tiny import HYBRID_D2, SWIN_D1121_W24, VIT_D4_W48
 from vitdense import ClassificationTask, DetectionTask, SegmentationTask
-from vitdense.cli import main
-from vitdense.estimate import estimate
+from vitdense.cli.entry import main
+from vitdense.cost.estimate import estimate
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONES = {"vit": VIT_D4_W48, "swin": SWIN_D1121_W24, "hybrid": HYBRID_D2}
@@ -132,7 +132,7 @@ def test_per_device_memory_under_ddp_fsdp_and_activation_checkpointing() -> None
     each parameter's dim-0 shard, padded as fully_shard pads it, plus two gathered blocks; checkpointing keeps each
     block's input instead of everything inside it (one block recomputed at a time)."""
     from vitdense import SegmentationTask
-    from vitdense.estimate import estimate
+    from vitdense.cost.estimate import estimate
 
     task = SegmentationTask(backbone={"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 4}}, num_classes=5,
                             img_size=64, head={"channels": 16})  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 import vitdense
 from tests.tiny import SPLITS, train_tiny_run
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 
 def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: 
 def test_match_boxes_counts_duplicates_and_wrong_classes_as_false_positives() -> None:
     import torch
 
-    from vitdense.evaluation import match_boxes
+    from vitdense.evaluation.report import match_boxes
 
     target = {"boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 0])}
     pred = {
@@ -117,7 +117,7 @@ def test_classification_table_means_equal_torchmetrics_macro_scores() -> None:
     import torch
     from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
-    from vitdense.evaluation import _classification
+    from vitdense.evaluation.report import _classification
 
     names = ["a", "b", "never_predicted", "absent", "only_predicted"]
     labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 1, 2])

@@ -11,8 +11,8 @@ import torch
 import vitdense
 from tests.tiny import SWIN_W16, VIT, train_tiny_run
 from vitdense import SegmentationTask
-from vitdense.cli import main
-from vitdense.export import export_onnx, export_safetensors
+from vitdense.cli.entry import main
+from vitdense.deploy.export import export_onnx, export_safetensors
 
 
 def checkpointed(config: Path, ckpt: Path):
@@ -72,7 +72,7 @@ def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: 
             expected = reference(images).numpy()
         (out,) = session.run(None, {"images": images.numpy()})
         assert out.shape == expected.shape and np.abs(out - expected).max() < 1e-4, size
-    from vitdense.onnx_runner import OnnxModel  # the file says what it is: a runner needs nothing else
+    from vitdense.deploy.onnx_runner import OnnxModel  # the file says what it is: a runner needs nothing else
 
     model = OnnxModel(path)
     assert model.task == kind and model.class_names == reference.class_names and model.in_chans == 3
@@ -134,7 +134,7 @@ def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
     `export --quantize int8` writes a calibrated int8 copy and the fp32/int8 comparison on val."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from vitdense.onnx_runner import OnnxModel
+    from vitdense.deploy.onnx_runner import OnnxModel
 
     config, ckpt, path, text = exported_int8(tmp_path, "segmentation")
     model, reference = OnnxModel(path), checkpointed(config, ckpt)
@@ -157,7 +157,7 @@ def test_int8_classification_reports_accuracy(tmp_path: Path) -> None:
     and CPU time of fp32 and int8 in the report."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from vitdense.onnx_runner import OnnxModel
+    from vitdense.deploy.onnx_runner import OnnxModel
 
     _, _, path, text = exported_int8(tmp_path, "classification")
     int8 = OnnxModel(path.with_name("classification.int8.onnx"))

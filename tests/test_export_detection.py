@@ -12,8 +12,8 @@ import vitdense
 from tests.test_export import checkpointed
 from tests.tiny import PATCH8_VIT_D2, SWIN_W16_WINDOW2, train_tiny_run
 from vitdense import DetectionTask, InstanceSegmentationTask
-from vitdense.cli import main
-from vitdense.export import example_size, export_onnx
+from vitdense.cli.entry import main
+from vitdense.deploy.export import example_size, export_onnx
 
 pytest.importorskip("onnxruntime")
 
@@ -63,7 +63,7 @@ def assert_same_detections(ours: dict[str, np.ndarray], theirs: dict[str, torch.
 def check_at_sizes(task: DetectionTask, path: Path, sizes: list[tuple[int, int]]) -> list[dict[str, float]]:
     """The exported file, run by OnnxModel (onnxruntime + numpy), against ``task(images)`` at each size; the worst
     agreement (and the number of detections) per size."""
-    from vitdense.onnx_runner import OnnxModel
+    from vitdense.deploy.onnx_runner import OnnxModel
 
     model = OnnxModel(path)
     found = []
@@ -84,7 +84,7 @@ def check_at_sizes(task: DetectionTask, path: Path, sizes: list[tuple[int, int]]
 @pytest.mark.parametrize("name", ["retinanet", "fcos", "faster_rcnn", "mask_rcnn"])
 def test_detector_onnx_equals_pytorch_at_new_sizes(name: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
-    from vitdense.onnx_runner import OnnxModel
+    from vitdense.deploy.onnx_runner import OnnxModel
 
     task_class = InstanceSegmentationTask if name == "mask_rcnn" else DetectionTask
     head = {"name": name, "channels": 64 if name == "fcos" else 32, "score_thresh": 0.005, "roi_batch_size": 32,
@@ -115,7 +115,7 @@ def test_instance_onnx_through_the_cli(tmp_path: Path) -> None:
     """`vitdense export --format onnx` of a trained Mask R-CNN run: the runner gives the checkpoint's detections and
     masks, and refuses what a detector has not (logits, int8)."""
     pytest.importorskip("onnxscript")
-    from vitdense.onnx_runner import OnnxModel, quantize_int8
+    from vitdense.deploy.onnx_runner import OnnxModel, quantize_int8
 
     config, ckpt = train_tiny_run(tmp_path, "instance")  # trained at 32x32
     main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx"])

@@ -7,7 +7,7 @@ import torch
 
 from tests.tiny import VIT_D2_W32
 from vitdense import SegmentationTask
-from vitdense.inference import infer_logits, slide_logits
+from vitdense.tasks.inference import infer_logits, slide_logits
 
 
 def task_with(inference: dict | None = None, **kwargs) -> SegmentationTask:
@@ -99,7 +99,7 @@ def test_a_2048x1024_frame_through_vit_base_at_crop_512_on_cpu() -> None:
 def test_inference_is_set_from_the_command_line() -> None:
     from pathlib import Path
 
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     setting = "{mode: slide, crop: [48, 48], stride: [32, 32], flip: true, scales: [0.75, 1.0]}"
@@ -113,7 +113,7 @@ def test_inference_from_the_command_line_wins_over_the_checkpoints(tmp_path) -> 
     restore the checkpoint's). Slide with the crop at the image size scores as whole; flip + scales run (the slow
     quickstart test compares slide at a smaller crop)."""
     from tests.tiny import train_tiny_run
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     config, ckpt = train_tiny_run(tmp_path, "segmentation")  # 32x32 synthetic images
     scores = {}
@@ -211,7 +211,7 @@ def test_every_accepted_window_setting_covers_every_pixel() -> None:
     objects missed by detection tiles); a stride larger than the crop is refused, naming the keys."""
     from itertools import product
 
-    from vitdense.inference import tile_windows
+    from vitdense.tasks.inference import tile_windows
 
     def ones(x: torch.Tensor) -> torch.Tensor:
         return torch.ones(x.shape[0], 1, *x.shape[-2:])
@@ -258,7 +258,7 @@ def test_predictions_of_images_sharing_a_stem_are_all_kept(tmp_path) -> None:
     from PIL import Image
 
     from tests.fake_data import write_folder_dataset
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     root = write_folder_dataset(tmp_path / "data", num_classes=3, sizes=((32, 32),))
     photos = tmp_path / "photos"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitdense.losses import cross_entropy, ohem_cross_entropy
+from vitdense.models.losses import cross_entropy, ohem_cross_entropy
 
 
 def test_ohem_keeps_hard_pixels_and_at_least_min_kept() -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 
 def free_port() -> int:

@@ -13,12 +13,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import vitdense.panels
+import vitdense.tasks.panels
 from tests.tiny import MODELS, PATCH8_VIT_D2
 from vitdense import SegmentationTask
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.data import SyntheticSegmentationDataModule
-from vitdense.panels import (
+from vitdense.tasks.panels import (
     HEADER,
     TAG,
     PredictionPanels,
@@ -91,7 +91,7 @@ def test_segmentation_panels_show_the_models_argmax(tmp_path: Path) -> None:
 @pytest.mark.slow  # detection 3-6 s, instance 7 s on 2 shared cores
 @pytest.mark.parametrize("kind", ["detection", "instance"])
 def test_detection_panels_draw_the_models_detections(tmp_path: Path, kind: str, monkeypatch) -> None:
-    monkeypatch.setattr(vitdense.panels, "MIN_SCORE", 0.0)  # draw the untrained detector's boxes too
+    monkeypatch.setattr(vitdense.tasks.panels, "MIN_SCORE", 0.0)  # draw the untrained detector's boxes too
     cli, panels = fit(tmp_path, kind)
     events = read_panels(cli.trainer.log_dir)
     assert len(events) == 2

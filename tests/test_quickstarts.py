@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

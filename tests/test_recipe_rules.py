@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.recipe_rules import class_weight_rule, scale_range_rule
+from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule
 
 
 def test_class_weights_only_when_a_class_is_rare() -> None:
@@ -49,7 +49,7 @@ def write_data(root: Path, rare: bool) -> Path:
 
 @pytest.mark.parametrize("rare", [True, False])
 def test_fit_applies_and_prints_the_automatic_choices(rare: bool, tmp_path: Path, caplog) -> None:
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     root = write_data(tmp_path / "data", rare)
     cfg = {"model": {"class_path": "SegmentationTask", "init_args": {

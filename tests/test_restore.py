@@ -1,7 +1,7 @@
 """The checkpoint you test is the one you trained: a multi-band run scored through every path that rebuilds it
 (``test`` and ``predict`` with ``--ckpt_path``, ``vitdense.evaluate``, ``scene`` from the config and checkpoint or
 from the run folder's config.yaml, ``scene --model`` of the safetensors export, ``vitdense.load``, the ONNX runner)
-gives the class map of the fitted model, normalised with the fit's band statistics (``vitdense.restore``)."""
+gives the class map of the fitted model, normalised with the fit's band statistics (``vitdense.engine.restore``)."""
 
 from pathlib import Path
 
@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from vitdense import SegmentationTask
-from vitdense.cli import main
-from vitdense.metrics import segmentation_scores
+from vitdense.cli.entry import main
+from vitdense.tasks.metrics import segmentation_scores
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -132,8 +132,8 @@ def test_scene_from_the_config_and_from_the_export_and_vitdense_load(run: dict) 
 def test_the_run_folders_config_yaml_is_a_config_for_scene_export_evaluate_and_serve(run: dict) -> None:
     """The config.yaml that fit writes into the run folder (with `ckpt_path: null`, `weights_only: null`)."""
     from vitdense import evaluate
-    from vitdense.restore import load_for_inference
-    from vitdense.runs import run_folder
+    from vitdense.engine.builder import run_folder
+    from vitdense.engine.restore import load_for_inference
 
     config, ckpt = run_folder(run["ckpt"]) / "config.yaml", str(run["ckpt"])
     assert "ckpt_path" in yaml.safe_load(config.read_text())
@@ -150,7 +150,7 @@ def test_the_run_folders_config_yaml_is_a_config_for_scene_export_evaluate_and_s
 @pytest.mark.slow  # the ONNX export alone takes 20-50 s on 2 CPU cores
 def test_the_onnx_export_normalises_with_the_fits_band_statistics(run: dict) -> None:
     pytest.importorskip("onnxruntime")
-    from vitdense.onnx_runner import OnnxModel
+    from vitdense.deploy.onnx_runner import OnnxModel
 
     path = run["tmp"] / "export" / "bands.onnx"
     main(["export", "--config", str(run["config"]), "--ckpt_path", str(run["ckpt"]), "--format", "onnx",
@@ -167,7 +167,7 @@ def test_class_weights_derived_from_the_masks_go_with_the_export(tmp_path: Path)
     again, so the export carries the weights (the checkpoint carries them too: SegmentationTask.on_save_checkpoint)."""
     import vitdense
     from tests.tiny import VIT_D2_W32
-    from vitdense.export import export_safetensors
+    from vitdense.deploy.export import export_safetensors
 
     task = SegmentationTask(backbone=VIT_D2_W32, num_classes=3, img_size=32, head={"channels": 8},
                             loss={"class_weights": "median_frequency"})  # fmt: skip

@@ -9,9 +9,9 @@ import torch
 
 from tests.tiny import VIT_D2_W32
 from vitdense import SegmentationTask
-from vitdense.data.raster import Raster, band_statistics, model_input
-from vitdense.inference import slide_logits
-from vitdense.scenes import predict_scene, scene_logit_tiles
+from vitdense.data.formats.raster import Raster, band_statistics, model_input
+from vitdense.inference.scenes import predict_scene, scene_logit_tiles
+from vitdense.tasks.inference import slide_logits
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -106,8 +106,8 @@ def test_band_statistics_stream_to_numpys_over_pixels_with_data(tmp_path: Path) 
 
 
 def test_scene_command_segments_rasters_from_an_export(tmp_path: Path) -> None:
-    from vitdense.export import export_safetensors
-    from vitdense.scenes import scene_main
+    from vitdense.deploy.export import export_safetensors
+    from vitdense.inference.scenes import scene_main
 
     model = export_safetensors(seg_task(), tmp_path / "model")
     rng = np.random.default_rng(3)
@@ -121,8 +121,8 @@ def test_scene_command_segments_rasters_from_an_export(tmp_path: Path) -> None:
 
 
 def test_scene_is_a_vitdense_subcommand(tmp_path: Path) -> None:
-    from vitdense.cli import main
-    from vitdense.export import export_safetensors
+    from vitdense.cli.entry import main
+    from vitdense.deploy.export import export_safetensors
 
     model = export_safetensors(seg_task(), tmp_path / "model")
     scene = write_geotiff(tmp_path / "s.tif", np.zeros((33, 47, 3), np.uint8))

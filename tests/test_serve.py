@@ -23,8 +23,8 @@ from PIL import Image
 
 from tests.tiny import VIT_D2_W32
 from vitdense import SegmentationTask
-from vitdense.export import export_safetensors, load
-from vitdense.serve import decode_image, predict_images
+from vitdense.deploy.export import export_safetensors, load
+from vitdense.deploy.serve import decode_image, predict_images
 
 pytest.importorskip("litserve")
 requests = pytest.importorskip("requests")
@@ -140,8 +140,8 @@ def test_an_image_the_model_fails_on_fails_alone() -> None:
 
 
 def test_limits_come_from_the_model_and_its_estimated_memory() -> None:
-    from vitdense.estimate import inference_estimate
-    from vitdense.serve import HEADROOM, default_max_pixels, min_image_side
+    from vitdense.cost.estimate import inference_estimate
+    from vitdense.deploy.serve import HEADROOM, default_max_pixels, min_image_side
 
     task = tiny_segmenter()
     side = min_image_side(task)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
-from vitdense.summary import SUMMARY_FILE
+from vitdense.cli.entry import main
+from vitdense.tasks.summary import SUMMARY_FILE
 
 
 def test_summary_json_matches_the_best_checkpoint(tmp_path: Path, capsys) -> None:

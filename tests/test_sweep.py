@@ -9,11 +9,11 @@ import torch
 import yaml
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 optuna = pytest.importorskip("optuna")
 
-import vitdense.sweep as sweep  # noqa: E402
+import vitdense.tuning.sweep as sweep  # noqa: E402
 
 
 def test_a_trial_below_the_median_is_pruned_after_its_validation() -> None:

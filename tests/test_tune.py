@@ -9,8 +9,8 @@ import yaml
 from PIL import Image
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
-from vitdense.tune import LRRangeTest, lr_range_test, range_test_cli
+from vitdense.cli.entry import main
+from vitdense.tuning.tune import LRRangeTest, lr_range_test, range_test_cli
 
 
 def write_config(root: Path) -> Path:
@@ -76,8 +76,8 @@ def test_batch_size_on_cpu_is_the_memory_bound_of_the_estimate(tmp_path: Path, c
     import json
     import re
 
-    from vitdense.batch_size import memory_bound_batch
-    from vitdense.estimate import estimate
+    from vitdense.cost.estimate import estimate
+    from vitdense.tuning.batch_size import memory_bound_batch
 
     config = write_config(tmp_path)
     text = main(["tune", "--config", str(config), "--batch_size", "--output", str(tmp_path / "out")])
@@ -98,7 +98,7 @@ def test_batch_size_on_cpu_is_the_memory_bound_of_the_estimate(tmp_path: Path, c
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="measures CUDA memory")
 def test_batch_size_on_cuda_is_the_largest_step_that_fits(tmp_path: Path) -> None:
-    from vitdense.batch_size import measured_batch
+    from vitdense.tuning.batch_size import measured_batch
 
     cli = main(["--config", str(write_config(tmp_path)), "--trainer.logger", "false"], run=False)
     found = measured_batch(cli.model, cli.datamodule, "32-true", margin=0.999, limit=1 << 16)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 VIT = "vit_tiny_patch16_224"
 SWIN = "swin_tiny_patch4_window7_224"

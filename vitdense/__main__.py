@@ -1,6 +1,6 @@
 """``python -m vitdense``: the LightningCLI entry point."""
 
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 if __name__ == "__main__":
     main()

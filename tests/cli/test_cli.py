@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.fake_data import write_folder_dataset
 from tests.tiny import PATCH8_VIT_D4
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 TINY_MODEL = {
     "class_path": "vitdense.SegmentationTask",
@@ -149,7 +149,7 @@ def test_validate_then_fit_in_one_process(tmp_path: Path) -> None:
 )
 def test_fit_help_documents_the_tasks_own_and_shared_arguments(task: str, own: str, capsys) -> None:
     """Tasks declare only their own arguments and pass the rest to BaseTask: the help still lists every one."""
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     with pytest.raises(SystemExit):
         main(["fit", "--model.help", f"vitdense.{task}"])
@@ -169,7 +169,7 @@ def test_no_cloud_logger_advert(tmp_path: Path, capsys, caplog) -> None:
 
 
 def test_help_lists_vitdense_subcommands_too(capsys) -> None:
-    from vitdense.commands import COMMANDS
+    from vitdense.cli.commands import COMMANDS
 
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -13,8 +13,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from tests.cli.test_cli_messages import config, one_message, vitdense
 from tests.fake_data import write_folder_dataset
-from vitdense.cli import main
-from vitdense.messages import ConfigError, drop_noise
+from vitdense.cli.entry import main
+from vitdense.engine.messages import ConfigError, drop_noise
 
 CASES = {
     "batch_size_0": (("--data.init_args.batch_size", "0"), "data.batch_size is 0; it must be >= 1"),

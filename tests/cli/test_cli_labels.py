@@ -13,7 +13,7 @@ from PIL import Image
 from tests.data import test_label_errors as errors
 from tests.data.label_fixtures import COLORS, write_color_splits, write_one_folder
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.data import SegmentationFolderDataModule
 
 CONFIG = Path(__file__).parents[2] / "configs" / "segmentation_folder.yaml"

@@ -11,7 +11,7 @@ import yaml
 
 from tests.data.object_fixtures import cvat_scene, labelme_folder, labelme_scene
 from tests.tiny import PATCH8_VIT_D4
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.data import CocoDetectionDataModule
 
 CONFIGS = Path(__file__).parents[2] / "configs"

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.fake_data import write_coco_folder, write_image_folder
 from tests.tiny import PATCH8_VIT_D4
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 TRAINER = {"accelerator": "cpu", "precision": "32", "enable_progress_bar": False, "enable_model_summary": False}
 

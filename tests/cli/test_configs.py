@@ -8,7 +8,7 @@ import yaml
 
 from tests.fake_data import FAKE_LAYOUTS, write_coco2017, write_coco_folder, write_folder_dataset, write_image_folder
 from tests.models.test_layer_decay import TABLES, assert_layer_decay_matches
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.tasks.base import BaseTask
 
 OTHER_LAYOUTS = {

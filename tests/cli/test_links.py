@@ -7,7 +7,7 @@ import pytest
 
 from tests.fake_data import write_folder_dataset
 from tests.tiny import VIT_D2_W32
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 MODEL = ["--model", "vitdense.SegmentationTask", "--model.backbone", str(VIT_D2_W32).replace("'", '"'),
          "--model.head", '{"channels": 8, "aux_weight": 0}', "--trainer.logger", "false"]  # fmt: skip

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.fake_data import write_folder_dataset
 from tests.tiny import PATCH8_VIT_D4
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 
 def test_predicted_masks_rescored_with_numpy_give_the_logged_miou(tmp_path: Path) -> None:
@@ -116,8 +116,8 @@ def test_coco_results_rescored_with_pycocotools_give_torchmetrics_map(tmp_path: 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from vitdense.data.coco_format import write_coco_results
-    from vitdense.metrics import DetectionMAP
+    from vitdense.data.formats.coco import write_coco_results
+    from vitdense.tasks.metrics import DetectionMAP
 
     rng = np.random.default_rng(0)
     images, annotations, lines, metric = [], [], [], DetectionMAP(box_format="xyxy")

@@ -27,9 +27,9 @@ from safetensors.torch import save_file
 from tests.data.object_fixtures import labelme_folder
 from tests.fake_data import FAKE_LAYOUTS, write_coco_folder, write_folder_dataset, write_image_folder
 from vitdense import data as data_modules
-from vitdense.cli import main
-from vitdense.commands import COMMANDS as OWN_COMMANDS
-from vitdense.lightning_cli import PredictionWriter
+from vitdense.cli.commands import COMMANDS as OWN_COMMANDS
+from vitdense.cli.entry import main
+from vitdense.engine.lightning_cli import PredictionWriter
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"

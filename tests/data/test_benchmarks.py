@@ -10,8 +10,8 @@ from PIL import Image
 
 from tests.fake_data import FAKE_LAYOUTS, fake_mask, write_ade20k, write_cityscapes, write_coco2017, write_voc
 from tests.tiny import PATCH8_VIT_D4
-from vitdense.cli import main
-from vitdense.data.benchmarks import (
+from vitdense.cli.entry import main
+from vitdense.data.datamodules.benchmarks import (
     ADE20K_CLASSES,
     CITYSCAPES_CLASSES,
     VOC_CLASSES,
@@ -137,7 +137,7 @@ def test_cli_fast_dev_run(tmp_path: Path, name: str) -> None:
             "init_args": {"backbone": backbone, "head": {"channels": 16, "aux_channels": 8}},
         },
         "data": {
-            "class_path": f"vitdense.data.benchmarks.{name}",
+            "class_path": f"vitdense.data.datamodules.benchmarks.{name}",
             "init_args": {"root": str(FAKE_LAYOUTS[name](tmp_path / "data")), "crop_size": 32, "batch_size": 2},
         },
         "trainer": {"accelerator": "cpu", "precision": "32", "fast_dev_run": True, "enable_progress_bar": False},

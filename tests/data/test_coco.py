@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vitdense.data import CocoDetectionDataModule
-from vitdense.data.coco import CocoDetectionDataset, read_categories
+from vitdense.data.datamodules.coco import CocoDetectionDataset, read_categories
 from vitdense.data.transforms import bbox_params, to_tensor
 
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 1, "name": "bird"}, {"id": 3, "name": "cat"}]

@@ -11,9 +11,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from tests.tiny import PATCH8_VIT_D4
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.data import CocoInstanceDataModule
-from vitdense.data.coco import CocoDetectionDataset
+from vitdense.data.datamodules.coco import CocoDetectionDataset
 from vitdense.data.transforms import detection_eval_transform, detection_train_transform
 
 H, W = 60, 80

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.data.label_fixtures import COLORS, NAMES, VOID, id_mask, paint, write_color_splits
 from vitdense.data import SegmentationFolderDataModule
-from vitdense.data.class_table import read_classes_txt
+from vitdense.data.formats.class_table import read_classes_txt
 
 
 def masks_of(dm: SegmentationFolderDataModule, split: str) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from tests.data.label_fixtures import COLORS, id_mask, paint, tree, write_color_splits
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 
 def test_data_report_lists_every_problem_and_draws_class_colours(tmp_path: Path) -> None:

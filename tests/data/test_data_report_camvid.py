@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 CAMVID = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
 

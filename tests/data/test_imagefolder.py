@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vitdense.data import ImageFolderDataModule
-from vitdense.data.imagefolder import ImageFolderDataset
+from vitdense.data.datamodules.imagefolder import ImageFolderDataset
 
 
 def write_image(path: Path, size=(40, 30), mode: str = "RGB", seed: int = 0) -> None:

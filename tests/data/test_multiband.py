@@ -103,7 +103,7 @@ def test_a_multi_band_folder_fits_through_the_cli_with_only_data_keys(tmp_path: 
     """data.bands alone: the CLI links in_chans into the backbone and the fit computes the band statistics."""
     import yaml
 
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     root = write_raster_dataset(tmp_path / "data", 13, nodata=0)
     backbone = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}}

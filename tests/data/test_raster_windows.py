@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vitdense.data import RasterSegmentationDataModule
-from vitdense.data.raster import Raster
+from vitdense.data.formats.raster import Raster
 
 rasterio = pytest.importorskip("rasterio")
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vitdense.data import SegmentationFolderDataModule
-from vitdense.data.segmentation import SegmentationFolderDataset
+from vitdense.data.datamodules.segmentation import SegmentationFolderDataset
 from vitdense.data.transforms import segmentation_train_transform
 
 

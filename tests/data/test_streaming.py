@@ -18,7 +18,7 @@ from vitdense import SegmentationTask
 from vitdense.data import SegmentationFolderDataModule
 
 pytest.importorskip("litdata")
-from vitdense.data.streaming import StreamingSegmentationDataModule, write_stream
+from vitdense.data.datamodules.streaming import StreamingSegmentationDataModule, write_stream
 
 BACKBONE = {"name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}}
 ARGS = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
@@ -110,7 +110,7 @@ def test_stream_command_and_fit_through_the_cli(tmp_path: Path) -> None:
     """`vitdense stream` converts a config's data; a fit through the real CLI trains from the stream."""
     import yaml
 
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     root = folder(tmp_path / "data", train=4, val=2)
     data = {"class_path": "SegmentationFolderDataModule", "init_args": {"root": str(root), "crop_size": 32}}

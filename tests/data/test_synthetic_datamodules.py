@@ -23,7 +23,7 @@ def test_synthetic_deterministic_and_varied() -> None:
 
 
 def test_synthetic_samples_are_rendered_once_and_stay_the_same() -> None:
-    from vitdense.data.synthetic_datamodules import SyntheticShapesDataset
+    from vitdense.data.datamodules.synthetic import SyntheticShapesDataset
 
     dataset = SyntheticShapesDataset(8, "train", seed=3, image_size=32)
     calls = []

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from tests.tiny import VIT
 from vitdense import SegmentationTask
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.models.adapters import is_adapter
 from vitdense.tasks.training import backbone_param_groups
 

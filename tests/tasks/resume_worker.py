@@ -13,7 +13,7 @@ import sys
 import lightning.pytorch as L
 
 from vitdense import ClassificationTask
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 
 class EarlyPeakTask(ClassificationTask):

@@ -10,7 +10,7 @@ import yaml
 
 from tests.tiny import PATCH8_VIT_D4
 from vitdense import DetectionTask, InstanceSegmentationTask
-from vitdense.cli import main
+from vitdense.cli.entry import main
 from vitdense.data import SyntheticInstanceDataModule
 
 BACKBONE = {**PATCH8_VIT_D4, "img_size": 64}

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 STEPS_PER_EPOCH = 4  # 16 training images in batches of 4
 WORKER = "tests.tasks.resume_worker"  # EarlyPeakTask, LrRecorder

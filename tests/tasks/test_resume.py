@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from tests.tiny import PATCH8_VIT_D2
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 REPO = Path(__file__).resolve().parents[2]  # on the worker's path: its callbacks are `tests.tasks.resume_worker.*`

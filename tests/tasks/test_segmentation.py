@@ -102,7 +102,7 @@ def test_class_weights_from_the_datamodule_when_fitting(ema_decay, tmp_path) -> 
     import yaml
 
     from tests.fake_data import write_folder_dataset
-    from vitdense.cli import main
+    from vitdense.cli.entry import main
 
     root = write_folder_dataset(tmp_path / "data")
     backbone = PATCH8_VIT_D2

@@ -8,7 +8,7 @@ import torch
 
 from tests.tiny import PATCH8_VIT_D2, tiny_vit
 from vitdense import ClassificationTask
-from vitdense.cli import main
+from vitdense.cli.entry import main
 
 
 def test_adamw_is_fused_and_updates_as_the_loop_implementation_does() -> None:

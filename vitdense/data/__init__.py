@@ -14,30 +14,30 @@ import os
 # warning offline that a user cannot act on).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from vitdense.data.base import BaseDataModule
-from vitdense.data.benchmarks import (
+from vitdense.data.datamodules.base import BaseDataModule
+from vitdense.data.datamodules.benchmarks import (
     ADE20KDataModule,
     CityscapesDataModule,
     VOCSegmentationDataModule,
 )
-from vitdense.data.coco import (
+from vitdense.data.datamodules.coco import (
     COCO2017DataModule,
     COCO2017InstanceDataModule,
     CocoDetectionDataModule,
     CocoInstanceDataModule,
 )
-from vitdense.data.imagefolder import ImageFolderDataModule
-from vitdense.data.io import image_size, load_image, load_mask
-from vitdense.data.raster_windows import RasterSegmentationDataModule
-from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
-from vitdense.data.segmentation import SegmentationFolderDataModule
-from vitdense.data.streaming import StreamingSegmentationDataModule
-from vitdense.data.synthetic_datamodules import (
+from vitdense.data.datamodules.imagefolder import ImageFolderDataModule
+from vitdense.data.datamodules.raster_windows import RasterSegmentationDataModule
+from vitdense.data.datamodules.segmentation import SegmentationFolderDataModule
+from vitdense.data.datamodules.streaming import StreamingSegmentationDataModule
+from vitdense.data.datamodules.synthetic import (
     SyntheticClassificationDataModule,
     SyntheticDetectionDataModule,
     SyntheticInstanceDataModule,
     SyntheticSegmentationDataModule,
 )
+from vitdense.data.formats.io import image_size, load_image, load_mask
+from vitdense.data.registry import get_datamodule, list_datamodules, register_datamodule
 from vitdense.data.transforms import detection_collate
 
 __all__ = [

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vitdense.data.io import image_size, load_image
+from vitdense.data.formats.io import image_size, load_image
+from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule
 from vitdense.data.transforms import crop_exceeds_images
-from vitdense.recipe_rules import class_weight_rule, scale_range_rule
 
 SPLITS = ("train", "val", "test")
 
@@ -45,7 +45,7 @@ class DataReport:
     crop_size: int | None = None
 
     def automatic_choices(self) -> list[str]:
-        """What the template's ``auto`` settings choose from this training split (``vitdense.recipe_rules``)."""
+        """What the template's ``auto`` settings choose from this training split (``vitdense.data.recipe_rules``)."""
         train = next((s for s in self.splits if s.name == "train" and s.error is None), None)
         if train is None or train.pixels is None:
             return []

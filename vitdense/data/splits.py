@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from vitdense.data.folders import IMAGE_EXTENSIONS, examples
+from vitdense.data.formats.folders import IMAGE_EXTENSIONS, examples
 
 SPLITS = ("train", "val", "test")
 

@@ -32,7 +32,7 @@ def add_adapters(model: nn.Module, cfg: dict[str, Any]) -> nn.Module:
         ImportError: peft is not installed (it is in the ``dev`` extra; ``pip install peft``).
         ValueError: unknown keys or method, or no layer of the model matches ``target_modules``.
     """
-    from vitdense.config import merge_config
+    from vitdense.models.config import merge_config
 
     cfg = merge_config(cfg, dict(PEFT_DEFAULTS), "backbone.peft")
     if cfg["method"] != "lora":

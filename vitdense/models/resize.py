@@ -24,7 +24,7 @@ _RECORDERS: list[tuple[list, Callable[[], Any]]] = []
 def record_resizes(context: Callable[[], Any] = lambda: None) -> Iterator[list[tuple[Any, tuple[int, ...], int, int]]]:
     """Record the resizes that run inside the block, as ``(context(), input shape, kept rows, kept columns)``.
 
-    ``vitdense.estimate`` counts their matrix products this way (they run outside any layer it can hook).
+    ``vitdense.cost.estimate`` counts their matrix products this way (they run outside any layer it can hook).
     """
     calls: list[tuple[Any, tuple[int, ...], int, int]] = []
     entry = (calls, context)

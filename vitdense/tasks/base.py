@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
-import vitdense.estimate  # noqa: F401  (registers the CPU attention FLOPs that the model summary counts)
+import vitdense.cost.estimate  # noqa: F401  (registers the CPU attention FLOPs that the model summary counts)
 from vitdense.models.adapters import is_adapter
 from vitdense.models.backbone import Backbone, BackboneConfig, resolve_backbone_config
 from vitdense.models.weights import FROZEN_BASE_KEY
@@ -95,7 +95,7 @@ class BaseTask(L.LightningModule):
                 on recent GPUs under mixed precision).
             log_images: val images drawn with the model's predictions after each validation of a fit and logged as
                 ``val/panels`` to the loggers that take images (TensorBoard, MLflow, W&B); 0 = off
-                (``vitdense.panels``).
+                (``vitdense.tasks.panels``).
         """
         super().__init__()
         # Saved first: the hooks below (configure_models, ...) read the subclass's own arguments from hparams.
@@ -168,10 +168,10 @@ class BaseTask(L.LightningModule):
             # Lightning swaps the averaged weights in for validation and for the saved checkpoints.
             callbacks.append(EMAWeightAveraging(decay=self.ema_decay))
         if self.hparams.get("log_images", 0) != 0:
-            from vitdense.panels import PredictionPanels
+            from vitdense.tasks.panels import PredictionPanels
 
             callbacks.append(PredictionPanels(self.hparams.log_images))
-        from vitdense.summary import RunSummary
+        from vitdense.tasks.summary import RunSummary
 
         callbacks.append(RunSummary())  # summary.json in the run folder when a fit ends
         return callbacks

@@ -15,11 +15,12 @@ from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from vitdense.config import merge_config
 from vitdense.models.backbone import Backbone
+from vitdense.models.config import merge_config
 from vitdense.models.heads import ClassificationHead
-from vitdense.predictions import INDEX, append_part, merge_parts
+from vitdense.tasks import panels
 from vitdense.tasks.base import BaseTask
+from vitdense.tasks.predictions import INDEX, append_part, merge_parts
 
 PREDICTIONS = "predictions.csv"
 
@@ -107,6 +108,14 @@ class ClassificationTask(BaseTask):
                 num_classes=self.num_classes,
             )
         self.soft_loss = SoftTargetCrossEntropy()
+
+    def draw_panel(self, batch: dict[str, Any], min_score: float) -> Any:
+        """A grid of the images of ``batch`` captioned with true and predicted class (``tasks.panels``)."""
+        probs = self.eval_logits(batch["image"]).softmax(-1)
+        score, pred = probs.max(-1)
+        images = [panels.display_image(im, self.backbone.cfg.get("rgb_bands")) for im in batch["image"]]
+        return panels.classification_panel(images, batch["label"].tolist(), pred.tolist(), score.tolist(),
+                                           list(self.class_names))  # fmt: skip
 
     def configure_metrics(self) -> MetricCollection:
         metrics = {

@@ -9,18 +9,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitdense.config import merge_config
-from vitdense.data.coco_format import write_coco_results
-from vitdense.inference import (
+from vitdense.data.formats.coco import write_coco_results
+from vitdense.models.config import merge_config
+from vitdense.models.heads.detectors import HEAD_DEFAULTS, INSTANCE_DETECTORS, DetectionHeadConfig, build_detector
+from vitdense.tasks import panels
+from vitdense.tasks.base import BaseTask, group_indices
+from vitdense.tasks.inference import (
     DETECTION_INFERENCE_DEFAULTS,
     DetectionInferenceConfig,
     check_detection_inference_config,
     infer_detections,
 )
-from vitdense.metrics import DetectionMAP
-from vitdense.models.heads.detectors import HEAD_DEFAULTS, INSTANCE_DETECTORS, DetectionHeadConfig, build_detector
-from vitdense.predictions import INDEX, append_part, merge_parts
-from vitdense.tasks.base import BaseTask, group_indices
+from vitdense.tasks.mask_files import class_palette
+from vitdense.tasks.metrics import DetectionMAP
+from vitdense.tasks.predictions import INDEX, append_part, merge_parts
 
 PREDICTIONS = "predictions.jsonl"
 
@@ -68,6 +70,15 @@ class DetectionTask(BaseTask):
         # The two-stage detectors' labels are shifted by one for their background class.
         self.label_offset = 1 if cfg["name"] in ("faster_rcnn", "mask_rcnn") else 0
         self.detector = build_detector(cfg["name"], self.backbone, self.num_classes, cfg)
+
+    def draw_panel(self, batch: dict[str, Any], min_score: float) -> Any:
+        """``truth | prediction`` per image of ``batch`` (boxes, masks, class names, scores of at least
+        ``min_score``; ``tasks.panels``)."""
+        rgb = self.backbone.cfg.get("rgb_bands")
+        images = [panels.display_image(im, rgb) for im in batch["image"]]
+        preds = self(list(batch["image"]))
+        return panels.detection_panel(images, batch["target"], preds, class_palette(256), list(self.class_names),
+                                      min_score)  # fmt: skip
 
     def configure_metrics(self) -> DetectionMAP:
         return DetectionMAP(box_format="xyxy", iou_type="bbox")

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitdense.metrics import DetectionMAP
 from vitdense.models.heads.detectors import INSTANCE_DETECTORS, DetectionHeadConfig
 from vitdense.tasks.detection import DetectionTask
+from vitdense.tasks.metrics import DetectionMAP
 
 
 class InstanceSegmentationTask(DetectionTask):

@@ -27,14 +27,14 @@ def class_palette(n: int) -> list[int]:
 def display_image(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image to draw on: the image itself, or for a raster (multi-band GeoTIFF/.npy) its
     first three bands (one band: grey), each stretched from its 2nd to its 98th percentile, nodata black."""
-    from vitdense.data.io import load_image
+    from vitdense.data.formats.io import load_image
 
     try:
         return load_image(path)
     except ValueError:
         if Path(path).suffix.lower() not in (".tif", ".tiff", ".npy"):
             raise
-    from vitdense.data.raster import load_raster
+    from vitdense.data.formats.raster import load_raster
 
     bands = load_raster(path)
     bands = bands[:, :, :3] if bands.shape[2] >= 3 else np.repeat(bands[:, :, :1], 3, axis=2)

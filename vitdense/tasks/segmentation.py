@@ -13,16 +13,17 @@ from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from vitdense.config import merge_config
-from vitdense.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
-from vitdense.losses import cross_entropy, frequency_weights, ohem_cross_entropy
-from vitdense.metrics import segmentation_scores
+from vitdense.data.recipe_rules import AUTO, class_weight_rule
+from vitdense.models.config import merge_config
 from vitdense.models.heads import FCNHead, LinearHead, UPerHead
+from vitdense.models.losses import cross_entropy, frequency_weights, ohem_cross_entropy
 from vitdense.models.necks import NeckName, build_neck
 from vitdense.models.resize import resize_bilinear
-from vitdense.recipe_rules import AUTO, class_weight_rule
+from vitdense.tasks import panels
 from vitdense.tasks.base import BaseTask, group_indices
+from vitdense.tasks.inference import INFERENCE_DEFAULTS, InferenceConfig, check_inference_config, infer_logits
 from vitdense.tasks.mask_files import class_palette, display_image, save_new_png
+from vitdense.tasks.metrics import segmentation_scores
 from vitdense.tasks.segmentation_config import (
     CLASS_WEIGHTS_KEY,
     HEAD_DEFAULTS,
@@ -165,6 +166,24 @@ class SegmentationTask(BaseTask):
         weights = checkpoint.get(CLASS_WEIGHTS_KEY)
         if weights is not None:
             self.ce_class_weights = torch.tensor(weights, dtype=torch.float)
+
+    def draw_panel(self, batch: dict[str, Any], min_score: float) -> np.ndarray:
+        """``image | truth | prediction | errors`` per image of ``batch``, a class legend below (``tasks.panels``)."""
+        mask = batch["mask"]
+        mask_sizes = batch.get("mask_size") or [tuple(mask.shape[-2:])] * mask.shape[0]
+        valid = batch.get("valid_size") or [tuple(batch["image"].shape[-2:])] * mask.shape[0]
+        preds: dict[int, np.ndarray] = {}
+        for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), mask_sizes):
+            preds |= {i: p for i, p in zip(idx, logits.argmax(1).cpu().numpy(), strict=True)}
+        rgb = self.backbone.cfg.get("rgb_bands")
+        images, truths = [], []
+        for i in range(mask.shape[0]):
+            (h, w), (vh, vw) = mask_sizes[i], valid[i]
+            images.append(panels.display_image(batch["image"][i, :, : int(vh), : int(vw)], rgb))
+            truths.append(mask[i, : int(h), : int(w)].cpu().numpy())
+        ordered = [preds[i] for i in range(mask.shape[0])]
+        return panels.segmentation_panel(images, truths, ordered, self.palette(), list(self.class_names),
+                                         self.ignore_index)  # fmt: skip
 
     def configure_metrics(self) -> MulticlassConfusionMatrix:
         # One confusion matrix over the whole split (summed over batches and processes), never per-batch means.

@@ -29,7 +29,7 @@ class SegmentationLossConfig(TypedDict, total=False):
     Keys: ``ce_weight``, ``dice_weight``, ``focal_weight``, ``lovasz_weight``, ``class_weights`` (per-class CE
     weights, or ``median_frequency`` / ``sqrt_median_frequency`` to derive them from the training masks when fitting,
     or ``auto``: ``sqrt_median_frequency`` when some class holds < 1% of the training pixels, else none; see
-    ``vitdense.recipe_rules``),
+    ``vitdense.data.recipe_rules``),
     ``label_smoothing``, ``ohem_thresh`` (train the main head's cross-entropy on hard pixels only, as mmseg's OHEM
     sampler: true-class probability below this; null = off) and ``ohem_min_kept`` (fewest pixels kept per batch).
     """
@@ -65,6 +65,6 @@ LOSS_DEFAULTS: SegmentationLossConfig = {
 }
 
 
-# class_weights names resolved from the training masks in setup("fit") (auto: by vitdense.recipe_rules)
+# class_weights names resolved from the training masks in setup("fit") (auto: by vitdense.data.recipe_rules)
 WEIGHTS_FROM_MASKS = ("median_frequency", "sqrt_median_frequency", "auto")
 CLASS_WEIGHTS_KEY = "vitdense_class_weights"  # checkpoint key of the class weights derived from the training masks

@@ -16,8 +16,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vitdense.config import merge_config
 from vitdense.models.backbone import Backbone
+from vitdense.models.config import merge_config
 from vitdense.models.layer_decay import layer_scales
 
 

@@ -1,0 +1,178 @@
+"""Readers: one annotation format -> the (image, annotation) pairs of a folder and each annotation's class-id mask.
+
+A reader knows a format and nothing of splits, transforms or batching; ``SegmentationFolderDataset`` takes one.
+Mask files (class ids or colours) are read here; polygon formats (COCO, LabelMe, CVAT) in ``data.formats.polygons``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypedDict
+
+import numpy as np
+
+from vitdense.data.formats.class_table import ClassTable, ColorLookup
+from vitdense.data.formats.coco import read_categories
+from vitdense.data.formats.folders import pair_folders
+from vitdense.data.formats.io import image_size, load_mask, load_mask_any, load_palette_colors
+from vitdense.data.formats.polygons import CocoReader, CvatReader, LabelMeReader, Labels, cvat_labels
+
+MaskType = Literal["auto", "ids", "colors"]
+
+
+class MaskReader(Protocol):
+    """What a segmentation dataset needs from a format."""
+
+    def pairs(self) -> list[tuple[Path, Any]]:
+        """Every ``(image path, annotation key)`` of the folder the reader was given, sorted by image."""
+        ...
+
+    def size(self, key: Any) -> tuple[int, int]:
+        """``(width, height)`` of the annotation (checked against its image's)."""
+        ...
+
+    def read(self, key: Any) -> np.ndarray:
+        """The ``(H, W)`` int64 class-id mask of an annotation (``ignore_index`` for void)."""
+        ...
+
+    def describe(self, key: Any) -> str:
+        """The file (and entry) of an annotation, for messages."""
+        ...
+
+
+class MaskFileReader:
+    """Masks stored as image files beside the images (same stem): single-channel class ids, or RGB colours mapped
+    through a class table (``ColorLookup``)."""
+
+    def __init__(
+        self,
+        image_dir: Path,
+        mask_dir: Path,
+        lookup: ColorLookup | None = None,
+        mask_type: MaskType = "auto",
+    ) -> None:
+        """Point the reader at a folder pair.
+
+        Args:
+            image_dir: Folder of images.
+            mask_dir: Folder of masks with the images' stems.
+            lookup: Colour -> class id table; needed for colour masks.
+            mask_type: ``ids``: single-channel class ids; ``colors``: colours through ``lookup`` (palette masks through
+                their palette); ``auto``: RGB files as colours, single-channel files as ids.
+        """
+        self.image_dir, self.mask_dir, self.lookup, self.mask_type = image_dir, mask_dir, lookup, mask_type
+        if mask_type == "colors" and lookup is None:
+            raise ValueError(
+                "mask_type is 'colors' but no class colours are given: add root/classes.txt lines `<id> <name> "
+                "<r,g,b>`, CVAT's labelmap.txt, or data.classes with a color per class."
+            )
+
+    def pairs(self) -> list[tuple[Path, Any]]:
+        return pair_folders(self.image_dir, self.mask_dir)  # type: ignore[return-value]
+
+    def size(self, key: Path) -> tuple[int, int]:
+        return image_size(key)
+
+    def describe(self, key: Path) -> str:
+        return f"'{key}'"
+
+    def read(self, key: Path) -> np.ndarray:
+        if self.mask_type == "ids":
+            return load_mask(key)
+        if self.mask_type == "colors":
+            return self.lookup(load_palette_colors(key), key)  # type: ignore[misc]
+        mask, is_color = load_mask_any(key)
+        if not is_color:
+            return mask
+        if self.lookup is None:
+            raise ValueError(
+                f"Mask '{key}' is an RGB colour mask, but the class table gives no colours. Give each class its "
+                "colour: root/classes.txt lines `<id> <name> <r,g,b>`, CVAT's labelmap.txt, or data.classes "
+                "(name + color)."
+            )
+        return self.lookup(mask, key)
+
+
+AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat"]
+
+
+class PolygonOptions(TypedDict, total=False):
+    """How polygon annotations (COCO, LabelMe, CVAT) are drawn into class-id masks."""
+
+    background: str | None
+    """Class of pixels no shape covers, when the classes have it (else ignore_index); default ``background``."""
+    category_match: Literal["name", "id"]
+    """COCO categories map to classes by ``name`` (default) or their ``id`` is the class id."""
+    line_width: int
+    """Width in pixels of LabelMe line and linestrip shapes (default 10, labelme's own)."""
+
+
+def labelme_dir(base: Path) -> Path | None:
+    """The folder of LabelMe JSON files of ``base``: ``annotations/``, else beside the images in ``images/``."""
+    for folder in (base / "annotations", base / "images"):
+        if folder.is_dir() and any(folder.glob("*.json")):
+            return folder
+    return None
+
+
+def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat:
+    """The annotation format of ``base`` (``root`` or ``root/<split>``): ``annotations`` unless ``auto``."""
+    if annotations != "auto":
+        return annotations
+    if (base / "masks").is_dir():
+        return "masks"
+    if (base / "annotations.json").is_file():
+        return "coco"
+    if (base / "annotations.xml").is_file():
+        return "cvat"
+    if labelme_dir(base) is not None:
+        return "labelme"
+    raise FileNotFoundError(
+        f"No annotations found in '{base}': expected masks/ (class-id or colour PNGs), annotations.json (COCO), "
+        "annotations.xml (CVAT for images 1.1), or LabelMe .json files in annotations/ or beside the images."
+    )
+
+
+def native_class_table(base: Path, annotations: AnnotationFormat) -> ClassTable | None:
+    """The classes an annotation file states itself: COCO categories (in id order), CVAT labels (with colours)."""
+    if not base.is_dir():
+        return None
+    try:
+        fmt = detect_format(base, annotations)
+    except FileNotFoundError:
+        return None
+    if fmt == "coco":
+        categories = read_categories(base / "annotations.json")
+        return ClassTable(list(categories.values()), source=f"'{base / 'annotations.json'}' categories")
+    if fmt == "cvat":
+        return cvat_labels(base / "annotations.xml")
+    return None
+
+
+def make_reader(
+    base: Path,
+    annotations: AnnotationFormat,
+    class_names: list[str],
+    ignore_index: int,
+    lookup: ColorLookup | None = None,
+    mask_type: MaskType = "auto",
+    polygons: PolygonOptions | None = None,
+    void_classes: tuple[str, ...] = (),
+) -> MaskReader:
+    """The reader of the folder ``base``: its ``images/`` and the annotations of format ``annotations``."""
+    fmt, options, image_dir = detect_format(base, annotations), polygons or {}, base / "images"
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"Folder '{image_dir}' not found: the images of '{base}' go in images/.")
+    labels = Labels(class_names, ignore_index, options.get("background", "background"), void_classes)
+    if fmt == "masks":
+        if not (base / "masks").is_dir():
+            raise FileNotFoundError(f"Folder '{base / 'masks'}' not found (annotations: masks).")
+        return MaskFileReader(image_dir, base / "masks", lookup, mask_type)
+    if fmt == "coco":
+        return CocoReader(image_dir, base / "annotations.json", labels, options.get("category_match", "name"))
+    if fmt == "cvat":
+        return CvatReader(image_dir, base / "annotations.xml", labels)
+    ann_dir = labelme_dir(base)
+    if ann_dir is None:
+        raise FileNotFoundError(f"No LabelMe .json files in '{base / 'annotations'}' or '{image_dir}'.")
+    return LabelMeReader(image_dir, ann_dir, labels, options.get("line_width", 10))
