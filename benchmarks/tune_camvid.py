@@ -66,6 +66,8 @@ def main() -> None:
     (args.work / "tune.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"vitdense tune failed (exit code {proc.returncode}); see {args.work / 'tune.log'}")
+    if not (output / "tune.yaml").exists():  # the minimum lay at the edge of the range: tune suggests nothing
+        raise SystemExit(f"vitdense tune suggested no lr (minimum at the edge); see {args.work / 'tune.log'}")
     suggested = float(yaml.safe_load((output / "tune.yaml").read_text())["model"]["init_args"]["optimizer"]["lr"])
     steepest = float(re.search(r"steepest descent at lr (\S+)", proc.stdout).group(1))
     with open(output / "lr_range_test.csv") as f:
