@@ -19,7 +19,7 @@ from vitdense.data.datamodules.base import BaseDataModule, Split
 from vitdense.data.datasets.detection import CocoDetectionDataset, DetectionDataset
 from vitdense.data.formats.coco import LAYOUT, match_image_ids, read_categories
 from vitdense.data.formats.folders import PredictImageFolder
-from vitdense.data.formats.objects import ObjectFormat, format_of, found_labels, locate, read_objects
+from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of, found_labels, locate, read_objects
 from vitdense.data.formats.polygons import check_unannotated
 from vitdense.data.registry import register_datamodule
 from vitdense.data.splits import SavedSplit, choose_split
@@ -204,6 +204,10 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         else:
             transform = detection_eval_transform(self.image_size, self.min_box_size)
         images, annotations, fmt = self.paths[split]
+        if self.one_folder and self.export_split(split) is not None:  # a CVAT project's subsets are its splits
+            records = read_objects(fmt, images, annotations, self.class_names, tuple(self.void_classes),  # type: ignore[arg-type]
+                                   self.MASKS, self.export_split(split))  # fmt: skip
+            return DetectionDataset(records, annotations, transform, self.MASKS)
         if self.one_folder:
             chosen = self.samples_of(split)
             return DetectionDataset([record for _, record in chosen], annotations, transform, self.MASKS)
@@ -226,6 +230,23 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             return CocoDetectionDataset(images, annotations, self.categories, transform, masks=self.MASKS)
         records = read_objects(fmt, images, annotations, self.class_names, tuple(self.void_classes), self.MASKS)
         return DetectionDataset(records, annotations, transform, self.MASKS)
+
+    def export_split(self, split: str) -> tuple[str, ...] | None:
+        """The subsets of a one-folder export that make ``split`` when the export names its splits (a CVAT
+        project's subsets), else None (the one-folder split applies)."""
+        if not hasattr(self, "_export_splits"):
+            _, annotations, fmt = self.paths["train"]
+            self._export_splits = export_splits(fmt, annotations)
+        if self._export_splits is None:
+            return None
+        if split not in self._export_splits:
+            subsets = ", ".join(s for group in self._export_splits.values() for s in group)
+            name = {"val": "Validation", "test": "Test"}.get(split, "Train")
+            raise ValueError(
+                f"The {split} split of '{self.root}': the export has no subset for it (its subsets: {subsets}). Add a "
+                f"{name} subset to the CVAT project and export again."
+            )
+        return self._export_splits[split]
 
     def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
         """The ``(image, record)`` samples of each split of a one-folder dataset: the split of ``split_dir``, else the

@@ -26,6 +26,7 @@ from vitdense.data.formats.masks import (
     MaskReader,
     MaskType,
     PolygonOptions,
+    export_splits,
     make_reader,
     native_class_table,
 )
@@ -198,13 +199,30 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
     def _base_folder(self, split: str = "train") -> Path:
         return self.root if self.one_folder else self.root / split
 
-    def reader(self, base: Path) -> MaskReader:
-        """The reader of the annotations of the folder ``base`` (``root`` or ``root/<split>``)."""
+    def reader(self, base: Path, subsets: tuple[str, ...] | None = None) -> MaskReader:
+        """The reader of the annotations of the folder ``base`` (``root`` or ``root/<split>``); ``subsets``: only
+        those subsets of the export (a split of a CVAT project)."""
         lookup = None
         if self.table is not None and self.table.colors is not None:
             lookup = ColorLookup(self.table, self.ignore_index, self.unknown_colors)
         return make_reader(base, self.annotations, self.class_names, self.ignore_index, lookup, self.mask_type,
-                           self.polygons, tuple(self.void_classes))  # fmt: skip
+                           self.polygons, tuple(self.void_classes), subsets)  # fmt: skip
+
+    def export_split(self, split: str) -> tuple[str, ...] | None:
+        """The subsets of a one-folder export that make ``split`` when the export names its splits (a CVAT
+        project's subsets), else None (the one-folder split applies)."""
+        if not hasattr(self, "_export_splits"):
+            self._export_splits = export_splits(self.root, self.annotations)
+        if self._export_splits is None:
+            return None
+        if split not in self._export_splits:
+            subsets = ", ".join(s for group in self._export_splits.values() for s in group)
+            name = {"val": "Validation", "test": "Test"}.get(split, "Train")
+            raise ValueError(
+                f"The {split} split of '{self.root}': the export has no subset for it (its subsets: {subsets}). Add a "
+                f"{name} subset to the CVAT project and export again."
+            )
+        return self._export_splits[split]
 
     def _make_dataset(self, split: Split) -> Dataset:
         if split == "predict":
@@ -253,6 +271,9 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
         args = (self.root, split, self.num_classes, self.ignore_index, transform)
         bands = {"bands": self.bands, "nodata": self.nodata}
+        if self.one_folder and self.export_split(split) is not None:  # the export's own splits
+            return SegmentationFolderDataset(*args, reader=self.reader(self.root, self.export_split(split)),
+                                             check_sizes=self.problems is None, **bands)  # fmt: skip
         if self.one_folder:
             samples = self.samples_of(split)
             return SegmentationFolderDataset(*args, reader=self.reader(self.root), samples=samples,

@@ -13,9 +13,10 @@ import numpy as np
 
 from vitdense.data.formats.class_table import ClassTable, ColorLookup
 from vitdense.data.formats.coco import read_categories
+from vitdense.data.formats.cvat import CvatReader, cvat_labels, cvat_splits, find_cvat_xml
 from vitdense.data.formats.folders import pair_folders
 from vitdense.data.formats.io import image_size, load_mask, load_mask_any, load_palette_colors
-from vitdense.data.formats.polygons import CocoReader, CvatReader, LabelMeReader, Labels, cvat_labels
+from vitdense.data.formats.polygons import CocoReader, LabelMeReader, Labels
 
 MaskType = Literal["auto", "ids", "colors"]
 
@@ -123,7 +124,7 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
         return "masks"
     if (base / "annotations.json").is_file():
         return "coco"
-    if (base / "annotations.xml").is_file():
+    if find_cvat_xml(base) is not None:
         return "cvat"
     if labelme_dir(base) is not None:
         return "labelme"
@@ -145,8 +146,19 @@ def native_class_table(base: Path, annotations: AnnotationFormat) -> ClassTable 
         categories = read_categories(base / "annotations.json")
         return ClassTable(list(categories.values()), source=f"'{base / 'annotations.json'}' categories")
     if fmt == "cvat":
-        return cvat_labels(base / "annotations.xml")
+        return cvat_labels(find_cvat_xml(base) or base / "annotations.xml", background=True)
     return None
+
+
+def export_splits(base: Path, annotations: AnnotationFormat) -> dict[str, tuple[str, ...]] | None:
+    """The splits an export of ``base`` names itself (``{split: its subsets}``: a CVAT project's subsets), or ``None``
+    when it names none (the one-folder split applies)."""
+    try:
+        if not (base / "images").is_dir() or detect_format(base, annotations) != "cvat":
+            return None
+    except FileNotFoundError:  # no annotations: said where the split is read
+        return None
+    return cvat_splits(find_cvat_xml(base) or base / "annotations.xml")
 
 
 def make_reader(
@@ -158,8 +170,10 @@ def make_reader(
     mask_type: MaskType = "auto",
     polygons: PolygonOptions | None = None,
     void_classes: tuple[str, ...] = (),
+    subsets: tuple[str, ...] | None = None,
 ) -> MaskReader:
-    """The reader of the folder ``base``: its ``images/`` and the annotations of format ``annotations``."""
+    """The reader of the folder ``base``: its ``images/`` and the annotations of format ``annotations``; ``subsets``:
+    only the images of these subsets of the export (one split of a CVAT project, ``export_splits``)."""
     fmt, options, image_dir = detect_format(base, annotations), polygons or {}, base / "images"
     if not image_dir.is_dir():
         raise FileNotFoundError(f"Folder '{image_dir}' not found: the images of '{base}' go in images/.")
@@ -171,7 +185,7 @@ def make_reader(
     if fmt == "coco":
         return CocoReader(image_dir, base / "annotations.json", labels, options.get("category_match", "name"))
     if fmt == "cvat":
-        return CvatReader(image_dir, base / "annotations.xml", labels)
+        return CvatReader(image_dir, find_cvat_xml(base) or base / "annotations.xml", labels, subsets)
     ann_dir = labelme_dir(base)
     if ann_dir is None:
         raise FileNotFoundError(f"No LabelMe .json files in '{base / 'annotations'}' or '{image_dir}'.")

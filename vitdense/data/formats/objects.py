@@ -6,8 +6,11 @@ for segmentation and for detection. Each shape is one object, its records the sa
 
 - LabelMe: ``polygon``, ``rectangle`` and ``circle``; the box is the shape's extent, the mask the shape as labelme
   draws it. ``line`` and ``linestrip`` enclose no object and are an error.
-- CVAT for images 1.1: ``box`` (a rotated one by its corners), ``polygon`` and ``mask``; the box is the extent of the
-  points (of the mask's pixels), the mask the shape as CVAT's mask export draws it. ``tag`` entries are no objects.
+- CVAT for images 1.1 (``data.formats.cvat``; task and project exports, a project's subsets its splits): ``box`` (a
+  rotated one by its corners), ``polygon`` and ``mask``; the box is the extent of the points (of the mask's pixels),
+  the mask the shape as CVAT's mask export draws it. Polylines and points with a ``width`` attribute are objects too
+  (their extent grown by half the width); other polylines and points, ellipses, skeletons, cuboids and shapes with no
+  label are skipped and counted, as CVAT's mask export skips them. ``tag`` entries are no objects.
 
 Every object keeps its whole shape as its mask (overlapping shapes are not cut by z-order or file order). Shapes of
 void labels (``__ignore__``, ``void_classes``) are skipped, and boxes reaching past the image (the readers allow one
@@ -23,16 +26,9 @@ from typing import Any, Literal
 import numpy as np
 
 from vitdense.data.formats.coco import CocoRecord, warn_box_policy
+from vitdense.data.formats.cvat import CvatReader, cvat_box, cvat_labels, cvat_splits, draw_cvat, find_cvat_xml
 from vitdense.data.formats.masks import labelme_dir
-from vitdense.data.formats.polygons import (
-    CvatReader,
-    LabelMeReader,
-    Labels,
-    cvat_labels,
-    draw_cvat,
-    draw_labelme,
-    read_json,
-)
+from vitdense.data.formats.polygons import LabelMeReader, Labels, draw_labelme, read_json
 
 ObjectFormat = Literal["auto", "coco", "labelme", "cvat"]
 VOID = -1  # label id of shapes that are skipped
@@ -44,12 +40,22 @@ def locate(base: Path, annotations: ObjectFormat) -> tuple[str, Path]:
     fmt: str = annotations
     if annotations == "auto" and not (base / "annotations.json").is_file():
         # nothing found: COCO's path, reported missing when the split is used (a test folder may have no labels)
-        fmt = "cvat" if (base / "annotations.xml").is_file() else "labelme" if labelme_dir(base) else "coco"
+        fmt = "cvat" if find_cvat_xml(base) else "labelme" if labelme_dir(base) else "coco"
     elif annotations == "auto":
         fmt = "coco"
     if fmt == "labelme":
         return fmt, labelme_dir(base) or base / "annotations"
-    return fmt, base / ("annotations.xml" if fmt == "cvat" else "annotations.json")
+    if fmt == "cvat":
+        return fmt, find_cvat_xml(base) or base / "annotations.xml"
+    return fmt, base / "annotations.json"
+
+
+def export_splits(fmt: str, annotations: Path | None) -> dict[str, tuple[str, ...]] | None:
+    """The splits an annotation file names itself (``{split: its subsets}``: a CVAT project export's subsets), or
+    ``None`` (the one-folder split applies)."""
+    if fmt != "cvat" or annotations is None or not annotations.is_file():
+        return None
+    return cvat_splits(annotations)
 
 
 def format_of(path: Path, annotations: ObjectFormat) -> str:
@@ -84,8 +90,10 @@ def read_objects(
     class_names: list[str],
     void: tuple[str, ...] = (),
     masks: bool = False,
+    subsets: tuple[str, ...] | None = None,
 ) -> list[CocoRecord]:
-    """The records of a LabelMe folder or CVAT file (``fmt``) over the folder ``images``, labels by ``class_names``.
+    """The records of a LabelMe folder or CVAT file (``fmt``) over the folder ``images``, labels by ``class_names``
+    (``subsets``: only the images of these subsets of a CVAT project export).
 
     Raises:
         ValueError: A shape has an unknown label, is degenerate, leaves its image or is no object (a line); an image
@@ -107,10 +115,10 @@ def read_objects(
             ]
             records.append(_record(image, key, width, height, found, masks, counts))
     elif fmt == "cvat":
-        cvat = CvatReader(images, annotations, labels)
+        cvat = CvatReader(images, annotations, labels, subsets)
         for image, key in cvat.pairs():
             _, width, height, shapes = cvat.images[key]
-            found = [_cvat_object(n, kind, shape, width, height) for _, n, kind, shape in shapes if kind != "tag"]
+            found = [_cvat_object(n, kind, shape, width, height) for _, n, kind, shape in shapes]
             records.append(_record(image, annotations, width, height, found, masks, counts))
     else:
         raise ValueError(f"annotations: {fmt!r} is not one of coco, labelme, cvat.")
@@ -139,13 +147,7 @@ def _labelme_object(
 def _cvat_object(
     n: int, kind: str, shape: tuple[Any, ...], width: int, height: int
 ) -> tuple[int, np.ndarray, str, Any]:
-    if kind == "mask":
-        _, (left, top, _, _), local = shape
-        ys, xs = np.nonzero(local)
-        box = np.array([left + xs.min(), top + ys.min(), left + xs.max() + 1, top + ys.max() + 1], float)
-    else:
-        box = np.concatenate([shape[1].min(axis=0), shape[1].max(axis=0)])
-    return shape[0], box, f"shape {n} ({kind})", partial(draw_cvat, kind, shape, width, height)
+    return shape[0], cvat_box(kind, shape), f"shape {n} ({kind})", partial(draw_cvat, kind, shape, width, height)
 
 
 def _record(

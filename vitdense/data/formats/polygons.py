@@ -1,4 +1,4 @@
-"""Polygon annotations -> class-id masks: COCO JSON, LabelMe JSON (one file per image) and CVAT for images XML 1.1.
+"""Polygon annotations -> class-id masks: COCO JSON and LabelMe JSON (one file per image); CVAT in ``formats.cvat``.
 
 Every shape is checked when the reader is built (label in the classes, enough points, inside the image, an area),
 so a bad shape is an error naming its file and shape before training starts. Drawing rules, per format:
@@ -7,8 +7,6 @@ so a bad shape is an error naming its file and shape before training starts. Dra
   rule); ``iscrowd`` regions are drawn last as ``ignore_index``.
 - LabelMe: labelme's own ``shape_to_mask`` semantics (Pillow drawing; polygon, rectangle, circle, line and linestrip
   of ``line_width`` pixels); shapes in file order, a later one on top.
-- CVAT: polygons and boxes through pycocotools (as CVAT's own mask export), masks from their RLE; by ``z_order``,
-  then file order, a later one on top.
 
 Pixels no shape covers get the ``background`` class when the classes have one, else ``ignore_index``; labels named
 as void (and LabelMe's ``__ignore__``) are drawn as ``ignore_index``.
@@ -18,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vitdense.data.formats.class_table import ClassTable
 from vitdense.data.formats.coco import check_segmentation, decode_mask, parse_categories, read_coco_json
 from vitdense.data.formats.folders import IMAGE_EXTENSIONS, examples, list_files, pair_by_key
 
@@ -247,123 +243,3 @@ def draw_labelme(kind: str, pts: np.ndarray, width: int, height: int, line_width
     else:
         draw.polygon(xy=xy, outline=1, fill=1)
     return np.asarray(canvas, bool)
-
-
-def _cvat_rle(rle: str, width: int, height: int, where: str) -> np.ndarray:
-    """CVAT's mask RLE: run lengths alternating 0s and 1s (0s first), row by row over the mask's box."""
-    try:
-        runs = [int(v) for v in rle.split(",")]
-    except ValueError:
-        raise ValueError(f"{where}: rle {rle[:40]!r} is not comma-separated run lengths.") from None
-    if sum(runs) != width * height or min(runs, default=0) < 0:
-        raise ValueError(f"{where}: rle runs sum to {sum(runs)} but its box is {width}x{height}={width * height} px.")
-    values = np.arange(len(runs)) % 2
-    return np.repeat(values, runs).astype(bool).reshape(height, width)
-
-
-def cvat_labels(path: Path) -> ClassTable | None:
-    """The labels (with their colours) of a CVAT XML's ``meta``, in file order."""
-    root = _parse_xml(path)
-    names, colors = [], []
-    for label in root.iterfind("./meta//labels/label"):
-        names.append(label.findtext("name", "").strip())
-        color = label.findtext("color", "").strip().lstrip("#")
-        colors.append(tuple(int(color[i : i + 2], 16) for i in (0, 2, 4)) if len(color) == 6 else None)
-    if not names:
-        return None
-    return ClassTable(names, colors if all(colors) else None, source=f"'{path}' labels")  # type: ignore[arg-type]
-
-
-def _parse_xml(path: Path) -> ET.Element:
-    if not path.is_file():
-        raise FileNotFoundError(f"CVAT annotation file '{path}' not found.")
-    try:
-        return ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise ValueError(f"'{path}' is not valid XML: {err}. Export 'CVAT for images 1.1' again.") from err
-
-
-class CvatReader:
-    """CVAT for images 1.1 XML (``root/annotations.xml`` beside ``root/images``)."""
-
-    def __init__(self, image_dir: Path, path: Path, labels: Labels) -> None:
-        """Read and check the file."""
-        self.path, self.labels = path, labels
-        root = _parse_xml(path)
-        self.images: dict[Path, tuple[str, int, int, list[tuple[int, int, str, Any]]]] = {}
-        for image in root.iterfind("image"):
-            name = image.get("name", "")
-            where = f"'{path}' image '{name}'"
-            try:
-                width, height = int(image.get("width", "")), int(image.get("height", ""))
-            except ValueError:
-                raise ValueError(f"{where} lacks width / height attributes.") from None
-            shapes = [self._shape(el, n, f"{where} shape {n}", width, height) for n, el in enumerate(image)]
-            self.images[_image_path(image_dir, name, where)] = (name, width, height, shapes)
-        if not self.images:
-            raise ValueError(f"'{path}' has no <image> elements; export 'CVAT for images 1.1' with annotations.")
-        check_unannotated(image_dir, set(self.images), f"'{path}'")
-
-    def _shape(self, el: ET.Element, n: int, where: str, width: int, height: int) -> tuple[int, int, str, Any]:
-        where = f"{where} ({el.tag} {el.get('label')!r})"
-        if el.tag not in ("polygon", "box", "mask"):
-            if el.tag == "tag":
-                return (0, n, "tag", None)
-            raise ValueError(f"{where}: {el.tag} shapes cover no area; only polygon, box and mask are drawn.")
-        cid = self.labels.id(el.get("label", ""), where)
-        z = int(float(el.get("z_order", "0")))
-        if el.tag == "mask":
-            box = [int(float(el.get(k, "nan"))) for k in ("left", "top", "width", "height")]
-            left, top, w, h = box
-            if w <= 0 or h <= 0 or left < 0 or top < 0 or left + w > width or top + h > height:
-                raise ValueError(f"{where}: its box {box} (left, top, width, height) is empty or leaves the image.")
-            region = _cvat_rle(el.get("rle", ""), w, h, where)
-            if not region.any():
-                raise ValueError(f"{where} covers no pixel; delete it.")
-            return (z, n, "mask", (cid, (left, top, w, h), region))
-        if el.tag == "box":
-            x0, y0, x1, y1 = (float(el.get(k, "nan")) for k in ("xtl", "ytl", "xbr", "ybr"))
-            pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-            angle = math.radians(float(el.get("rotation", "0")))
-            if angle:
-                c, s, centre = math.cos(angle), math.sin(angle), pts.mean(axis=0)
-                pts = (pts - centre) @ np.array([[c, s], [-s, c]]) + centre
-        else:
-            try:
-                pts = np.array([[float(v) for v in p.split(",")] for p in el.get("points", "").split(";")])
-            except ValueError:
-                raise ValueError(f"{where}: points {el.get('points', '')[:60]!r} are not 'x,y;x,y;...'.") from None
-        pts = _points(pts, where, 3, width, height)
-        _require_area(pts, where)
-        return (z, n, "polygon", (cid, pts))
-
-    def pairs(self) -> list[tuple[Path, Any]]:
-        return sorted((path, path) for path in self.images)
-
-    def size(self, key: Path) -> tuple[int, int]:
-        return self.images[key][1], self.images[key][2]
-
-    def describe(self, key: Path) -> str:
-        return f"'{self.path}' image '{self.images[key][0]}'"
-
-    def read(self, key: Path) -> np.ndarray:
-        _, width, height, shapes = self.images[key]
-        mask = np.full((height, width), self.labels.fill, np.int64)
-        for _, _, kind, shape in sorted(shapes, key=lambda s: (s[0], s[1])):
-            if kind != "tag":
-                mask[draw_cvat(kind, shape, width, height)] = shape[0]
-        return mask
-
-
-def draw_cvat(kind: str, shape: tuple[Any, ...], width: int, height: int) -> np.ndarray:
-    """The ``(H, W)`` bool region of one checked CVAT shape: a polygon (boxes are polygons too) through pycocotools,
-    as CVAT's own mask export, or a mask from its RLE placed at its box."""
-    if kind == "mask":
-        _, (left, top, w, h), local = shape
-        region = np.zeros((height, width), bool)
-        region[top : top + h, left : left + w] = local
-        return region
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.merge(mask_utils.frPyObjects([shape[1].reshape(-1).tolist()], height, width))
-    return mask_utils.decode(rle).astype(bool)
