@@ -19,6 +19,7 @@ from vitdense.data.datamodules.base import BaseDataModule, Split
 from vitdense.data.datasets.detection import CocoDetectionDataset, DetectionDataset
 from vitdense.data.formats.coco import LAYOUT, match_image_ids, read_categories
 from vitdense.data.formats.folders import PredictImageFolder
+from vitdense.data.formats.masks import labelme_dir
 from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of, found_labels, locate, read_objects
 from vitdense.data.formats.polygons import check_unannotated
 from vitdense.data.registry import register_datamodule
@@ -123,7 +124,9 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 f"layout {LAYOUT}."
             )
         self.one_folder = (
-            self.root is not None and not (self.root / "train").is_dir() and (self.root / "images").is_dir()
+            self.root is not None
+            and not (self.root / "train").is_dir()
+            and ((self.root / "images").is_dir() or labelme_dir(self.root) == self.root)
         )
         if self.one_folder and any(v for pair in explicit.values() for v in pair):
             raise ValueError(
@@ -149,7 +152,8 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         else:
             path, fmt = None, "coco" if self.annotations == "auto" else self.annotations
         if images is None and self.root is not None:
-            images = str((self.root if self.one_folder else self.root / split) / "images")
+            base = self.root if self.one_folder else self.root / split
+            images = str(base if fmt == "labelme" and path == base else base / "images")  # labelme: JSON beside image
         return (Path(images) if images else None, path, fmt)
 
     def _read_categories(self, explicit: dict[str, bool], class_names: list[str] | None) -> dict[int, str]:

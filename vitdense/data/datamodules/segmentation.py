@@ -27,6 +27,7 @@ from vitdense.data.formats.masks import (
     MaskType,
     PolygonOptions,
     export_splits,
+    labelme_dir,
     make_reader,
     native_class_table,
 )
@@ -73,6 +74,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         predict_dir: str | None = None,
         class_names: list[str] | None = None,
         classes: list[ClassSpec] | None = None,
+        class_table: str | None = None,
         void_classes: list[str] | None = None,
         unknown_colors: Literal["error", "ignore"] = "error",
         mask_type: MaskType = "auto",
@@ -105,6 +107,9 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
             class_names: Class names, used when there is no class table; defaults to ``class_<i>``.
             classes: The class table in the config, in id order: ``[{name: road, color: [128, 64, 128]}, ...]``
                 (instead of ``root/classes.txt`` or ``root/labelmap.txt``).
+            class_table: A class table file instead of the one found at ``root``: labelme's ``labels.txt``
+                (``__ignore__``, ``_background_``, then the classes, read as labelme2voc.py reads it), CVAT's
+                ``labelmap.txt`` or a ``classes.txt``.
             void_classes: Names of class-table entries that mark void pixels (mapped to ``ignore_index``).
             unknown_colors: A mask colour in no class entry: ``error`` (naming file, colour and pixels) or ``ignore``.
             mask_type: ``auto``: RGB masks are colours, single-channel masks class ids; ``ids``; ``colors`` (palette
@@ -133,6 +138,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         self.color_jitter = color_jitter
         self.predict_dir = predict_dir
         self.classes, self.void_classes = classes, list(void_classes or [])
+        self.class_table = Path(class_table) if class_table else None
         self.unknown_colors, self.mask_type, self.annotations = unknown_colors, mask_type, annotations
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.split_dir = Path(split_dir) if split_dir else None
@@ -154,7 +160,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         self.problems: list[str] | None = None
 
     def _resolve_classes(self, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
-        self.table = find_class_table(self.root, self.ignore_index, self.classes, self._native_table)
+        self.table = find_class_table(self.root, self.ignore_index, self.classes, self._native_table, self.class_table)
         if self.table is not None:
             self.table = drop_void_classes(self.table, self.void_classes)
         elif self.void_classes:
@@ -193,8 +199,10 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
 
     @property
     def one_folder(self) -> bool:
-        """Whether the data is one folder to split (``root/images``, no ``root/train``)."""
-        return not (self.root / "train").is_dir() and (self.root / "images").is_dir()
+        """Whether the data is one folder to split (``root/images``, or JSON beside images; no ``root/train``)."""
+        if (self.root / "train").is_dir():
+            return False
+        return (self.root / "images").is_dir() or labelme_dir(self.root) == self.root
 
     def _base_folder(self, split: str = "train") -> Path:
         return self.root if self.one_folder else self.root / split

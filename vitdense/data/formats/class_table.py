@@ -2,7 +2,8 @@
 
 Read from ``classes.txt`` (``name``, ``<id> <name>`` or ``<id> <name> <r,g,b>`` per line; a line whose id is the
 ``ignore_index`` names the void colour), from CVAT's ``labelmap.txt`` (``name:r,g,b:parts:actions``, as exported with
-"Segmentation mask 1.1"), or from a ``classes:`` list in the data config. ``ColorLookup`` turns an RGB mask into
+"Segmentation mask 1.1"), from labelme's ``labels.txt`` (``__ignore__``, ``_background_``, then the classes, read as
+``labelme2voc.py`` reads it), or from a ``classes:`` list in the data config. ``ColorLookup`` turns an RGB mask into
 class ids through a table.
 """
 
@@ -66,6 +67,8 @@ def read_classes_txt(path: Path, ignore_index: int) -> ClassTable:
             if cid in by_id:
                 raise ValueError(f"'{path}' line {n}: class id {cid} appears twice; give each id one line.")
             by_id[cid] = m  # type: ignore[assignment]
+    elif lines[0][1] == LABELME_IGNORE:  # labelme's labels.txt saved as classes.txt: ids as labelme2voc gives them
+        return read_labelme_labels(path, ignore_index)
     else:  # plain names in id order
         by_id = {i: _NUMBERED.match(f"{i} {s}") for i, (_, s) in enumerate(lines)}  # type: ignore[misc]
     void = by_id.pop(ignore_index, None)
@@ -83,6 +86,47 @@ def read_classes_txt(path: Path, ignore_index: int) -> ClassTable:
     colors = [_color(by_id[i].groups()[2:], f"'{path}' class {i}") for i in ids] if any(class_colored) else None
     void_colors = [_color(void.groups()[2:], f"'{path}' void line")] if void is not None and void.group(3) else []
     return ClassTable(names, colors, void_colors, source=f"'{path}'")
+
+
+LABELME_IGNORE, LABELME_BACKGROUND = "__ignore__", "_background_"
+
+
+def read_labelme_labels(path: Path, ignore_index: int) -> ClassTable:
+    """labelme's ``labels.txt`` in ``labelme2voc.py``'s convention: line 1 ``__ignore__`` (void: ``ignore_index``,
+    where labelme2voc writes -1), line 2 ``_background_`` (class 0, also the area no shape covers), then classes
+    1..K in file order. A file starting at ``_background_`` (no ``__ignore__`` line) reads the same."""
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if names[:1] == [LABELME_IGNORE]:
+        names = names[1:]
+    if names[:1] != [LABELME_BACKGROUND]:
+        raise ValueError(
+            f"'{path}' starts with {names[:2]}, but labelme's labels.txt starts `__ignore__`, `_background_` "
+            "(labelme2voc.py requires both). Add those two lines, or name the file classes.txt if it is a plain "
+            "list of classes (class id = line number - 1)."
+        )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice or LABELME_IGNORE in names:
+        raise ValueError(f"'{path}' lists {twice or [LABELME_IGNORE]} more than once; give each label one line.")
+    convention = (
+        f"labelme2voc's convention: __ignore__ -> void ({ignore_index}), _background_ = class 0 (also the area no "
+        f"shape covers), the other {len(names) - 1} labels = classes 1..{len(names) - 1} in file order"
+    )
+    return ClassTable(names, source=f"'{path}' ({convention})")
+
+
+def read_table_file(path: Path, ignore_index: int) -> ClassTable:
+    """A class table file named in the config (``data.class_table``): CVAT's ``labelmap.txt`` by its name, labelme's
+    ``labels.txt`` or a ``classes.txt`` by its lines."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"data.class_table '{path}' is not a file; give the path of labels.txt (labelme), labelmap.txt (CVAT) "
+            "or classes.txt."
+        )
+    if path.name == "labelmap.txt":
+        return read_cvat_labelmap(path)
+    if path.name == "labels.txt":
+        return read_labelme_labels(path, ignore_index)
+    return read_classes_txt(path, ignore_index)
 
 
 def read_cvat_labelmap(path: Path) -> ClassTable:
@@ -190,15 +234,24 @@ class ColorLookup:
 
 
 def find_class_table(
-    root: Path, ignore_index: int, classes: list[ClassSpec] | None, native: Callable[[], ClassTable | None]
+    root: Path,
+    ignore_index: int,
+    classes: list[ClassSpec] | None,
+    native: Callable[[], ClassTable | None],
+    table_file: Path | None = None,
 ) -> ClassTable | None:
-    """The class table of a dataset: ``classes`` from the config, else ``root/classes.txt``, else CVAT's
-    ``root/labelmap.txt``, else the classes the annotation file states (``native()``: COCO categories, CVAT labels).
+    """The class table of a dataset: ``classes`` from the config, else the file ``table_file`` (``data.class_table``),
+    else ``root/classes.txt``, else CVAT's ``root/labelmap.txt``, else labelme's ``root/labels.txt``, else the classes
+    the annotation file states (``native()``: COCO categories, CVAT labels).
     """
     if classes is not None:
         return table_from_specs(classes)
+    if table_file is not None:
+        return read_table_file(table_file, ignore_index)
     if (root / "classes.txt").is_file():
         return read_classes_txt(root / "classes.txt", ignore_index)
     if (root / "labelmap.txt").is_file():
         return read_cvat_labelmap(root / "labelmap.txt")
+    if (root / "labels.txt").is_file():
+        return read_labelme_labels(root / "labels.txt", ignore_index)
     return native()

@@ -14,7 +14,7 @@ import numpy as np
 from vitdense.data.formats.class_table import ClassTable, ColorLookup
 from vitdense.data.formats.coco import read_categories
 from vitdense.data.formats.cvat import CvatReader, cvat_labels, cvat_splits, find_cvat_xml
-from vitdense.data.formats.folders import pair_folders
+from vitdense.data.formats.folders import IMAGE_EXTENSIONS, pair_folders
 from vitdense.data.formats.io import image_size, load_mask, load_mask_any, load_palette_colors
 from vitdense.data.formats.polygons import CocoReader, LabelMeReader, Labels
 
@@ -101,7 +101,8 @@ class PolygonOptions(TypedDict, total=False):
     """How polygon annotations (COCO, LabelMe, CVAT) are drawn into class-id masks."""
 
     background: str | None
-    """Class of pixels no shape covers, when the classes have it (else ignore_index); default ``background``."""
+    """Class of pixels no shape covers, when the classes have it (else ignore_index); default ``background`` (or
+    labelme's ``_background_``). LabelMe, whose converter makes that area class 0, needs it: ``null`` makes it void."""
     category_match: Literal["name", "id"]
     """COCO categories map to classes by ``name`` (default) or their ``id`` is the class id."""
     line_width: int
@@ -109,10 +110,13 @@ class PolygonOptions(TypedDict, total=False):
 
 
 def labelme_dir(base: Path) -> Path | None:
-    """The folder of LabelMe JSON files of ``base``: ``annotations/``, else beside the images in ``images/``."""
+    """The folder of LabelMe JSON files of ``base``: ``annotations/``, else beside the images in ``images/``, else
+    ``base`` itself when it holds images and JSON files side by side (as labelme saves them)."""
     for folder in (base / "annotations", base / "images"):
         if folder.is_dir() and any(folder.glob("*.json")):
             return folder
+    if base.is_dir() and any(base.glob("*.json")) and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in base.iterdir()):
+        return base
     return None
 
 
@@ -175,6 +179,8 @@ def make_reader(
     """The reader of the folder ``base``: its ``images/`` and the annotations of format ``annotations``; ``subsets``:
     only the images of these subsets of the export (one split of a CVAT project, ``export_splits``)."""
     fmt, options, image_dir = detect_format(base, annotations), polygons or {}, base / "images"
+    if fmt == "labelme" and labelme_dir(base) == base:  # labelme's own layout: each JSON beside its image
+        image_dir = base
     if not image_dir.is_dir():
         raise FileNotFoundError(f"Folder '{image_dir}' not found: the images of '{base}' go in images/.")
     labels = Labels(class_names, ignore_index, options.get("background", "background"), void_classes)
@@ -189,4 +195,4 @@ def make_reader(
     ann_dir = labelme_dir(base)
     if ann_dir is None:
         raise FileNotFoundError(f"No LabelMe .json files in '{base / 'annotations'}' or '{image_dir}'.")
-    return LabelMeReader(image_dir, ann_dir, labels, options.get("line_width", 10))
+    return LabelMeReader(image_dir, ann_dir, labels, options.get("line_width", 10))  # says what it decides

@@ -4,8 +4,9 @@ The files are parsed and checked by the readers of ``vitdense.data.formats.polyg
 points, inside the image, an area; every image paired with its annotation and the reverse), so a file reads the same
 for segmentation and for detection. Each shape is one object, its records the same as COCO's (``CocoRecord``):
 
-- LabelMe: ``polygon``, ``rectangle`` and ``circle``; the box is the shape's extent, the mask the shape as labelme
-  draws it. ``line`` and ``linestrip`` enclose no object and are an error.
+- LabelMe: ``polygon``, ``rectangle``, ``oriented_rectangle``, ``circle`` and ``mask``; shapes of one label with the
+  same ``group_id`` in one image are one object (``labelme2coco.py``'s rule), its box their extent, its mask their
+  union as labelme draws them. ``line``, ``linestrip`` and ``point`` enclose no object: skipped, counted and said.
 - CVAT for images 1.1 (``data.formats.cvat``; task and project exports, a project's subsets its splits): ``box`` (a
   rotated one by its corners), ``polygon`` and ``mask``; the box is the extent of the points (of the mask's pixels),
   the mask the shape as CVAT's mask export draws it. Polylines and points with a ``width`` attribute are objects too
@@ -28,10 +29,11 @@ import numpy as np
 from vitdense.data.formats.coco import CocoRecord, warn_box_policy
 from vitdense.data.formats.cvat import CvatReader, cvat_box, cvat_labels, cvat_splits, draw_cvat, find_cvat_xml
 from vitdense.data.formats.masks import labelme_dir
-from vitdense.data.formats.polygons import LabelMeReader, Labels, draw_labelme, read_json
+from vitdense.data.formats.polygons import LabelMeReader, LabelMeShape, Labels, draw_labelme, read_json, say_once
 
 ObjectFormat = Literal["auto", "coco", "labelme", "cvat"]
 VOID = -1  # label id of shapes that are skipped
+NO_OBJECT = ("point", "line", "linestrip")  # LabelMe shapes that enclose no object
 
 
 def locate(base: Path, annotations: ObjectFormat) -> tuple[str, Path]:
@@ -67,7 +69,8 @@ def format_of(path: Path, annotations: ObjectFormat) -> str:
 
 def found_labels(fmt: str, path: Path, void: tuple[str, ...] = ()) -> list[str]:
     """The classes an annotation file or folder names: CVAT's labels (its ``meta``, in order) or the labels of every
-    LabelMe file in the folder (sorted); void labels left out."""
+    LabelMe file in the folder (sorted; shapes that enclose no object, a point or line, name none); void labels left
+    out."""
     names: list[str] = []
     if fmt == "cvat":
         table = cvat_labels(path)
@@ -78,7 +81,11 @@ def found_labels(fmt: str, path: Path, void: tuple[str, ...] = ()) -> list[str]:
         for file in sorted(path.glob("*.json")):
             data = read_json(file)
             shapes = data.get("shapes") if isinstance(data, dict) else None
-            names += [str(shape.get("label")) for shape in shapes or [] if isinstance(shape, dict)]
+            names += [
+                str(shape.get("label"))
+                for shape in shapes or []
+                if isinstance(shape, dict) and shape.get("shape_type") not in NO_OBJECT
+            ]
         names = sorted(set(names))
     return [name for name in names if name not in (*void, "__ignore__")]
 
@@ -107,13 +114,15 @@ def read_objects(
     if fmt == "labelme":
         if not annotations.is_dir():
             raise FileNotFoundError(f"LabelMe folder '{annotations}' not found; it holds one .json per image.")
-        labelme = LabelMeReader(images, annotations, labels)
+        labelme = LabelMeReader(images, annotations, labels, semantic=False)
+        lines: dict[str, int] = {}
         for image, key in labelme.pairs():
             width, height, shapes = labelme.shapes[key]
-            found = [
-                _labelme_object(n, kind, cid, pts, width, height, key) for n, (kind, cid, pts) in enumerate(shapes)
-            ]
+            found = [_labelme_object(group, width, height) for group in _labelme_instances(shapes, lines)]
             records.append(_record(image, key, width, height, found, masks, counts))
+        notes = labelme.skipped_notes(lines)
+        if notes:
+            say_once(f"[vitdense] LabelMe '{annotations}': {'; '.join(notes)}")
     elif fmt == "cvat":
         cvat = CvatReader(images, annotations, labels, subsets)
         for image, key in cvat.pairs():
@@ -126,22 +135,43 @@ def read_objects(
     return records
 
 
-def _labelme_object(
-    n: int, kind: str, cid: int, pts: np.ndarray, width: int, height: int, path: Path
-) -> tuple[int, np.ndarray, str, Any]:
-    if kind in ("line", "linestrip"):
-        raise ValueError(
-            f"'{path}' shape {n} ({kind}) encloses no object: detection and instance segmentation take polygon, "
-            "rectangle and circle shapes. Draw the object as one of those, or delete the line."
-        )
-    if kind == "circle":
-        (cx, cy), (px, py) = pts
-        r = float(np.hypot(cx - px, cy - py))
-        box = np.array([cx - r, cy - r, cx + r, cy + r])
-    else:
-        box = np.concatenate([pts.min(axis=0), pts.max(axis=0)])
-    draw = partial(draw_labelme, kind, pts, width, height)
-    return cid, box, f"shape {n} ({kind})", draw
+def _labelme_instances(shapes: list[LabelMeShape], skipped: dict[str, int]) -> list[list[LabelMeShape]]:
+    """The objects of one LabelMe file: shapes of one label with the same ``group_id`` are one object, a shape without
+    one is an object of its own (``labelme2coco.py``); lines enclose no object and are counted in ``skipped``."""
+    objects: dict[Any, list[LabelMeShape]] = {}
+    for shape in shapes:
+        if shape.kind in NO_OBJECT:
+            skipped[shape.kind] = skipped.get(shape.kind, 0) + 1
+            continue
+        key = (shape.label, shape.group_id) if shape.group_id is not None else shape.index
+        objects.setdefault(key, []).append(shape)
+    return list(objects.values())
+
+
+def _labelme_object(group: list[LabelMeShape], width: int, height: int) -> tuple[int, np.ndarray, str, Any]:
+    boxes = []
+    for shape in group:
+        if shape.kind == "circle":
+            (cx, cy), (px, py) = shape.pts
+            r = float(np.hypot(cx - px, cy - py))
+            boxes.append([cx - r, cy - r, cx + r, cy + r])
+        elif shape.region is not None:  # a mask: the extent of its pixels
+            ys, xs = np.nonzero(shape.region)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        else:
+            boxes.append([*shape.pts.min(axis=0), *shape.pts.max(axis=0)])
+    extent = np.asarray(boxes, dtype=np.float64)
+    box = np.concatenate([extent[:, :2].min(axis=0), extent[:, 2:].max(axis=0)])
+    first = group[0]
+    name = f"shape {first.index} ({first.kind})"
+    if len(group) > 1:
+        name = f"shapes {', '.join(str(s.index) for s in group)} (group_id {first.group_id})"
+    return first.cid, box, name, partial(_draw_group, tuple(group), width, height)
+
+
+def _draw_group(group: tuple[LabelMeShape, ...], width: int, height: int) -> np.ndarray:
+    """The union of the regions of one object's shapes."""
+    return np.logical_or.reduce([draw_labelme(shape, width, height) for shape in group])
 
 
 def _cvat_object(
