@@ -147,10 +147,12 @@ def choose_split(
     seed: int,
     split_dir: Path | None = None,
     saved: dict[str, list[str]] | None = None,
+    export_lists: tuple[dict[str, list[str]], str] | None = None,
 ) -> tuple[dict[str, list[tuple[Path, Any]]], dict[str, list[str]]]:
     """The samples of each split of the one-folder dataset ``root`` and the split's stems: the lists of ``split_dir``,
-    else the split saved with the run (from a checkpoint), else a seeded split stratified by the classes that
-    ``presence()`` gives per sample (called only then)."""
+    else the split saved with the run (from a checkpoint), else the export's own lists (``(lists, where)``, e.g.
+    VOC's ImageSets), else a seeded split stratified by the classes that ``presence()`` gives per sample (called
+    only then). Lists without ``val`` get a seeded, stratified val drawn from their ``train`` list."""
     stems = [image.stem for image, _ in pairs]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
@@ -162,9 +164,13 @@ def choose_split(
         split, source = read_split_lists(split_dir), f"lists in '{split_dir}'"
     elif saved is not None:
         split, source = saved, "saved with the run (checkpoint)"
+    elif export_lists is not None:
+        split, source = dict(export_lists[0]), f"lists in '{export_lists[1]}'"
     else:
         split = stratified_split(stems, presence(), val_fraction, test_fraction, seed)
         source = f"seed {seed}, val_fraction {val_fraction}, test_fraction {test_fraction}"
+    if "val" not in split and saved is None:
+        split, source = _val_from_train(split, stems, presence, val_fraction, seed, source)
     samples, left_out = apply_split(pairs, split, source)
     if left_out:
         rank_zero_warn(f"[vitdense] {len(left_out)} image(s) of '{root}' are in no split of the split {source} and "
@@ -173,6 +179,31 @@ def choose_split(
     rank_zero_info(f"[vitdense] split of '{root}' ({source}): {sizes}")
     stems_of = {name: [image.stem for image, _ in chosen] for name, chosen in samples.items()}
     return {name: samples.get(name, []) for name in SPLITS}, stems_of
+
+
+def _val_from_train(
+    split: dict[str, list[str]],
+    stems: list[str],
+    presence: Callable[[], Sequence[set[int]]],
+    val_fraction: float,
+    seed: int,
+    source: str,
+) -> tuple[dict[str, list[str]], str]:
+    """Lists without ``val.txt``: val is a seeded split (stratified by class) of the train list, and said so."""
+    train = split["train"]
+    if val_fraction <= 0:
+        raise ValueError(f"The split {source} has no val list and val_fraction is {val_fraction}: add val.txt, or set "
+                         "data.init_args.val_fraction above 0 to draw val from the train list.")  # fmt: skip
+    if len(train) < 2:  # read (vitdense data, --write) without a val split; fit says the split is empty
+        rank_zero_warn(f"[vitdense] the split {source} has no val list, and its train list has {len(train)} image(s): "
+                       "too few to draw val from, so val is empty. Add val.txt (one image id per line).")  # fmt: skip
+        return {**split, "val": []}, source
+    index = {stem: i for i, stem in enumerate(stems)}
+    every = presence()
+    known = [s for s in train if s in index]  # unknown stems are reported by apply_split
+    drawn = stratified_split(known, [every[index[s]] for s in known], val_fraction, 0.0, seed)
+    out = {**split, "train": drawn["train"] + [s for s in train if s not in index], "val": drawn["val"]}
+    return out, f"{source}; no val list: val drawn from the train list by seed {seed}, val_fraction {val_fraction}"
 
 
 class SavedSplit:
@@ -196,6 +227,13 @@ class SavedSplit:
     def samples_of(self, split: str) -> list[tuple[Path, Any]]:
         """The samples of ``split`` of the one-folder dataset; an empty split is an error naming what to change."""
         samples = self.split_samples()[split]
+        voc = getattr(self, "voc", None)
+        if not samples and voc is not None and self.split_dir is None:
+            raise ValueError(
+                f"The Pascal VOC export '{voc}' has no {split} images: add ImageSets/Segmentation/{split}.txt (one "
+                "image id with a mask per line)"
+                + (", or more ids to train.txt to draw val from." if split == "val" else ".")
+            )
         if not samples:
             raise ValueError(
                 f"The {split} split of the one-folder dataset '{self.root}' is empty; set "

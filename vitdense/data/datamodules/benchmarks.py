@@ -19,7 +19,9 @@ from torch.utils.data import Dataset
 
 from vitdense.data.datamodules.base import Split
 from vitdense.data.datamodules.segmentation import SegmentationFolderDataModule, SegmentationFolderDataset
-from vitdense.data.formats.folders import examples, pair_by_key, pair_folders
+from vitdense.data.formats.folders import examples, pair_folders
+from vitdense.data.formats.io import load_mask
+from vitdense.data.formats.voc import VOC_CLASSES
 from vitdense.data.registry import register_datamodule
 
 IGNORE_INDEX = 255
@@ -50,11 +52,6 @@ CITYSCAPES_CLASSES = (
 # cityscapesScripts labels.py: labelId of each trainId 0..18; every other id (void, parking, rail track, guard
 # rail, bridge, tunnel, polegroup, caravan, trailer, license plate) is ignored.
 CITYSCAPES_TRAIN_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
 
 
 def ade20k_label_map() -> np.ndarray:
@@ -96,7 +93,12 @@ class ADE20KDataset(SegmentationFolderDataset):
 
 
 class CityscapesDataset(SegmentationFolderDataset):
-    """Cityscapes fine annotations: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` + ``gtFine/.../*_labelIds.png``."""
+    """Cityscapes fine annotations: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` + ``gtFine/.../*_labelIds.png``.
+
+    Where an image has no ``_gtFine_labelIds.png`` but its ``_gtFine_instanceIds.png`` (datumaro's and CVAT's
+    Cityscapes exports write only these), the labelIds are read from it exactly: cityscapesScripts writes
+    ``labelId * 1000 + instance`` for instances and the labelId itself elsewhere.
+    """
 
     LAYOUT = (
         "root/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png + "
@@ -105,9 +107,10 @@ class CityscapesDataset(SegmentationFolderDataset):
     SPLITS = {"train": "train", "val": "val", "test": "val"}
     IMAGE_SUFFIX = "_leftImg8bit.png"
     MASK_SUFFIX = "_gtFine_labelIds.png"
+    INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 
     def find_pairs(self) -> list[tuple[Path, Path]]:
-        """Pair images and labelIds masks by their ``<city>/<city>_<seq>_<frame>`` prefix."""
+        """Pair each image with the labelIds (else instanceIds) mask of its ``<city>/<city>_<seq>_<frame>`` prefix."""
         split = self.SPLITS[self.split]
         image_dir, mask_dir = self.root / "leftImg8bit" / split, self.root / "gtFine" / split
         _require_dirs(self.LAYOUT, self.root, image_dir, mask_dir)
@@ -115,7 +118,25 @@ class CityscapesDataset(SegmentationFolderDataset):
         if not images:
             raise ValueError(f"No '<city>/*{self.IMAGE_SUFFIX}' images found in '{image_dir}'. Expected {self.LAYOUT}.")
         masks = self._by_prefix(mask_dir, self.MASK_SUFFIX)
-        return pair_by_key(images, masks, image_dir, mask_dir, rule="with the same <city>_<seq>_<frame> prefix")
+        instances = self._by_prefix(mask_dir, self.INSTANCE_SUFFIX)
+        missing = sorted(k for k in images if k not in masks and k not in instances)
+        if missing:
+            looked = mask_dir / f"{missing[0]}{self.MASK_SUFFIX}"
+            raise FileNotFoundError(
+                f"'{looked}' not found (nor its {self.INSTANCE_SUFFIX}), the mask of '{images[missing[0]]}'"
+                + (f"; {len(missing)} images lack theirs" if len(missing) > 1 else "")
+                + f". Add the gtFine masks (cityscapesScripts' labelIds) or remove those images. Layout: {self.LAYOUT}."
+            )
+        return [(images[k], masks.get(k, instances.get(k))) for k in sorted(images)]  # type: ignore[misc]
+
+    def load_mask(self, key: Any) -> np.ndarray:
+        """The train-id mask of a labelIds file, or of an instanceIds file through its labelIds."""
+        if str(key).endswith(self.INSTANCE_SUFFIX):
+            ids = load_mask(key)
+            mask = self._relabel(np.where(ids >= 1000, ids // 1000, ids), key)
+            self._check_mask(mask, key)
+            return mask
+        return super().load_mask(key)
 
     @staticmethod
     def _by_prefix(folder: Path, suffix: str) -> dict[str, Path]:

@@ -31,6 +31,7 @@ from vitdense.data.formats.masks import (
     make_reader,
     native_class_table,
 )
+from vitdense.data.formats.voc import voc_folder, voc_split_lists
 from vitdense.data.recipe_rules import AUTO, scale_range_rule
 from vitdense.data.registry import register_datamodule
 from vitdense.data.splits import SavedSplit, choose_split
@@ -202,7 +203,12 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         """Whether the data is one folder to split (``root/images``, or JSON beside images; no ``root/train``)."""
         if (self.root / "train").is_dir():
             return False
-        return (self.root / "images").is_dir() or labelme_dir(self.root) == self.root
+        return (self.root / "images").is_dir() or self.voc is not None or labelme_dir(self.root) == self.root
+
+    @property
+    def voc(self) -> Path | None:
+        """The folder of a Pascal VOC layout at ``root`` (``JPEGImages/`` + ``SegmentationClass/``), if it is one."""
+        return voc_folder(self.root) if self.annotations in ("auto", "voc") else None
 
     def _base_folder(self, split: str = "train") -> Path:
         return self.root if self.one_folder else self.root / split
@@ -303,8 +309,19 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
             return [self._classes_present(everything, key) for _, key in pairs]
 
         self.all_samples, self.split = choose_split(pairs, presence, self.root, self.val_fraction, self.test_fraction,
-                                                    self.seed, self.split_dir, self.saved_split)  # fmt: skip
+                                                    self.seed, self.split_dir, self.saved_split,
+                                                    self._export_lists(pairs))  # fmt: skip
         return self.all_samples
+
+    def _export_lists(self, pairs: list[tuple[Path, Any]]) -> tuple[dict[str, list[str]], str] | None:
+        """The split lists the export holds itself (Pascal VOC's ``ImageSets/Segmentation``), said when used."""
+        if self.voc is None or self.split_dir is not None or self.saved_split is not None:
+            return None
+        source = self.table.source if self.table is not None else "-"
+        rank_zero_info(f"[vitdense] '{self.root}' is a Pascal VOC export (JPEGImages/, SegmentationClass/): mask "
+                       f"palette indices are class ids, 255 void; classes from {source}")  # fmt: skip
+        lists = voc_split_lists(self.voc, pairs)
+        return None if lists is None else (lists, str(self.voc / "ImageSets" / "Segmentation"))
 
     def _classes_present(self, dataset: SegmentationFolderDataset, key: Any) -> set[int]:
         try:

@@ -17,6 +17,7 @@ from vitdense.data.formats.cvat import CvatReader, cvat_labels, cvat_splits, fin
 from vitdense.data.formats.folders import IMAGE_EXTENSIONS, pair_folders
 from vitdense.data.formats.io import image_size, load_mask, load_mask_any, load_palette_colors
 from vitdense.data.formats.polygons import CocoReader, LabelMeReader, Labels
+from vitdense.data.formats.voc import voc_class_table, voc_folder, voc_pairs
 
 MaskType = Literal["auto", "ids", "colors"]
 
@@ -94,7 +95,20 @@ class MaskFileReader:
         return self.lookup(mask, key)
 
 
-AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat"]
+class VocMaskReader(MaskFileReader):
+    """A Pascal VOC layout (``data.formats.voc``): each ``SegmentationClass`` mask with its ``JPEGImages`` image;
+    palette indices are class ids, RGB masks go through the class table's colours."""
+
+    def __init__(self, folder: Path, lookup: ColorLookup | None = None, mask_type: MaskType = "auto") -> None:
+        """Point the reader at the folder holding ``JPEGImages`` and ``SegmentationClass``."""
+        super().__init__(folder / "JPEGImages", folder / "SegmentationClass", lookup, mask_type)
+        self.folder = folder
+
+    def pairs(self) -> list[tuple[Path, Any]]:
+        return voc_pairs(self.folder)  # type: ignore[return-value]
+
+
+AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat", "voc"]
 
 
 class PolygonOptions(TypedDict, total=False):
@@ -126,6 +140,8 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
         return annotations
     if (base / "masks").is_dir():
         return "masks"
+    if voc_folder(base) is not None:
+        return "voc"
     if (base / "annotations.json").is_file():
         return "coco"
     if find_cvat_xml(base) is not None:
@@ -134,7 +150,8 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
         return "labelme"
     raise FileNotFoundError(
         f"No annotations found in '{base}': expected masks/ (class-id or colour PNGs), annotations.json (COCO), "
-        "annotations.xml (CVAT for images 1.1), or LabelMe .json files in annotations/ or beside the images."
+        "annotations.xml (CVAT for images 1.1), LabelMe .json files in annotations/ or beside the images, or a "
+        "Pascal VOC export (JPEGImages/ + SegmentationClass/)."
     )
 
 
@@ -151,6 +168,8 @@ def native_class_table(base: Path, annotations: AnnotationFormat) -> ClassTable 
         return ClassTable(list(categories.values()), source=f"'{base / 'annotations.json'}' categories")
     if fmt == "cvat":
         return cvat_labels(find_cvat_xml(base) or base / "annotations.xml", background=True)
+    if fmt == "voc":
+        return voc_class_table(voc_folder(base) or base)
     return None
 
 
@@ -179,6 +198,11 @@ def make_reader(
     """The reader of the folder ``base``: its ``images/`` and the annotations of format ``annotations``; ``subsets``:
     only the images of these subsets of the export (one split of a CVAT project, ``export_splits``)."""
     fmt, options, image_dir = detect_format(base, annotations), polygons or {}, base / "images"
+    if fmt == "voc":
+        folder = voc_folder(base)
+        if folder is None:
+            raise FileNotFoundError(f"annotations: voc, but '{base}' has no JPEGImages/ and SegmentationClass/.")
+        return VocMaskReader(folder, lookup, mask_type)
     if fmt == "labelme" and labelme_dir(base) == base:  # labelme's own layout: each JSON beside its image
         image_dir = base
     if not image_dir.is_dir():

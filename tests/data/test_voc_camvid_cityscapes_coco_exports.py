@@ -1,0 +1,154 @@
+"""Pascal VOC, CamVid, Cityscapes and COCO exports read as their tools write them (issue 29).
+
+Fixtures: datumaro's MIT ``tests/assets`` (tests/fixtures/exports/*/SOURCE.md), and small exports written in code the
+way the tools write them. Expected values come from the assets (palette indices, datumaro's ``labelTrainIds``) or
+datumaro's own tests, never from vitdense.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.cli.test_cli_labels import config, fit
+from vitdense.data import CityscapesDataModule, SegmentationFolderDataModule
+from vitdense.data.datamodules.benchmarks import CityscapesDataset, cityscapes_label_map
+
+EXPORTS = Path(__file__).parents[1] / "fixtures" / "exports"
+
+
+def voc_palette() -> list[int]:
+    """The VOC devkit's ``labelcolormap`` (bits of the index spread over r, g, b), written out here from the devkit."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r, g, b = r | (c & 1) << (7 - j), g | (c >> 1 & 1) << (7 - j), b | (c >> 2 & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def mask_of(dm: SegmentationFolderDataModule, split: str) -> dict[str, np.ndarray]:
+    ds = dm.dataset(split)  # type: ignore[arg-type]
+    return {image.stem: ds.load_mask(key) for image, key in ds.samples}
+
+
+def test_voc_export_of_datumaro_is_read_as_it_is() -> None:
+    """datumaro's voc_dataset1: RGB mask of VOC colour (0,128,0) everywhere = bicycle (2), as datumaro's test says
+    (``Mask(image=np.ones([10, 20]), label=2)``); test.txt names an image without a mask (VOC's test set): no split."""
+    dm = SegmentationFolderDataModule(str(EXPORTS / "voc" / "voc_dataset1"), crop_size=16)
+    assert dm.num_classes == 21 and dm.class_names[2] == "bicycle" and "Pascal VOC" in dm.table.source
+    masks = mask_of(dm, "train")
+    assert list(masks) == ["2007_000001"]
+    np.testing.assert_array_equal(masks["2007_000001"], np.full((10, 20), 2))
+    assert dm.split_samples()["test"] == []
+    with pytest.raises(ValueError, match=r"voc_dataset1' has no val images: add ImageSets/Segmentation/val\.txt"):
+        dm.dataset("val")
+
+
+def write_voc(root: Path, n: int = 5, val: bool = False) -> dict[str, np.ndarray]:
+    """A VOC export as VOC2012 and CVAT write it: JPEGImages/*.jpg, SegmentationClass/*.png palette PNGs (index =
+    class id, 255 on boundaries), ImageSets/Segmentation/{train,test}.txt (val.txt only with ``val``); returns the
+    palette indices of each mask."""
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    indices = {}
+    for i in range(n + 1):
+        stem = f"2008_{i:06d}"
+        Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)).save(root / "JPEGImages" / f"{stem}.jpg")
+        if i == n:  # a test image: no mask, as in VOC
+            break
+        index = np.zeros((24, 32), np.uint8)
+        index[4:16, 6:20] = 1 + i % 3 * 7  # aeroplane, car, dog
+        index[4:16, 20] = 255
+        png = Image.fromarray(index, mode="P")
+        png.putpalette(voc_palette())
+        png.save(root / "SegmentationClass" / f"{stem}.png")
+        indices[stem] = index.astype(np.int64)
+    stems = sorted(indices)
+    lists = {"train": stems[:-1], "val": stems[-1:]} if val else {"train": stems}
+    for name, ids in {**lists, "test": [f"2008_{n:06d}"]}.items():
+        (root / "ImageSets" / "Segmentation" / f"{name}.txt").write_text("".join(f"{s}\n" for s in ids))
+    return indices
+
+
+def test_voc_palette_indices_are_the_classes_and_val_txt_is_optional(tmp_path: Path) -> None:
+    indices = write_voc(tmp_path / "voc")
+    dm = SegmentationFolderDataModule(str(tmp_path / "voc"), crop_size=16, val_fraction=0.2)
+    split = dm.split_samples()
+    # val drawn from train.txt (the seeded split gives val an image of each class it can), test.txt unlabelled
+    assert len(split["train"]) + len(split["val"]) == 5 and split["val"] and split["test"] == []
+    got = {**mask_of(dm, "train"), **mask_of(dm, "val")}
+    assert sorted(got) == sorted(indices)
+    for stem, index in indices.items():
+        np.testing.assert_array_equal(got[stem], index)
+
+
+def test_voc_lists_are_the_splits(tmp_path: Path) -> None:
+    write_voc(tmp_path / "voc", val=True)
+    split = SegmentationFolderDataModule(str(tmp_path / "voc")).split_samples()
+    assert [p.stem for p, _ in split["val"]] == ["2008_000004"] and len(split["train"]) == 4
+
+
+@pytest.mark.parametrize(
+    "damage, error",
+    [
+        (lambda r: (r / "ImageSets/Segmentation/train.txt").write_text("2008_000000\n2008_000099\n"),
+         r"train\.txt' lists 1 id\(s\) with no image in '.*JPEGImages' \(e\.g\. 2008_000099\)"),
+        (lambda r: (r / "ImageSets/Segmentation/train.txt").write_text("2008_000000\n2008_000005\n"),
+         r"train\.txt' lists 1 image\(s\) with no mask '.*SegmentationClass/<id>\.png' \(e\.g\. 2008_000005\)"),
+        (lambda r: (r / "JPEGImages" / "2008_000001.jpg").unlink(),
+         r"1 mask\(s\) in '.*SegmentationClass' have no image with the same id .* \(e\.g\. 2008_000001\.png\)"),
+        (lambda r: (r / "ImageSets/Segmentation/train.txt").unlink(),
+         r"ImageSets/Segmentation' has no list of labelled training images \(lists there: \['test\.txt'\]\)"),
+    ],
+)  # fmt: skip
+def test_voc_bad_exports_say_the_file_and_value(tmp_path: Path, damage, error: str) -> None:
+    write_voc(tmp_path / "voc")
+    damage(tmp_path / "voc")
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        SegmentationFolderDataModule(str(tmp_path / "voc")).split_samples()
+
+
+def test_voc_export_fits_through_the_cli(tmp_path: Path) -> None:
+    """configs/segmentation_folder.yaml with data.root at a VOC export (no val.txt): one step, 21 VOC classes."""
+    write_voc(tmp_path / "voc")
+    cli = fit(config(tmp_path, root=str(tmp_path / "voc")), tmp_path, "--trainer.fast_dev_run", "true")
+    assert cli.model.num_classes == 21 and cli.model.class_names[7] == "car"
+    assert "val/mIoU" in cli.trainer.callback_metrics
+
+
+def cityscapes(name: str) -> Path:
+    return EXPORTS / "cityscapes" / name
+
+
+def test_cityscapes_instance_ids_give_the_train_ids_datumaro_wrote() -> None:
+    """datumaro's Cityscapes export writes ``_gtFine_instanceIds.png`` (and ``labelTrainIds``), no labelIds: the train
+    ids read from the instanceIds equal its labelTrainIds, where its 19 ("background") is void."""
+    for split in ("train", "val", "test"):
+        dataset = type("Split", (CityscapesDataset,), {"SPLITS": {split: split}})
+        ds = dataset(cityscapes("train_dataset"), split, 19, 255, label_map=cityscapes_label_map())
+        for _, key in ds.samples:
+            train_ids = str(key).replace("_instanceIds.png", "_labelTrainIds.png")
+            expected = np.array(Image.open(train_ids)).astype(np.int64)
+            expected[expected == 19] = 255
+            np.testing.assert_array_equal(ds.load_mask(key), expected)
+    # datumaro's test_can_import: labelIds [3, 3, 24, 3, 3] (out of roi, person) in train
+    dm = CityscapesDataModule(str(cityscapes("dataset")), crop_size=16)
+    (mask,) = mask_of(dm, "train").values()
+    assert mask.tolist() == [[255, 255, 11, 255, 255]]
+
+
+def test_cityscapes_missing_label_ids_names_the_file(tmp_path: Path) -> None:
+    shutil.copytree(cityscapes("dataset"), tmp_path / "cs")
+    (tmp_path / "cs/gtFine/val/defaultcity/defaultcity_000001_000019_gtFine_instanceIds.png").unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"'.*gtFine/val/defaultcity/defaultcity_000001_000019_gtFine_labelIds"
+        r"\.png' not found \(nor its _gtFine_instanceIds\.png\), the mask of '.*_leftImg8bit\.png'",
+    ):
+        CityscapesDataModule(str(tmp_path / "cs")).dataset("val")
