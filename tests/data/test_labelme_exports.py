@@ -217,3 +217,17 @@ def test_labelme_semantic_example_trains_one_step(
     assert "val/mIoU" in cli.trainer.callback_metrics
     assert "labelme2voc's convention: __ignore__ -> void (255), _background_ = class 0" in caplog.text
     assert "the area no shape covers -> class 0 '_background_', labelme2voc's rule" in caplog.text
+
+
+def test_vitdense_data_states_the_convention(tmp_path: Path) -> None:
+    """`vitdense data` says which convention set the class ids (its report starts with the class table's source)."""
+    from tests.cli.test_cli_labels import config
+    from vitdense.cli.commands import data_main
+
+    for stem in ("a", "b", "c"):
+        save(tmp_path / "export", stem, scene()[0])
+    (tmp_path / "export" / "labels.txt").write_text(LABELS_TXT)
+    cfg = config(tmp_path, root=str(tmp_path / "export"), val_fraction=0.34)
+    text = data_main(["--config", str(cfg), "--output", str(tmp_path / "report")])
+    assert text.startswith("classes: 3 from ") and "labelme2voc's convention: __ignore__ -> void (255)" in text
+    assert "problems: 0" in text

@@ -209,6 +209,9 @@ def data_main(args: list[str]) -> str:
     output = free_folder(own.output or Path("runs") / "data" / Path(own.config).stem)
     report = summarize(datamodule)
     text = report.table() + schedule_text(own.config, report, datamodule.batch_size)
+    table = getattr(datamodule, "table", None)  # its source states a convention that sets ids (labelme's labels.txt)
+    source = table.source if table else "data.num_classes / class_names"
+    text = f"classes: {datamodule.num_classes} from {source}\n\n{text}"
     colors = datamodule.class_colors or [tuple(c) for c in np.reshape(class_palette(256), (256, 3)).tolist()]
     output.mkdir(parents=True)
     (output / "report.txt").write_text(text + "\n")
