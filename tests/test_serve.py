@@ -68,12 +68,14 @@ def test_the_server_answers_32_concurrent_requests_and_survives_bad_input(tmp_pa
                                "--accelerator", "cpu", "--max_batch_size", "8"], start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        deadline = time.monotonic() + 600  # starting LitServe's processes took over 60 s on 2 busy cores
+        while True:
             try:
                 if requests.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.5)
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 255, (32 + 8 * (i % 3), 40, 3), dtype=np.uint8) for i in range(32)]
@@ -175,7 +177,8 @@ def serve(model: Path, port: int, *extra: str) -> tuple[subprocess.Popen, list[s
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(server.stdout), daemon=True).start()
-    for _ in range(240):
+    deadline = time.monotonic() + 600  # starting LitServe's processes took over 60 s on 2 busy cores
+    while time.monotonic() < deadline:
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return server, lines
