@@ -22,6 +22,7 @@ from vitdense.data.formats.folders import PredictImageFolder
 from vitdense.data.formats.masks import labelme_dir
 from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of, found_labels, locate, read_objects
 from vitdense.data.formats.polygons import check_unannotated
+from vitdense.data.formats.yolo import find_yaml
 from vitdense.data.registry import register_datamodule
 from vitdense.data.splits import SavedSplit, choose_split
 from vitdense.data.transforms import detection_collate, detection_eval_transform, detection_train_transform
@@ -95,7 +96,9 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             pin_memory: Pin batches in page-locked memory for faster host-to-GPU copies.
             predict_dir: Folder of images to run ``predict`` on.
             annotations: ``coco`` (annotations.json), ``labelme`` (JSON per image), ``cvat`` (annotations.xml, CVAT
-                for images 1.1), or ``auto`` (found from the files).
+                for images 1.1), ``label_studio`` (Label Studio's JSON export), ``yolo`` (a YOLO / Ultralytics
+                data.yaml: its names and train / val / test splits; YOLO class k is label k), or ``auto`` (found
+                from the files).
             class_names: Classes of LabelMe / CVAT labels, in label order (a shape of another label is an error);
                 default: CVAT's labels, or every label of the LabelMe files, sorted. COCO files name their own.
             void_classes: LabelMe / CVAT labels whose shapes are skipped (as LabelMe's ``__ignore__``).
@@ -127,7 +130,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             self.root is not None
             and not (self.root / "train").is_dir()
             and ((self.root / "images").is_dir() or labelme_dir(self.root) == self.root)
-        )
+        ) or (self.root is not None and annotations in ("auto", "yolo") and find_yaml(self.root) is not None)
         if self.one_folder and any(v for pair in explicit.values() for v in pair):
             raise ValueError(
                 f"'{self.root}' is one folder (images/, no train/), split by val_fraction and seed; the *_images / "
@@ -180,12 +183,13 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 )
             return read_categories(path)
         names, source = class_names, "data.class_names"
-        if names is None and fmt == "cvat":
+        if names is None and fmt in ("cvat", "yolo"):
             names, source = found_labels(fmt, path, tuple(self.void_classes)), f"the labels of '{path}'"
         elif names is None:  # every LabelMe folder of the dataset, so that a label only in val is a class too
             folders = sorted({p for f, p in found if f == fmt})
             names = sorted({n for folder in folders for n in found_labels(fmt, folder, tuple(self.void_classes))})
-            source = f"the labels of the LabelMe files in {', '.join(repr(str(f)) for f in folders)}"
+            files = "the LabelMe files in " if fmt == "labelme" else ""
+            source = f"the labels of {files}{', '.join(repr(str(f)) for f in folders)}"
         if class_names is None:
             rank_zero_info(f"[vitdense] {len(names)} classes from {source}: {names} (data.class_names sets them)")
         if not names:

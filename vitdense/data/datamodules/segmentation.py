@@ -32,6 +32,7 @@ from vitdense.data.formats.masks import (
     native_class_table,
 )
 from vitdense.data.formats.voc import voc_folder, voc_split_lists
+from vitdense.data.formats.yolo import find_yaml
 from vitdense.data.recipe_rules import AUTO, scale_range_rule
 from vitdense.data.registry import register_datamodule
 from vitdense.data.splits import SavedSplit, choose_split
@@ -116,7 +117,9 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
             mask_type: ``auto``: RGB masks are colours, single-channel masks class ids; ``ids``; ``colors`` (palette
                 masks through their palette's colours too).
             annotations: ``masks``, ``coco`` (annotations.json), ``labelme`` (JSON per image), ``cvat``
-                (annotations.xml, CVAT for images 1.1), or ``auto`` (found from the files).
+                (annotations.xml, CVAT for images 1.1), ``label_studio`` (Label Studio's JSON export: a .json list
+                of tasks), ``yolo`` (a YOLO / Ultralytics data.yaml with its splits; class 0 ``background`` is added
+                and YOLO class k is class k + 1), or ``auto`` (found from the files).
             val_fraction: Share of a one-folder dataset put into val.
             test_fraction: Share of a one-folder dataset put into test.
             seed: Seed of the one-folder split.
@@ -200,7 +203,10 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
 
     @property
     def one_folder(self) -> bool:
-        """Whether the data is one folder to split (``root/images``, or JSON beside images; no ``root/train``)."""
+        """Whether the data is one folder to split (``root/images``, or JSON beside images; no ``root/train``), or
+        a YOLO export (its data.yaml names the splits)."""
+        if self.annotations in ("auto", "yolo") and find_yaml(self.root) is not None:
+            return True
         if (self.root / "train").is_dir():
             return False
         return (self.root / "images").is_dir() or self.voc is not None or labelme_dir(self.root) == self.root

@@ -16,8 +16,11 @@ from vitdense.data.formats.coco import read_categories
 from vitdense.data.formats.cvat import CvatReader, cvat_labels, cvat_splits, find_cvat_xml
 from vitdense.data.formats.folders import IMAGE_EXTENSIONS, pair_folders
 from vitdense.data.formats.io import image_size, load_mask, load_mask_any, load_palette_colors
+from vitdense.data.formats.label_studio import LabelStudioReader, find_export, label_studio_class_table
 from vitdense.data.formats.polygons import CocoReader, LabelMeReader, Labels
 from vitdense.data.formats.voc import voc_class_table, voc_folder, voc_pairs
+from vitdense.data.formats.yolo import SPLITS as YOLO_SPLITS
+from vitdense.data.formats.yolo import YoloExport, YoloReader, find_yaml
 
 MaskType = Literal["auto", "ids", "colors"]
 
@@ -108,7 +111,7 @@ class VocMaskReader(MaskFileReader):
         return voc_pairs(self.folder)  # type: ignore[return-value]
 
 
-AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat", "voc"]
+AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat", "voc", "label_studio", "yolo"]
 
 
 class PolygonOptions(TypedDict, total=False):
@@ -140,6 +143,10 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
         return annotations
     if (base / "masks").is_dir():
         return "masks"
+    if find_yaml(base) is not None:
+        return "yolo"
+    if find_export(base) is not None:
+        return "label_studio"
     if voc_folder(base) is not None:
         return "voc"
     if (base / "annotations.json").is_file():
@@ -151,7 +158,8 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
     raise FileNotFoundError(
         f"No annotations found in '{base}': expected masks/ (class-id or colour PNGs), annotations.json (COCO), "
         "annotations.xml (CVAT for images 1.1), LabelMe .json files in annotations/ or beside the images, or a "
-        "Pascal VOC export (JPEGImages/ + SegmentationClass/)."
+        "Pascal VOC export (JPEGImages/ + SegmentationClass/), a Label Studio JSON export (a .json list of tasks), or "
+        "a YOLO data.yaml."
     )
 
 
@@ -170,6 +178,10 @@ def native_class_table(base: Path, annotations: AnnotationFormat) -> ClassTable 
         return cvat_labels(find_cvat_xml(base) or base / "annotations.xml", background=True)
     if fmt == "voc":
         return voc_class_table(voc_folder(base) or base)
+    if fmt == "label_studio" and find_export(base) is not None:
+        return label_studio_class_table(find_export(base))  # type: ignore[arg-type]
+    if fmt == "yolo" and find_yaml(base) is not None:
+        return YoloExport(find_yaml(base)).class_table  # type: ignore[arg-type]
     return None
 
 
@@ -177,6 +189,8 @@ def export_splits(base: Path, annotations: AnnotationFormat) -> dict[str, tuple[
     """The splits an export of ``base`` names itself (``{split: its subsets}``: a CVAT project's subsets), or ``None``
     when it names none (the one-folder split applies)."""
     try:
+        if detect_format(base, annotations) == "yolo":  # data.yaml's train / val / test
+            return {split: (split,) for split in YOLO_SPLITS}
         if not (base / "images").is_dir() or detect_format(base, annotations) != "cvat":
             return None
     except FileNotFoundError:  # no annotations: said where the split is read
@@ -205,6 +219,10 @@ def make_reader(
         return VocMaskReader(folder, lookup, mask_type)
     if fmt == "labelme" and labelme_dir(base) == base:  # labelme's own layout: each JSON beside its image
         image_dir = base
+    if fmt == "yolo":
+        if find_yaml(base) is None:
+            raise FileNotFoundError(f"annotations: yolo, but '{base}' has no data.yaml (names, train, val).")
+        return YoloReader(YoloExport(find_yaml(base)), subsets[0] if subsets else "train")  # type: ignore[arg-type]
     if not image_dir.is_dir():
         raise FileNotFoundError(f"Folder '{image_dir}' not found: the images of '{base}' go in images/.")
     labels = Labels(class_names, ignore_index, options.get("background", "background"), void_classes)
@@ -212,6 +230,10 @@ def make_reader(
         if not (base / "masks").is_dir():
             raise FileNotFoundError(f"Folder '{base / 'masks'}' not found (annotations: masks).")
         return MaskFileReader(image_dir, base / "masks", lookup, mask_type)
+    if fmt == "label_studio":
+        if find_export(base) is None:
+            raise FileNotFoundError(f"annotations: label_studio, but '{base}' holds no Label Studio JSON export.")
+        return LabelStudioReader(image_dir, find_export(base), labels)  # type: ignore[arg-type]
     if fmt == "coco":
         return CocoReader(image_dir, base / "annotations.json", labels, options.get("category_match", "name"))
     if fmt == "cvat":

@@ -28,17 +28,27 @@ import numpy as np
 
 from vitdense.data.formats.coco import CocoRecord, warn_box_policy
 from vitdense.data.formats.cvat import CvatReader, cvat_box, cvat_labels, cvat_splits, draw_cvat, find_cvat_xml
+from vitdense.data.formats.label_studio import export_labels, find_export, read_label_studio_objects
 from vitdense.data.formats.masks import labelme_dir
 from vitdense.data.formats.polygons import LabelMeReader, LabelMeShape, Labels, draw_labelme, read_json, say_once
+from vitdense.data.formats.yolo import SPLITS as YOLO_SPLITS
+from vitdense.data.formats.yolo import YoloExport, find_yaml, read_yolo_objects
 
-ObjectFormat = Literal["auto", "coco", "labelme", "cvat"]
+ObjectFormat = Literal["auto", "coco", "labelme", "cvat", "label_studio", "yolo"]
 VOID = -1  # label id of shapes that are skipped
 NO_OBJECT = ("point", "line", "linestrip")  # LabelMe shapes that enclose no object
 
 
 def locate(base: Path, annotations: ObjectFormat) -> tuple[str, Path]:
     """The format and annotations (COCO/CVAT file, LabelMe folder) of a folder ``base`` with ``images/``; ``auto``
-    looks for ``annotations.json``, then ``annotations.xml``, then LabelMe JSON files."""
+    looks for ``annotations.json``, then ``annotations.xml``, then LabelMe JSON files (a YOLO ``data.yaml`` and a
+    Label Studio JSON export come first)."""
+    if annotations in ("auto", "yolo") and find_yaml(base) is not None:
+        return "yolo", find_yaml(base)  # type: ignore[return-value]
+    if annotations in ("auto", "label_studio") and find_export(base) is not None:
+        return "label_studio", find_export(base)  # type: ignore[return-value]
+    if annotations == "yolo":
+        return "yolo", base / "data.yaml"
     fmt: str = annotations
     if annotations == "auto" and not (base / "annotations.json").is_file():
         # nothing found: COCO's path, reported missing when the split is used (a test folder may have no labels)
@@ -55,6 +65,8 @@ def locate(base: Path, annotations: ObjectFormat) -> tuple[str, Path]:
 def export_splits(fmt: str, annotations: Path | None) -> dict[str, tuple[str, ...]] | None:
     """The splits an annotation file names itself (``{split: its subsets}``: a CVAT project export's subsets), or
     ``None`` (the one-folder split applies)."""
+    if fmt == "yolo" and annotations is not None and annotations.is_file():  # data.yaml's train / val / test
+        return {split: (split,) for split in YOLO_SPLITS}
     if fmt != "cvat" or annotations is None or not annotations.is_file():
         return None
     return cvat_splits(annotations)
@@ -64,6 +76,10 @@ def format_of(path: Path, annotations: ObjectFormat) -> str:
     """The format of an annotation path given explicitly: a folder is LabelMe's, an ``.xml`` CVAT's, else COCO."""
     if annotations != "auto":
         return annotations
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return "yolo"
+    if path.suffix.lower() == ".json" and path.is_file() and find_export(path.parent) == path:
+        return "label_studio"
     return "labelme" if path.is_dir() else "cvat" if path.suffix.lower() == ".xml" else "coco"
 
 
@@ -72,6 +88,10 @@ def found_labels(fmt: str, path: Path, void: tuple[str, ...] = ()) -> list[str]:
     LabelMe file in the folder (sorted; shapes that enclose no object, a point or line, name none); void labels left
     out."""
     names: list[str] = []
+    if fmt == "label_studio":
+        return export_labels(path, void)
+    if fmt == "yolo":
+        return YoloExport(path).names
     if fmt == "cvat":
         table = cvat_labels(path)
         if table is None:
@@ -106,6 +126,10 @@ def read_objects(
         ValueError: A shape has an unknown label, is degenerate, leaves its image or is no object (a line); an image
             has no annotation or an annotation no image (each message names the file and shape).
     """
+    if fmt == "yolo":  # its images are data.yaml's
+        return read_yolo_objects(YoloExport(annotations), subsets[0] if subsets else "train", class_names, masks)
+    if fmt == "label_studio":
+        return read_label_studio_objects(images, annotations, class_names, void, masks)
     if not images.is_dir():
         raise FileNotFoundError(f"Image folder '{images}' (for '{annotations}') does not exist.")
     labels = Labels(class_names, VOID, None, void, where_classes="data.class_names")
