@@ -5,6 +5,7 @@ way the tools write them. Expected values come from the assets (palette indices,
 datumaro's own tests, never from vitdense.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,12 @@ import pytest
 from PIL import Image
 
 from tests.cli.test_cli_labels import config, fit
-from vitdense.data import CityscapesDataModule, SegmentationFolderDataModule
+from vitdense.data import (
+    CityscapesDataModule,
+    CocoDetectionDataModule,
+    CocoInstanceDataModule,
+    SegmentationFolderDataModule,
+)
 from vitdense.data.datamodules.benchmarks import CityscapesDataset, cityscapes_label_map
 
 EXPORTS = Path(__file__).parents[1] / "fixtures" / "exports"
@@ -152,3 +158,49 @@ def test_cityscapes_missing_label_ids_names_the_file(tmp_path: Path) -> None:
         r"\.png' not found \(nor its _gtFine_instanceIds\.png\), the mask of '.*_leftImg8bit\.png'",
     ):
         CityscapesDataModule(str(tmp_path / "cs")).dataset("val")
+
+
+def test_coco_export_of_datumaro_subsets_are_the_splits() -> None:
+    """datumaro's coco_instances: annotations/instances_{train,val}.json + images/{train,val}/; its box [2, 2, 3, 1]
+    of category 2 ("b", the second category: label 1) on a.jpg, as datumaro's test_can_import has it."""
+    dm = CocoDetectionDataModule(str(EXPORTS / "coco" / "coco_instances"), image_size=32)
+    assert dm.class_names == ["a", "b", "c"]
+    (record,) = dm.dataset("train").records  # type: ignore[attr-defined]
+    assert record.path.name == "a.jpg" and record.labels.tolist() == [1]
+    np.testing.assert_allclose(record.boxes, [[2, 2, 5, 3]])
+    assert [r.path.name for r in dm.dataset("val").records] == ["b.jpg"]  # type: ignore[attr-defined]
+
+
+def write_cvat_coco(root: Path, n: int = 5) -> None:
+    """CVAT's "COCO 1.0" task export: annotations/instances_default.json whose file_name keeps the task's folders
+    (``JPEGImages/x.jpg``), the images under images/default/ by that file_name."""
+    images, anns = [], []
+    for i in range(n):
+        name = f"JPEGImages/frame_{i}.jpg"
+        (root / "images" / "default" / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(root / "images" / "default" / name)
+        images.append({"id": i + 1, "file_name": name, "width": 30, "height": 20})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 3, 10, 8], "iscrowd": 0, "area": 80,
+                     "segmentation": [[2, 3, 12, 3, 12, 11, 2, 11]]})  # fmt: skip
+    (root / "annotations").mkdir(parents=True)
+    data = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "car", "supercategory": ""}]}
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("cls", [CocoDetectionDataModule, CocoInstanceDataModule])
+def test_coco_file_name_with_folders_is_resolved(tmp_path: Path, cls) -> None:
+    write_cvat_coco(tmp_path / "coco")
+    dm = cls(str(tmp_path / "coco"), image_size=32)
+    split = dm.split_samples()
+    assert len(split["train"]) + len(split["val"]) == 5
+    paths = [p for s in ("train", "val") for p, _ in split[s]]
+    assert all(p.parent == tmp_path / "coco" / "images" / "default" / "JPEGImages" and p.is_file() for p in paths)
+    item = dm.dataset("train")[0]
+    assert item["target"]["labels"].tolist() == [0]
+
+
+def test_coco_export_with_an_unknown_subset_says_the_file(tmp_path: Path) -> None:
+    shutil.copytree(EXPORTS / "coco" / "coco_instances", tmp_path / "c")
+    (tmp_path / "c/annotations/instances_val.json").rename(tmp_path / "c/annotations/instances_holdout.json")
+    with pytest.raises(ValueError, match=r"instances_holdout\.json': subset 'holdout' is not a split name"):
+        CocoDetectionDataModule(str(tmp_path / "c"))

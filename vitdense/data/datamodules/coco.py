@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from vitdense.data.datamodules.base import BaseDataModule, Split
 from vitdense.data.datasets.detection import CocoDetectionDataset, DetectionDataset
-from vitdense.data.formats.coco import LAYOUT, match_image_ids, read_categories
+from vitdense.data.formats.coco import LAYOUT, coco_export, match_image_ids, read_categories
 from vitdense.data.formats.folders import PredictImageFolder
 from vitdense.data.formats.masks import labelme_dir
 from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of, found_labels, locate, read_objects
@@ -136,7 +136,21 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 f"'{self.root}' is one folder (images/, no train/), split by val_fraction and seed; the *_images / "
                 "*_annotations paths do not apply to it. Leave them unset, or point root at split folders."
             )
+        export = None
+        given = any(v for pair in explicit.values() for v in pair)
+        if self.root is not None and annotations in ("auto", "coco") and not given:
+            export = coco_export(self.root)
+        if export is not None and len(export) > 1:  # the export's subsets are the splits
+            self.one_folder = False
+            explicit = {s: (str(export[s][0]), str(export[s][1])) if s in export else (None, None) for s in SPLITS}
         self.paths = {split: self._resolve(split, *explicit[split]) for split in SPLITS}
+        if export is not None and len(export) == 1:  # one subset (CVAT's default): split by seed
+            self.one_folder = True
+            self.paths = {split: (*export["train"], "coco") for split in SPLITS}
+        if export is not None:
+            files = ", ".join(f"{split} = {path.name}" for split, (_, path) in export.items())
+            rank_zero_info(f"[vitdense] '{self.root}' is a COCO export (annotations/instances_<subset>.json, images "
+                           f"by file_name under images/<subset>/): {files}")  # fmt: skip
         self.image_size = image_size
         self.scale_range = scale_range
         self.min_box_size = min_box_size

@@ -39,6 +39,35 @@ class CocoRecord:
     source: Path | None = None
 
 
+# subset names of datumaro's / CVAT's COCO export (annotations/instances_<subset>.json), any case -> vitdense splits
+SPLIT_OF_SUBSET = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                   "test": "test", "testing": "test"}  # fmt: skip
+
+
+def coco_export(root: Path) -> dict[str, tuple[Path, Path]] | None:
+    """``{split: (image folder, JSON)}`` of a COCO export as datumaro and CVAT ("COCO 1.0") write it:
+    ``annotations/instances_<subset>.json`` + ``images/<subset>/<file_name>`` (or ``images/<file_name>``), where
+    ``file_name`` may hold folders (``JPEGImages/x.jpg``). One subset of any name (CVAT's ``default``) is ``train``,
+    to be split by seed; None when ``root`` is not laid out so."""
+    folder = root / "annotations"
+    files = sorted(folder.glob("instances_*.json")) if folder.is_dir() and not (root / "train").is_dir() else []
+    out: dict[str, tuple[Path, Path]] = {}
+    for path in files:
+        subset = path.stem[len("instances_") :]
+        split = "train" if len(files) == 1 else SPLIT_OF_SUBSET.get(subset.lower())
+        if split is None or split in out:
+            what = "is not a split name" if split is None else f"is a second {split} subset"
+            raise ValueError(
+                f"'{path}': subset '{subset}' {what} (train/training, val/valid/validation, test/testing, any case). "
+                "Rename the file to instances_train.json, instances_val.json or instances_test.json."
+            )
+        images = root / "images" / subset
+        out[split] = (images if images.is_dir() else root / "images", path)
+    if files and "train" not in out:
+        raise ValueError(f"'{folder}' has no training subset ({[p.name for p in files]}); add instances_train.json.")
+    return out or None
+
+
 def read_coco_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Annotation file '{path}' not found. Expected the layout {LAYOUT}.")
