@@ -16,6 +16,7 @@ import numpy as np
 
 from vitdense.data import BaseDataModule
 from vitdense.engine.builder import build, free_folder, run_folder
+from vitdense.engine.messages import ConfigError, condense, data_message
 from vitdense.tasks import ClassificationTask, SegmentationTask
 
 
@@ -157,8 +158,16 @@ def _datamodule(config: str, overrides: list[str]) -> BaseDataModule:
         raise ValueError(f"'{config}' has no data section; give the config you train with.")
     parser = ArgumentParser(prog="vitdense data", exit_on_error=False)
     parser.add_subclass_arguments(BaseDataModule, "data")
-    parsed = parser.parse_args(["--data", yaml.safe_dump(cfg["data"]), *overrides])
-    return parser.instantiate_classes(parsed).data
+    try:
+        parsed = parser.parse_args(["--data", yaml.safe_dump(cfg["data"]), *overrides])
+        return parser.instantiate_classes(parsed).data
+    except ValueError as err:  # jsonargparse wraps what the DataModule raised in its union-type message
+        cause: BaseException = err
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        if cause is not err and data_message(cause) is not None:
+            raise cause from None  # the data's own error, with its traceback, for the command line to report
+        raise ConfigError(condense(str(err))) from err
 
 
 def schedule_text(config: str, report: Any, batch_size: int) -> str:
@@ -186,10 +195,18 @@ def schedule_text(config: str, report: Any, batch_size: int) -> str:
 
 
 def data_main(args: list[str]) -> str:
-    """``vitdense data --config X [--output DIR] [--per_split N]``: the data report of a config (images, sizes,
-    pixels and images per class per split, missing classes, every problem) and a contact sheet (see
-    ``vitdense.data.report``)."""
-    from vitdense.data.report import contact_sheet, summarize
+    """``vitdense data --config X [--output DIR] [--per_split N] [--write OUT]``: the data report of a config (images,
+    sizes, pixels and images per class per split, missing classes, every problem) and a contact sheet (see
+    ``vitdense.data.report``); ``--write`` writes what vitdense will train on in standard form."""
+    from vitdense.data.report import (
+        check_new_folder,
+        contact_sheet,
+        reportable,
+        require_readable,
+        summarize,
+        write_coco,
+        write_masks,
+    )
     from vitdense.tasks.segmentation import class_palette
 
     parser = argparse.ArgumentParser(
@@ -202,10 +219,22 @@ def data_main(args: list[str]) -> str:
     parser.add_argument("--config", required=True, help="the config to train with (its data section is read)")
     parser.add_argument("--output", type=Path, help="new folder for the files (default: runs/data/<config name>)")
     parser.add_argument("--per_split", type=int, default=8, help="images per split on the contact sheet")
+    parser.add_argument("--write", type=Path, metavar="OUT", help="new or empty folder to write the data into as "
+                        "vitdense trains on it: segmentation as <split>/masks/<image stem>.png (class-id palette PNGs, "
+                        "void 255) + classes.txt; detection and instance as COCO JSON, <split>.json")  # fmt: skip
     own, rest = parser.parse_known_args(args)
+    if own.write is not None:
+        check_new_folder(own.write)
     datamodule = _datamodule(own.config, rest)
-    if not hasattr(datamodule, "_labelled_dataset"):
-        raise ValueError(f"vitdense data reports segmentation DataModules; {type(datamodule).__name__} is not one.")
+    if not reportable(datamodule):
+        if own.write is not None and hasattr(datamodule, "categories"):
+            text = write_coco(datamodule, own.write)
+            print(text, flush=True)
+            return text
+        raise ConfigError(
+            f"vitdense data reports segmentation DataModules (folders, raster scenes), and --write also writes "
+            f"detection and instance DataModules as COCO JSON; {type(datamodule).__name__} is neither."
+        )
     output = free_folder(own.output or Path("runs") / "data" / Path(own.config).stem)
     report = summarize(datamodule)
     text = report.table() + schedule_text(own.config, report, datamodule.batch_size)
@@ -215,9 +244,16 @@ def data_main(args: list[str]) -> str:
     colors = datamodule.class_colors or [tuple(c) for c in np.reshape(class_palette(256), (256, 3)).tolist()]
     output.mkdir(parents=True)
     (output / "report.txt").write_text(text + "\n")
+    print(text, flush=True)  # first: the problem list is what the user needs to see, whatever fails after it
     sheet = contact_sheet(report, datamodule, colors, output / "contact_sheet.png", own.per_split)
-    text += f"\nwrote {output / 'report.txt'} and {sheet}"
-    print(text, flush=True)
+    wrote = f"wrote {output / 'report.txt'}" + (f" and {sheet}" if sheet else " (no contact sheet: nothing to show)")
+    print(wrote, flush=True)
+    text += "\n" + wrote
+    require_readable(report, output / "report.txt")
+    if own.write is not None:
+        written = write_masks(report, datamodule, own.write, colors)
+        print(written, flush=True)
+        text += "\n" + written
     return text
 
 

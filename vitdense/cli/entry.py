@@ -18,7 +18,7 @@ from vitdense.engine.lightning_cli import (  # noqa: F401
     VitdenseCLI,
     end_processes_at_exit,
 )
-from vitdense.engine.messages import DEBUG_VARIABLE, ConfigError, data_problem, debug, exit_with
+from vitdense.engine.messages import DEBUG_VARIABLE, ConfigError, data_message, debug, exit_with
 
 
 def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
@@ -29,8 +29,10 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
 
     From the command line (``args`` None), a config that cannot be built (a weights file that is not there, a head
     key that does not exist, a num_classes that disagrees with the data) or data that cannot be read (a data.root
-    that does not exist) ends the output as one message with exit code 2; ``VITDENSE_DEBUG=1`` raises it with its
-    traceback instead. Called with ``args``, it raises ConfigError (or the data's error).
+    that does not exist) ends the output as one message with exit code 2, in every subcommand (fit, validate, test,
+    predict, data, scene, stream, ...; ``engine.messages.data_message`` says which errors are the data's);
+    ``VITDENSE_DEBUG=1`` raises it with its traceback instead. Called with ``args``, it raises ConfigError (or the
+    data's error).
 
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
@@ -43,9 +45,10 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
     except ConfigError as err:
         exit_with(str(err), f"the config could not be built; {DEBUG_VARIABLE}=1 shows the traceback")
     except (ValueError, OSError) as err:
-        if not data_problem(err):
+        message = data_message(err)
+        if message is None:
             raise
-        exit_with(str(err), "the data could not be read; `vitdense data --config ...` lists every problem, "
+        exit_with(message, "the data could not be read; `vitdense data --config ...` lists every problem, "
                   f"{DEBUG_VARIABLE}=1 shows the traceback")  # fmt: skip
 
 

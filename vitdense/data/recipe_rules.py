@@ -36,21 +36,35 @@ class Choice:
 
 def class_weight_rule(pixels: np.ndarray, names: list[str] | None = None) -> Choice:
     """``sqrt_median_frequency`` when some class present in training holds < ``RARE_SHARE`` of the labelled pixels,
-    else ``None`` (unweighted cross-entropy). ``pixels``: per class, its labelled training pixels."""
+    else ``None`` (unweighted cross-entropy). ``pixels``: per class, its labelled training pixels.
+
+    Classes with no training pixels are named as such in the reason: no weight can teach them, and they are neither
+    rare nor ">= 1%" (a class table with 15 of 21 classes unused in train is said, not hidden behind "every class")."""
     pixels = np.asarray(pixels, dtype=np.float64)
     total = pixels.sum()
     if total <= 0:
         return Choice(None, "no labelled training pixels")
     names = names or [f"class_{i}" for i in range(len(pixels))]
     share = pixels / total
-    rare = [i for i in np.argsort(share) if 0 < share[i] < RARE_SHARE]
+    absent = _listed([names[i] for i in np.flatnonzero(pixels == 0)])
+    none = f"{absent[0]} of {len(pixels)} classes have no training pixels ({absent[1]})" if absent[0] else ""
+    rare = [i for i in np.argsort(share, kind="stable") if 0 < share[i] < RARE_SHARE]
     if rare:
         listed = ", ".join(f"{names[i]} {100 * share[i]:.2g}%" for i in rare[:4]) + (", ..." if len(rare) > 4 else "")
         reason = f"{len(rare)} class(es) under {100 * RARE_SHARE:g}% of the training pixels: {listed}"
-        return Choice("sqrt_median_frequency", reason)
+        return Choice("sqrt_median_frequency", reason + (f"; {none}" if none else ""))
     rarest = int(np.argmin(np.where(share > 0, share, np.inf)))
-    return Choice(None, f"every class holds >= {100 * RARE_SHARE:g}% of the training pixels (rarest: "
-                        f"{names[rarest]} {100 * share[rarest]:.2g}%)")  # fmt: skip
+    rarest_text = f"(rarest: {names[rarest]} {100 * share[rarest]:.2g}%)"
+    if none:
+        present = len(pixels) - absent[0]
+        return Choice(None, f"{none}; the {present} other class(es) each hold >= {100 * RARE_SHARE:g}% of the training "
+                            f"pixels {rarest_text}")  # fmt: skip
+    return Choice(None, f"every class holds >= {100 * RARE_SHARE:g}% of the training pixels {rarest_text}")
+
+
+def _listed(names: list[str], most: int = 8) -> tuple[int, str]:
+    """How many names, and the first ``most`` of them joined (", ..." when there are more)."""
+    return len(names), ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def scale_range_rule(short_sides: list[int] | np.ndarray, crop_size: int) -> Choice:

@@ -1,13 +1,22 @@
 """A look at a segmentation dataset before training: per split, images, sizes, pixels and images per class, classes
-missing from a split, every problem found, and a contact sheet of images with their masks overlaid.
+missing from a split, every problem found, and a contact sheet of images with their masks overlaid; and the data as
+vitdense will train on it, written in the plainest standard form (``write_masks``: class-id palette PNGs and
+``classes.txt``; ``write_coco``: COCO JSON per split for detection and instance DataModules).
 
-Reads the DataModule's datasets (no model); masks are decoded in a few threads (Pillow releases the GIL).
+Reads the DataModule's datasets (no model): folders of any layout and label format (multi-band too), and the scenes of
+``RasterSegmentationDataModule`` window by window; masks are decoded in a few threads (Pillow releases the GIL).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from vitdense.data.formats.io import image_size, load_image
+from vitdense.data.formats.raster import Raster
 from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule
 from vitdense.data.transforms import crop_exceeds_images
 
@@ -89,17 +99,71 @@ class DataReport:
         return "\n".join(lines)
 
 
-def _mask_stats(dataset: Any, key: Any, num_classes: int, ignore_index: int) -> np.ndarray:
-    mask = dataset.load_mask(key)
-    return np.bincount(mask[mask != ignore_index].ravel(), minlength=num_classes)[:num_classes]
+def reportable(datamodule: Any) -> bool:
+    """Whether ``summarize`` reads this DataModule: segmentation folders (any layout) or raster scenes."""
+    return hasattr(datamodule, "_labelled_dataset") or hasattr(datamodule, "_scenes")
+
+
+class SceneSplit:
+    """The scenes of one split of ``RasterSegmentationDataModule`` as ``summarize`` reads a folder dataset: labels are
+    counted window by window (a scene is never read whole), pixels without image data are void as in training."""
+
+    def __init__(self, datamodule: Any, split: str, window: int = 1024) -> None:
+        self.samples, _ = datamodule._scenes(split)
+        self.bands, self.nodata, self.ignore_index = datamodule.bands, datamodule.nodata, datamodule.ignore_index
+        self.window = window
+
+    def annotation_size(self, key: Path) -> tuple[int, int]:
+        with Raster(key) as label:
+            return label.width, label.height
+
+    def describe(self, key: Path) -> str:
+        return f"'{key}'"
+
+    def read(self, image_path: Path, key: Path, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The image pixels (h, w, bands) and the class ids of ``window``, void where the image has no data."""
+        with Raster(image_path, self.bands, self.nodata) as image, Raster(key) as label:
+            pixels, ids = image.read(window), label.read(window)[:, :, 0].astype(np.int64)
+            if label.nodata is not None:
+                ids[ids == label.nodata] = self.ignore_index
+            ids[~image.valid(pixels)] = self.ignore_index
+        return pixels, ids
+
+    def class_counts(self, image_path: Path, key: Path, num_classes: int) -> np.ndarray:
+        counts = np.zeros(num_classes, np.int64)
+        with Raster(key) as label:
+            windows = list(label.windows(self.window))
+        for window in windows:
+            _, ids = self.read(image_path, key, window)
+            counts += _counts(ids, num_classes, self.ignore_index)
+        return counts
+
+    def preview(self, image_path: Path, key: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The centre window (at most ``window`` pixels a side) of a scene, for the contact sheet."""
+        with Raster(key) as label:
+            h, w = min(self.window, label.height), min(self.window, label.width)
+            window = ((label.height - h) // 2, (label.width - w) // 2, h, w)
+        pixels, ids = self.read(image_path, key, window)
+        return pixels, ids
+
+
+def _counts(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    labelled = mask[mask != ignore_index].ravel()
+    return np.bincount(labelled, minlength=num_classes)[:num_classes]
+
+
+def _split_dataset(datamodule: Any, name: str) -> Any:
+    if hasattr(datamodule, "_labelled_dataset"):
+        return datamodule._labelled_dataset(name, None)
+    return SceneSplit(datamodule, name)
 
 
 def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 4) -> DataReport:
     """Read every split of a segmentation DataModule and collect statistics and *all* problems found.
 
     A split that cannot be listed at all (a missing folder, an unreadable annotation file) is reported with its error;
-    within a split, every sample whose mask cannot be read, has values out of range or a size other than its image's
-    is a problem of its own.
+    within a split, every sample whose image or mask cannot be read, has values out of range or a size other than its
+    image's is a problem of its own.
     """
     datamodule.problems = problems = []
     k, ignore = datamodule.num_classes, datamodule.ignore_index
@@ -108,8 +172,8 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
         summary = SplitSummary(name)
         summaries.append(summary)
         try:
-            dataset = datamodule._labelled_dataset(name, None)
-        except (ValueError, FileNotFoundError) as err:
+            dataset = _split_dataset(datamodule, name)
+        except (ValueError, OSError) as err:
             summary.error = str(err)
             if name != "test":  # a dataset without a test split is normal
                 problems.append(f"{name}: {err}")
@@ -117,20 +181,26 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
         summary.pixels, summary.images = np.zeros(k, np.int64), np.zeros(k, np.int64)
         summary.dataset = dataset
 
-        def one(sample: tuple[Path, Any], dataset: Any = dataset) -> tuple[tuple[int, int], np.ndarray | str]:
+        def one(sample: tuple[Path, Any], dataset: Any = dataset) -> tuple[tuple[int, int] | None, np.ndarray | str]:
             image_path, key = sample
-            size = image_size(image_path)
+            try:
+                size = image_size(image_path)
+            except (ValueError, OSError) as err:  # an unreadable image is a problem of its own
+                return None, str(err)
             try:
                 if dataset.annotation_size(key) != size:
                     w, h = dataset.annotation_size(key)
                     return size, f"'{image_path}' is {size[0]}x{size[1]} but {dataset.describe(key)} is {w}x{h}"
-                return size, _mask_stats(dataset, key, k, ignore)
-            except ValueError as err:
+                if hasattr(dataset, "class_counts"):
+                    return size, dataset.class_counts(image_path, key, k)
+                return size, _counts(dataset.load_mask(key), k, ignore)
+            except (ValueError, OSError) as err:
                 return size, str(err)
 
         with ThreadPoolExecutor(threads) as pool:
             for sample, (size, stats) in zip(dataset.samples, pool.map(one, dataset.samples)):
-                summary.sizes[size] += 1
+                if size is not None:
+                    summary.sizes[size] += 1
                 if isinstance(stats, str):
                     problems.append(stats)
                     continue
@@ -142,6 +212,46 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
     return DataReport(list(datamodule.class_names), summaries, list(dict.fromkeys(problems)), crop)
 
 
+def require_readable(report: DataReport, where: Path | None = None) -> None:
+    """Raise when no split could be read: after the report (and its problems) was printed, the run ends as an error."""
+    if any(s.samples for s in report.splits):
+        return
+    listed = f", listed above and in '{where}'" if where is not None else ", listed above"
+    raise ValueError(
+        f"No split of the data could be read ({len(report.problems)} problem(s){listed}); fix them, or point "
+        "data.root at the folder the export was unzipped into."
+    )
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 for viewing: an 8-bit RGB image as it is; a raster's first three bands (one band as grey),
+    each stretched between its 2nd and 98th percentile of the pixels with data, no data black."""
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    bands = image.reshape(*image.shape[:2], -1)[:, :, :3].astype(np.float64)
+    if bands.shape[2] < 3:
+        bands = np.repeat(bands[:, :, :1], 3, axis=2)
+    out = np.zeros(bands.shape, np.uint8)
+    for b in range(3):
+        band = bands[:, :, b]
+        finite = band[np.isfinite(band)]
+        if finite.size:
+            lo, hi = np.percentile(finite, [2, 98])
+            scaled = np.clip((band - lo) / (hi - lo if hi > lo else 1.0), 0, 1) * 255
+            out[:, :, b] = np.nan_to_num(scaled).round().astype(np.uint8)
+    return out
+
+
+def _sheet_pair(dataset: Any, image_path: Path, key: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The image (as ``display_rgb`` shows it) and the class-id mask of a sample, read as the dataset reads them."""
+    if hasattr(dataset, "preview"):
+        image, mask = dataset.preview(image_path, key)
+    else:
+        loader = getattr(dataset, "load_image", load_image)  # multi-band folders read their bands
+        image, mask = loader(image_path), dataset.load_mask(key)
+    return display_rgb(image), mask
+
+
 def contact_sheet(
     report: DataReport,
     datamodule: Any,
@@ -149,9 +259,11 @@ def contact_sheet(
     path: Path,
     per_split: int = 8,
     tile: int = 160,
-) -> Path:
+) -> Path | None:
     """A PNG grid, one row per split, of sample images with their masks blended in the class colours (void pixels
-    left as they are); tiles keep the image's aspect and are resized with nearest neighbours, so colours stay exact."""
+    left as they are); tiles keep the image's aspect and are resized with nearest neighbours, so colours stay exact.
+    Multi-band images show their first three bands, stretched; a scene its centre window. ``None`` (nothing written)
+    when no split has a readable sample."""
     lut = np.zeros((256, 3), np.uint8)
     lut[: len(colors)] = np.asarray(colors, np.uint8)[:256]
     rows = []
@@ -162,7 +274,7 @@ def contact_sheet(
         dataset = s.dataset
         tiles = []
         for image_path, key in picks:
-            image, mask = load_image(image_path), dataset.load_mask(key)
+            image, mask = _sheet_pair(dataset, image_path, key)
             labelled = mask != datamodule.ignore_index
             blend = image.copy()
             blend[labelled] = image[labelled] // 2 + lut[mask[labelled] % 256] // 2
@@ -175,7 +287,144 @@ def contact_sheet(
         tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (per_split - len(tiles))
         rows.append(np.concatenate(tiles, axis=1))
     if not rows:
-        raise ValueError("No split could be read, so there is nothing to show; see the problems listed.")
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path
+
+
+def check_new_folder(out: Path) -> None:
+    """``--write`` goes into a new or empty folder: what is there is never overwritten."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            f"--write '{out}' is not an empty folder; give a new or empty one (nothing was written: vitdense never "
+            "overwrites what is there)."
+        )
+
+
+@contextmanager
+def _new_folder(out: Path) -> Iterator[Path]:
+    """A staging folder beside ``out`` that becomes ``out`` when the block ends; on an error nothing is left."""
+    check_new_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.chmod(0o755)
+    if out.exists():
+        out.rmdir()
+    os.replace(staging, out)
+
+
+def _unique_stems(split: str, paths: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise ValueError(
+                f"--write names masks by image stem, but the {split} split has two images with the stem "
+                f"'{path.stem}': '{seen[path.stem]}' and '{path}'. Rename one (nothing was written)."
+            )
+        seen[path.stem] = path
+
+
+def write_masks(
+    report: DataReport, datamodule: Any, out: Path, colors: list[tuple[int, int, int]], splits: tuple[str, ...] = SPLITS
+) -> str:
+    """Write what vitdense trains on: per split, ``out/<split>/masks/<image stem>.png``, the class ids of each sample
+    after every label format and class-table convention (before augmentation; void 255; a raster's pixels without data
+    void, as in training) as 8-bit palette PNGs in the class colours, and ``out/classes.txt`` (one class name per line,
+    in id order). ``report`` (``summarize``'s) must list no problem. Returns what was written, in a line.
+    """
+    if not hasattr(datamodule, "_labelled_dataset"):
+        raise ValueError(
+            f"--write writes folder datasets; {type(datamodule).__name__}'s label rasters already are class ids "
+            "(use them as they are)."
+        )
+    if report.problems:
+        raise ValueError(
+            f"--write: nothing was written: the data has {len(report.problems)} problem(s), listed above, at which a "
+            "fit would stop. Fix them first."
+        )
+    k, ignore = datamodule.num_classes, datamodule.ignore_index
+    if k > 255:
+        raise ValueError(f"--write writes 8-bit palette PNGs (void 255): at most 255 classes, but num_classes={k}.")
+    datasets = {s.name: s.dataset for s in report.splits if s.name in splits and s.dataset is not None}
+    for split, dataset in datasets.items():
+        _unique_stems(split, [Path(image) for image, _ in dataset.samples])
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: min(k, len(colors))] = np.asarray(colors[:k], np.uint8).reshape(-1, 3)
+    if k < 255:
+        palette[255] = (224, 224, 192)  # VOC's void colour
+    counts = {}
+    with _new_folder(out) as staging:
+        for split, dataset in datasets.items():
+            folder = staging / split / "masks"
+            folder.mkdir(parents=True)
+            for index, (image_path, key) in enumerate(dataset.samples):
+                # load_pair voids a raster's pixels without data, as training does; RGB images need not be decoded
+                mask = dataset.load_pair(index)[1] if getattr(dataset, "bands", None) else dataset.load_mask(key)
+                ids = np.where(mask == ignore, 255, mask).astype(np.uint8)
+                png = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
+                png.putpalette(palette.ravel().tolist())
+                png.save(folder / f"{Path(image_path).stem}.png")
+            counts[split] = len(dataset.samples)
+        (staging / "classes.txt").write_text("".join(f"{name}\n" for name in datamodule.class_names))
+    void = "void 255" if ignore == 255 else f"void (ignore_index {ignore}) as 255"
+    listed = ", ".join(f"{split} {n}" for split, n in counts.items())
+    return (f"wrote {listed} masks to {out}/<split>/masks/<image stem>.png (class ids as palette indices, {void}) "
+            f"and {out / 'classes.txt'} ({k} classes)")  # fmt: skip
+
+
+def write_coco(datamodule: Any, out: Path, splits: tuple[str, ...] = SPLITS) -> str:
+    """Write what a detection or instance DataModule trains on as COCO JSON, ``out/<split>.json`` per split: its
+    images (``file_name`` relative to ``data.root``, or absolute outside it), boxes after the box policy (``bbox``
+    xywh), category ids and names as the data gives them, and for instance DataModules each object's mask as RLE.
+    Returns what was written, in a line."""
+    from pycocotools import mask as mask_utils
+
+    from vitdense.data.formats.coco import decode_mask
+
+    records = {}
+    for split in splits:
+        try:
+            records[split] = datamodule.dataset(split).records
+        except (ValueError, OSError):
+            if split == "train":
+                raise
+    category_ids = sorted(datamodule.categories)  # label i is the i-th sorted category id (formats.coco)
+    categories = [{"id": int(c), "name": datamodule.categories[c]} for c in category_ids]
+    masks = bool(getattr(datamodule, "MASKS", False))
+    root = getattr(datamodule, "root", None)
+    counts = {}
+    with _new_folder(out) as staging:
+        for split, split_records in records.items():
+            images, annotations = [], []
+            for image_id, record in enumerate(split_records, 1):
+                images.append({"id": image_id, "file_name": _file_name(Path(record.path), root),
+                               "width": int(record.width), "height": int(record.height)})  # fmt: skip
+                segmentations = record.segmentations if masks else [None] * len(record.boxes)
+                for box, label, segmentation in zip(record.boxes, record.labels, segmentations, strict=True):
+                    x0, y0, x1, y1 = (float(v) for v in box)
+                    ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_ids[int(label)],
+                           "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}  # fmt: skip
+                    if masks:
+                        mask = decode_mask(segmentation, record.height, record.width)
+                        rle = mask_utils.encode(np.asfortranarray(mask))
+                        ann["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
+                        ann["area"] = int(mask.sum())
+                    annotations.append(ann)
+            coco = {"images": images, "annotations": annotations, "categories": categories}
+            (staging / f"{split}.json").write_text(json.dumps(coco, indent=1))
+            counts[split] = (len(images), len(annotations))
+    listed = ", ".join(f"{split} {n} images, {a} objects" for split, (n, a) in counts.items())
+    where = f"relative to '{root}'" if root is not None else "absolute"
+    return f"wrote {out}/<split>.json as COCO ({listed}; file_name {where})"
+
+
+def _file_name(path: Path, root: Path | None) -> str:
+    if root is not None and path.resolve().is_relative_to(Path(root).resolve()):
+        return path.resolve().relative_to(Path(root).resolve()).as_posix()
+    return str(path.resolve())

@@ -104,19 +104,65 @@ def root_message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-DATA_PACKAGE = Path(__file__).parent.parent / "data"  # vitdense/data and its subpackages
+VITDENSE = Path(__file__).parent.parent
+# The code that reads the user's files: vitdense/data and its subpackages, and the scene reader/writer.
+DATA_CODE = (VITDENSE / "data", VITDENSE / "inference" / "scenes.py")
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):\n"
+_FRAME = re.compile(r'^  File "(.+?)", line \d+')
 
 
 def data_problem(error: BaseException) -> bool:
-    """Whether ``error`` is a problem that vitdense's data code found in the user's data while a run reads it (a
-    ``data.root`` that does not exist, a mask of the wrong size): a ValueError or OSError raised by vitdense.data.
-    Its message names the file or key and what to do, like a ConfigError's."""
+    """Whether ``error`` is a problem that vitdense's data code found in the user's data (see ``data_message``)."""
+    return data_message(error) is not None
+
+
+def data_message(error: BaseException) -> str | None:
+    """The message of ``error`` when it is a problem in the user's data or files, else ``None``.
+
+    A problem is a ValueError or OSError raised by vitdense's data code (``DATA_CODE``: a ``data.root`` that does not
+    exist, a mask of the wrong size; its message names the file or key and what to do, like a ConfigError's), or an
+    OSError that a library raised on a file vitdense's data code opened (Pillow's unreadable image, rasterio's). A
+    ValueError raised inside a library is left to its traceback: it is more likely vitdense's bug than the user's data.
+    An error raised in a DataLoader worker process reaches here as torch's "Caught ... in DataLoader worker process"
+    with the worker's traceback as text: it is judged by that traceback, and its message is the worker's.
+    """
     if not isinstance(error, (ValueError, OSError)) or error.__traceback__ is None:
-        return False
-    tb = error.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(DATA_PACKAGE)
+        return None
+    worker = _worker_error(str(error))
+    if worker is not None:
+        files, message = worker
+    else:
+        files, message, tb = [], str(error), error.__traceback__
+        while tb is not None:
+            files.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+    if not files:
+        return None
+    ours = [f for f in files if Path(f).is_relative_to(VITDENSE)]
+    if _in_data_code(files[-1]) or (isinstance(error, OSError) and ours and _in_data_code(ours[-1])):
+        return message or type(error).__name__
+    return None
+
+
+def _in_data_code(filename: str) -> bool:
+    path = Path(filename)
+    return any(path == code or path.is_relative_to(code) for code in DATA_CODE)
+
+
+def _worker_error(text: str) -> tuple[list[str], str] | None:
+    """The files of the frames and the message of an error re-raised from a DataLoader worker (torch's
+    ``ExceptionWrapper``), or ``None`` when ``text`` is not one."""
+    head, found, traceback = text.partition(_WORKER_TRACEBACK)
+    if not found or not head.startswith("Caught "):
+        return None
+    lines = traceback.splitlines()
+    frames = [(i, m.group(1)) for i, line in enumerate(lines) if (m := _FRAME.match(line))]
+    if not frames:
+        return None
+    rest = lines[frames[-1][0] + 1 :]
+    start = next((i for i, line in enumerate(rest) if not line.startswith("    ")), len(rest))  # past the code lines
+    message = re.sub(r"^[\w.]+: ", "", "\n".join(rest[start:]).strip(), count=1)
+    return [file for _, file in frames], message
 
 
 def exit_with(message: str, hint: str) -> NoReturn:
