@@ -33,6 +33,7 @@ from vitdense.engine.lightning_cli import PredictionWriter
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").rglob("*.md"))  # the documentation site's pages: their commands are held to the same bar
 
 DEFAULT, SLOW = "run", "run (slow)"
 LAST = "runs/quickstart/version_0/checkpoints/last.ckpt"  # the quickstart fit's, as the README names it
@@ -78,6 +79,10 @@ COMMANDS = {
     "python -m vitdense evaluate --config configs/quickstart.yaml "
     "--ckpt_path runs/quickstart/version_0/checkpoints/last.ckpt": DEFAULT,
     f"python -m vitdense export --config configs/quickstart.yaml --ckpt_path {LAST} --format safetensors": DEFAULT,
+    "python -m vitdense serve --model runs/quickstart/version_0/quickstart.safetensors --port 8000": "a server that "
+    "runs until stopped (tests/test_serve.py starts the real one under -m slow)",
+    f"python -m vitdense serve --config configs/quickstart.yaml --ckpt_path {LAST}": "a server that runs until "
+    "stopped (tests/test_serve.py starts the real one under -m slow)",
 }
 LIGHTNING = ("fit", "validate", "test", "predict")
 
@@ -275,11 +280,23 @@ def _scratch(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
 
 
+def documented_commands() -> list[Command]:
+    """README.md's commands in order, then those of the docs pages that README.md does not have (each once)."""
+    seen: set[str] = set()
+    found = []
+    for path in [README, *DOCS]:
+        for command in readme_commands(path.read_text()):
+            if command.text not in seen:
+                seen.add(command.text)
+                found.append(command)
+    return found
+
+
 def walk(work: Path, monkeypatch: pytest.MonkeyPatch, runs: Callable[[str], bool]) -> list[str]:
     """Every README command in order in ``work``: run where ``runs(how)``, parsed otherwise; the commands run."""
     _scratch(work, monkeypatch)
     done = []
-    for command in readme_commands(README.read_text()):
+    for command in documented_commands():
         how = COMMANDS[command.text]
         if how in (DEFAULT, SLOW) and runs(how):
             argv = _paths(command.argv, work)
@@ -292,11 +309,11 @@ def walk(work: Path, monkeypatch: pytest.MonkeyPatch, runs: Callable[[str], bool
 
 
 def test_every_readme_command_is_in_the_table() -> None:
-    found = [c.text for c in readme_commands(README.read_text())]
+    found = [c.text for c in documented_commands()]
     new = [text for text in found if text not in COMMANDS]
-    assert not new, f"README.md has commands this test does not check; add them to COMMANDS: {new}"
+    assert not new, f"README.md or docs/ have commands this test does not check; add them to COMMANDS: {new}"
     gone = [text for text in COMMANDS if text not in found]
-    assert not gone, f"COMMANDS lists commands README.md no longer has; remove them: {gone}"
+    assert not gone, f"COMMANDS lists commands neither README.md nor docs/ have; remove them: {gone}"
 
 
 def test_readme_commands_run_or_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
