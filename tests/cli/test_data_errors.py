@@ -112,6 +112,19 @@ def test_a_problem_in_the_data_ends_each_subcommand_as_one_error_line(
     assert sorted(p.name for p in root.rglob("*")) == before  # nothing written into the data
 
 
+def test_stream_refuses_what_it_cannot_convert_naming_it(tmp_path: Path) -> None:
+    from tests.fake_data import write_coco_folder
+
+    root = write_coco_folder(tmp_path / "coco")
+    path = tmp_path / "coco.yaml"
+    path.write_text(
+        yaml.safe_dump({"data": {"class_path": "CocoDetectionDataModule", "init_args": {"root": str(root)}}})
+    )
+    with pytest.raises(ValueError, match="converts segmentation folder DataModules; CocoDetectionDataModule is not"):
+        main(["stream", "--config", str(path), "--output", str(tmp_path / "chunks")])
+    assert not (tmp_path / "chunks").exists()
+
+
 def test_debug_raises_the_error_with_its_traceback(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VITDENSE_DEBUG", "1")
     root = write_folder_dataset(tmp_path / "data")

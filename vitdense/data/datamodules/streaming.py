@@ -51,6 +51,11 @@ def write_stream(datamodule: Any, output_dir: str | Path, splits: tuple[str, ...
     from litdata.streaming import Cache
 
     output_dir = Path(output_dir)
+    if not hasattr(datamodule, "_labelled_dataset"):  # sample lists of image/mask pairs: the folder DataModules
+        raise ValueError(
+            f"vitdense stream converts segmentation folder DataModules; {type(datamodule).__name__} is not one "
+            "(nothing was written)."
+        )
     if output_dir.exists() and any(output_dir.iterdir()):
         raise FileExistsError(f"'{output_dir}' is not empty; choose a new folder for the stream (nothing was written).")
     counts: dict[str, int] = {}
