@@ -48,8 +48,8 @@ def main(args: list[str] | None = None, run: bool = True) -> VitdenseCLI | str:
         message = data_message(err)
         if message is None:
             raise
-        exit_with(message, "the data could not be read; `vitdense data --config ...` lists every problem, "
-                  f"{DEBUG_VARIABLE}=1 shows the traceback")  # fmt: skip
+        listed = "" if sys.argv[1:2] == ["data"] else "`vitdense data --config ...` lists every problem, "
+        exit_with(message, f"the data could not be read; {listed}{DEBUG_VARIABLE}=1 shows the traceback")
 
 
 def commands_help() -> str:
