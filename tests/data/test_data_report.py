@@ -40,7 +40,8 @@ def test_data_report_lists_every_problem_and_draws_class_colours(tmp_path: Path)
     found = {tuple(c) for c in np.unique(sheet, axis=0).tolist()}
     halves = {tuple(v // 2 for v in c) for c in COLORS}
     assert halves <= found and found <= halves | {(0, 0, 0), (255, 255, 255)}
-    assert (tmp_path / "look" / "report.txt").read_text().startswith("train: 3 images")
+    report = (tmp_path / "look" / "report.txt").read_text()
+    assert report.startswith("classes: 3 from ") and "\n\ntrain: 3 images" in report  # the table first, then splits
     main(["data", "--config", str(cfg), "--data.root", str(root), "--output", str(tmp_path / "look")])
     assert (tmp_path / "look-2" / "contact_sheet.png").is_file()  # a new folder, never overwritten
     assert tree(root) == before
