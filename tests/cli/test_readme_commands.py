@@ -52,6 +52,7 @@ COMMANDS = {
     "--data.num_classes 11 --data.ignore_index 11 --trainer.max_epochs 1 "
     "--model.init_args.backbone.pretrained ../shared/weights/vit_tiny_patch16_224.safetensors": SLOW,
     "python -m vitdense data --config my_seg.yaml": DEFAULT,
+    "python -m vitdense data --config my_seg.yaml --write my_seg_as_trained": DEFAULT,
     "python -m vitdense scene --config configs/my_fields.yaml --ckpt_path runs/.../best.ckpt --input scene.tif "
     "--bands 3 2 1 7": "a user's raster config and GeoTIFF scene (tests/test_scenes.py runs `scene` end to end)",
     "python -m vitdense scene --model fields.safetensors --input 'tiles/*.tif' --output maps/": "an exported raster "
