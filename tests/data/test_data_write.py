@@ -82,3 +82,19 @@ def test_write_instances_as_coco_round_trips(tmp_path: Path) -> None:
         masks = [decode_mask(s, record.height, record.width) for s in record.segmentations]
         for mask, expected in zip(masks, truth[split]["masks"], strict=True):
             np.testing.assert_array_equal(mask, expected)
+
+
+def test_write_of_a_voc_export_as_it_is_gives_its_palette_indices(tmp_path: Path) -> None:
+    """datumaro's VOC export (tests/fixtures/exports/voc: one labelled train image, no val.txt) as it is: the split it
+    has is written, the ones it lacks are said, not a reason to write nothing. The mask is VOC's colour (0, 128, 0),
+    bicycle, class 2 of VOC's colour map, on every pixel."""
+    root = Path(__file__).parents[1] / "fixtures" / "exports" / "voc" / "voc_dataset1"
+    cfg = config(tmp_path, "SegmentationFolderDataModule", root=str(root), crop_size=16)
+    out = tmp_path / "out"
+    text = main(["data", "--config", str(cfg), "--output", str(tmp_path / "look"), "--write", str(out)])
+    assert f"wrote train 1 masks to {out}" in text and "not written: val" in text
+    (written,) = (out / "train" / "masks").iterdir()
+    ids = np.array(Image.open(written))
+    rgb = np.array(Image.open(root / "SegmentationClass" / written.name).convert("RGB"))
+    assert (rgb == (0, 128, 0)).all() and (ids == 2).all()
+    assert (out / "classes.txt").read_text().splitlines()[2] == "bicycle"

@@ -343,9 +343,13 @@ def write_masks(
             f"--write writes folder datasets; {type(datamodule).__name__}'s label rasters already are class ids "
             "(use them as they are)."
         )
-    if report.problems:
+    # A split that could not be listed at all (an export without val) is left out and said; a problem inside a split
+    # that was read (a bad mask, an unreadable image) would write something other than what a fit trains on.
+    unlisted = {f"{s.name}: {s.error}" for s in report.splits if s.error is not None}
+    blocking = [problem for problem in report.problems if problem not in unlisted]
+    if blocking:
         raise ValueError(
-            f"--write: nothing was written: the data has {len(report.problems)} problem(s), listed above, at which a "
+            f"--write: nothing was written: the data has {len(blocking)} problem(s), listed above, at which a "
             "fit would stop. Fix them first."
         )
     k, ignore = datamodule.num_classes, datamodule.ignore_index
@@ -374,8 +378,10 @@ def write_masks(
         (staging / "classes.txt").write_text("".join(f"{name}\n" for name in datamodule.class_names))
     void = "void 255" if ignore == 255 else f"void (ignore_index {ignore}) as 255"
     listed = ", ".join(f"{split} {n}" for split, n in counts.items())
+    skipped = [s.name for s in report.splits if s.name in splits and s.error is not None]
+    not_read = f"; not written: {', '.join(skipped)} (could not be read, above)" if skipped else ""
     return (f"wrote {listed} masks to {out}/<split>/masks/<image stem>.png (class ids as palette indices, {void}) "
-            f"and {out / 'classes.txt'} ({k} classes)")  # fmt: skip
+            f"and {out / 'classes.txt'} ({k} classes){not_read}")  # fmt: skip
 
 
 def write_coco(datamodule: Any, out: Path, splits: tuple[str, ...] = SPLITS) -> str:
