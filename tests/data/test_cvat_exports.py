@@ -69,6 +69,14 @@ def test_project_export_boxes_for_detection() -> None:
         assert records["img0"].labels.tolist() == [0] and records["img1"].labels.tolist() == [0]
 
 
+def test_task_export_boxes_for_detection() -> None:
+    dm = CocoDetectionDataModule(str(TASK), val_fraction=0.5)  # one folder: split by val_fraction and seed
+    records = {r.path.stem: r for split in ("train", "val") for r in dm.dataset(split).records}
+    x, y, w, h = BOX
+    np.testing.assert_allclose(records["img0"].boxes, [[x, y, x + w, y + h]])
+    assert len(records["img1"].boxes) == 0  # its polygon has no label, its points no area
+
+
 def test_task_export_named_by_its_subset_and_unlabelled_shapes_skipped() -> None:
     dm = SegmentationFolderDataModule(str(TASK), val_fraction=0.5)  # train.xml: found by its <annotations> root
     assert dm.class_names == ["background", "label1", "label2"]
@@ -199,3 +207,47 @@ def test_project_export_fits_one_step_through_the_cli(
     said = "\n".join(r.getMessage() for r in caplog.records)
     assert "subsets -> splits Test -> test, Train -> train, Validation -> val" in said
     assert "(subsets Train): 2 images; unlabelled pixels -> background; skipped 1 points, 1 polyline" in said
+
+
+LABELMAP = [("background", (0, 0, 0)), ("road", (128, 64, 128)), ("car", (64, 0, 128))]
+
+
+def cvat_mask_export(root: Path, subsets: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """A CVAT "Segmentation mask 1.1" export written as CVAT writes it (datumaro's voc_segmentation exporter with
+    ``apply_colormap`` and CVAT's ``make_colormap``): ``labelmap.txt`` (background first), RGB ``SegmentationClass``
+    PNGs, ``JPEGImages``, and one ``ImageSets/Segmentation/<subset>.txt`` per subset. Returns the class ids painted."""
+    (root / "labelmap.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "labelmap.txt").write_text(
+        "# label:color_rgb:parts:actions\n" + "".join(f"{n}:{','.join(map(str, c))}::\n" for n, c in LABELMAP)
+    )
+    palette = np.array([c for _, c in LABELMAP], np.uint8)
+    ids = {}
+    for subset, stems in subsets.items():
+        lists = root / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True, exist_ok=True)
+        (lists / f"{subset}.txt").write_text("".join(f"{s}\n" for s in stems))
+        for i, stem in enumerate(stems):
+            mask = np.zeros((12, 16), np.int64)
+            mask[: 4 + i] = 1
+            mask[6:10, 2 + i : 9] = 2
+            ids[stem] = mask
+            for folder in ("JPEGImages", "SegmentationClass"):
+                (root / folder).mkdir(exist_ok=True)
+            Image.new("RGB", (16, 12), (10 * i, 100, 50)).save(root / "JPEGImages" / f"{stem}.jpg")
+            Image.fromarray(palette[mask]).save(root / "SegmentationClass" / f"{stem}.png")
+    return ids
+
+
+@pytest.mark.parametrize("project", [False, True])
+def test_segmentation_mask_export(tmp_path: Path, project: bool) -> None:
+    # a project's lists name its subsets; a task's is default.txt (one subset: split by val_fraction and seed)
+    subsets = {"Train": ["c", "d"], "Validation": ["a", "b"]} if project else {"default": ["a", "b", "c", "d"]}
+    ids = cvat_mask_export(tmp_path, subsets)
+    dm = SegmentationFolderDataModule(str(tmp_path), val_fraction=0.34)
+    assert dm.class_names == ["background", "road", "car"] and dm.class_colors == [c for _, c in LABELMAP]
+    got = {**masks_of(dm, "train"), **masks_of(dm, "val")}
+    assert sorted(got) == ["a", "b", "c", "d"]
+    for stem, expected in ids.items():
+        np.testing.assert_array_equal(got[stem], expected, err_msg=stem)
+    if project:  # the subsets' lists are the splits (the seeded split would put 1 of 4 images in val)
+        assert sorted(masks_of(dm, "train")) == ["c", "d"] and sorted(masks_of(dm, "val")) == ["a", "b"]

@@ -324,8 +324,9 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         if self.voc is None or self.split_dir is not None or self.saved_split is not None:
             return None
         source = self.table.source if self.table is not None else "-"
-        rank_zero_info(f"[vitdense] '{self.root}' is a Pascal VOC export (JPEGImages/, SegmentationClass/): mask "
-                       f"palette indices are class ids, 255 void; classes from {source}")  # fmt: skip
+        rank_zero_info(f"[vitdense] '{self.root}' is a Pascal VOC export (JPEGImages/, SegmentationClass/; also CVAT's "
+                       "Segmentation mask 1.1): palette mask indices are class ids, 255 void, RGB mask colours map "
+                       f"through the classes of {source}")  # fmt: skip
         lists = voc_split_lists(self.voc, pairs)
         return None if lists is None else (lists, str(self.voc / "ImageSets" / "Segmentation"))
 
