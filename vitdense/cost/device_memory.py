@@ -4,7 +4,9 @@ blocks and parameter shapes the meta forward of ``vitdense.cost.estimate`` recor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass
@@ -17,9 +19,31 @@ class BlockCost:
     trainable: bool = True
 
 
+class StageBytes(Protocol):
+    """What ``DeviceMemory`` reads of a stage (``vitdense.cost.estimate.StageCost``)."""
+
+    train_bytes: float
+
+
 class DeviceMemory:
     """Per-device memory methods of ``vitdense.cost.estimate.Estimate`` (which holds ``blocks``, ``param_shapes``,
     ``params``, ``trainable``, ``batch`` and ``backward_stages``)."""
+
+    # Declared for the type checker; Estimate (a dataclass) defines them.
+    batch: int
+    blocks: list[BlockCost]
+    param_shapes: list[tuple[tuple[int, ...], bool]]
+
+    @property
+    def params(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def trainable(self) -> int:
+        raise NotImplementedError
+
+    def backward_stages(self) -> Sequence[StageBytes]:
+        raise NotImplementedError
 
     def activation_bytes(self, checkpointing: bool = False) -> float:
         """Training activations per image in the stages the backward reaches; with checkpointing per block, each

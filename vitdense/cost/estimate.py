@@ -25,6 +25,7 @@ from torch import nn
 
 from vitdense.cost.device_memory import BlockCost, DeviceMemory
 from vitdense.models import resize
+from vitdense.models.backbone import Backbone
 
 _STAGE_CONTAINERS = ("blocks", "layers", "stages")
 
@@ -165,10 +166,18 @@ def _conv_flops(module: nn.Conv2d | nn.ConvTranspose2d, inp: torch.Tensor, out: 
     return 2.0 * out.numel() * module.in_channels / module.groups * kernel
 
 
+def task_backbone(task: nn.Module) -> Backbone:
+    """The ``Backbone`` of a vitdense task (its ``backbone`` submodule)."""
+    backbone = task.get_submodule("backbone")
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"{type(task).__name__}.backbone is a {type(backbone).__name__}, not a vitdense Backbone.")
+    return backbone
+
+
 def stage_modules(task: nn.Module) -> list[tuple[str, nn.Module, bool]]:
     """``(name, module, training_only)`` for each stage: the backbone's stem, its blocks (grouped into the stages
     that end at its ``out_indices`` for plain ViTs) or hierarchical stages, then every other top-level module."""
-    backbone = task.backbone
+    backbone = task_backbone(task)
     model = backbone.model
     stages: list[tuple[str, nn.Module, bool]] = []
     for child_name, child in model.named_children():
@@ -209,8 +218,8 @@ def estimate(task: nn.Module, size: tuple[int, int], batch: int = 1) -> Estimate
     the RPN head; the RoI box head, anchors and box decoding are left out).
     """
     meta = _meta_copy(task)
-    if getattr(task, "unfreeze_at_epoch", None) is not None and not task.backbone.adapters:
-        meta.backbone.requires_grad_(True)  # the cost once the backbone trains
+    if getattr(task, "unfreeze_at_epoch", None) is not None and not task_backbone(task).adapters:
+        task_backbone(meta).requires_grad_(True)  # the cost once the backbone trains
     inference = estimate_forward(meta, size, training=False)
     result = estimate_forward(meta, size, training=True)
     result.batch, result.inference_flops = batch, inference.total_flops()
@@ -239,7 +248,7 @@ def estimate_forward(meta: nn.Module, size: tuple[int, int], training: bool) -> 
             owner.setdefault(sub, cost)
     blocks: dict[nn.Module, BlockCost] = {}
     block_of: dict[nn.Module, BlockCost] = {}
-    for module in meta.backbone.model.modules():
+    for module in task_backbone(meta).model.modules():
         if type(module).__name__.endswith("Block") and module not in block_of:
             record = blocks[module] = BlockCost(
                 params=sum(p.numel() for p in module.parameters()),
@@ -247,7 +256,7 @@ def estimate_forward(meta: nn.Module, size: tuple[int, int], training: bool) -> 
             )
             for sub in module.modules():
                 block_of.setdefault(sub, record)
-    images = torch.zeros(1, meta.backbone.in_chans, *size, device="meta")
+    images = torch.zeros(1, task_backbone(meta).in_chans, *size, device="meta")
     resize_cost = StageCost("logits resize")
     active: list[StageCost] = []
     handles = []
@@ -302,11 +311,13 @@ def _meta_copy(task: nn.Module) -> nn.Module:
 
 
 def _forward(task: nn.Module, images: torch.Tensor) -> None:
-    if hasattr(task, "forward_train"):
-        task.forward_train(images)
+    forward_train = getattr(task, "forward_train", None)
+    if forward_train is not None:
+        forward_train(images)
     elif hasattr(task, "detector"):
-        features = list(task.detector.backbone(images).values())
-        head = getattr(task.detector, "head", None) or task.detector.rpn.head
+        detector = task.get_submodule("detector")
+        features = list(detector.get_submodule("backbone")(images).values())
+        head = getattr(detector, "head", None) or detector.get_submodule("rpn.head")
         head(features)
     else:
         task(images)

@@ -17,7 +17,7 @@ from weakref import proxy
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -32,7 +32,6 @@ from vitdense.engine.messages import (
     quiet_lightning,
     root_message,
 )
-from vitdense.tasks import BaseTask
 from vitdense.tasks.predictions import INDEX
 
 DEFAULT_ROOT = "runs"
@@ -54,7 +53,7 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.count = 0
 
-    def setup(self, trainer: Trainer, pl_module: BaseTask, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         problem = None
         if trainer.is_global_zero and self.output_dir.exists() and any(self.output_dir.iterdir()):
             problem = f"Prediction folder '{self.output_dir}' is not empty; choose another one."
@@ -69,13 +68,14 @@ class PredictionWriter(BasePredictionWriter):
             pred[INDEX] = index  # the image's place in the dataset: the order merged files keep
         self.count += len(pl_module.save_predictions(prediction, self.output_dir))
 
-    def on_predict_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Count every process's images; then rank 0 writes what needs all of them (merged parts, COCO results)."""
         self.count = int(trainer.strategy.reduce(torch.tensor(self.count, device=pl_module.device), reduce_op="sum"))
         finish = getattr(pl_module, "finish_predictions", None)
         trainer.strategy.barrier()
         if finish is not None and trainer.is_global_zero:
-            finish(self.output_dir, trainer.datamodule)
+            # Trainer.datamodule, .callbacks and .fast_dev_run are set by Lightning's connectors, undeclared on Trainer.
+            finish(self.output_dir, trainer.datamodule)  # type: ignore[attr-defined]
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -100,8 +100,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self._in_optimizer_step = False  # between an optimizer step's start and its batch's end
 
     def _can_write(self, trainer: Trainer) -> bool:
-        return (self.write_last and trainer.state.fn == "fit" and not trainer.sanity_checking
-                and not trainer.fast_dev_run)  # fmt: skip
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning, undeclared
+        return self.write_last and trainer.state.fn == "fit" and not trainer.sanity_checking and not fast_dev_run
 
     def _last_path(self, trainer: Trainer) -> str:
         metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
@@ -126,7 +126,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if previous and previous != path and Path(previous).parent == Path(path).parent:
             trainer.strategy.remove_checkpoint(previous)  # last.ckpt named by a metric: one file, as Lightning
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: BaseTask, outputs: Any, batch: Any, batch_idx: int
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
                            ) -> None:  # fmt: skip
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         self._in_optimizer_step = False
@@ -134,24 +134,24 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if every and step % every == 0 and self._last_step_written != step and self._can_write(trainer):
             self.write_last_checkpoint(trainer)
 
-    def on_train_start(self, trainer: Trainer, pl_module: BaseTask) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_step_written, self._in_optimizer_step = None, False  # a new fit (the callback may be reused)
 
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: BaseTask, optimizer: Any) -> None:
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         self._in_optimizer_step = True
 
-    def on_validation_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if self._can_write(trainer):  # also at a step written before: the best scores and callback states moved on
             self.write_last_checkpoint(trainer)
 
-    def on_train_end(self, trainer: Trainer, pl_module: BaseTask) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self._can_write(trainer) and self._last_step_written != trainer.global_step:
             self.write_last_checkpoint(trainer)
 
-    def on_exception(self, trainer: Trainer, pl_module: BaseTask, exception: BaseException) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
         # Ctrl-C: the state is whole unless it came during an optimizer step (parameters half updated) or inside an
         # accumulation of gradients (which are not saved); with several processes, saving (a collective) could hang.
@@ -167,8 +167,9 @@ class VitdenseCLI(LightningCLI):
     def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("parser_class", VitdenseArgumentParser)
         # Only building (estimate, export, Python): Lightning's lines about seeding, devices and precision are noise.
+        kwargs["run"] = run
         with contextlib.nullcontext() if run else quiet_lightning():
-            super().__init__(*args, run=run, **kwargs)
+            super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The DataModule knows the classes; the task receives them so a user states them once.
@@ -209,8 +210,10 @@ class VitdenseCLI(LightningCLI):
             super()._parse_ckpt_path()
         elif section.get("ckpt_path"):
             self._restore_hyperparameters(section.ckpt_path)
+        if not given:
+            return
         section = self.config[subcommand] if subcommand else self.config
-        restored = section.model.get("init_args") if given else None
+        restored = section.model.get("init_args")
         for key, value in given.items():
             if restored.get(key) != value:
                 rank_zero_info(f"[vitdense] {subcommand or 'build'}: model.init_args.{key} from the config ({value}), "
@@ -240,7 +243,7 @@ class VitdenseCLI(LightningCLI):
     def _instantiate_and_check_links(self) -> None:
         model_cfg = self._get(self.config, "model")
         init_args = getattr(model_cfg, "init_args", None) or {}
-        given = {key: init_args.get(key) for key in self.LINKED if init_args.get(key) is not None}
+        given: dict[str, Any] = {key: init_args.get(key) for key in self.LINKED if init_args.get(key) is not None}
         super().instantiate_classes()
         sources = {"img_size": "data.crop_size / data.image_size (the training crop)",
                    "in_chans": "the number of data.bands (3 for RGB images)"}  # fmt: skip
@@ -329,7 +332,7 @@ class VitdenseCLI(LightningCLI):
         self._say(f"run folder: {self.trainer.log_dir}")
 
     def after_predict(self) -> None:
-        for cb in self.trainer.callbacks:
+        for cb in self.trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning, undeclared
             if isinstance(cb, PredictionWriter):
                 self._say(f"wrote {cb.count} predictions to {cb.output_dir}")
 
@@ -337,7 +340,7 @@ class VitdenseCLI(LightningCLI):
 def _signature_default(cls: type, name: str) -> Any:
     """Default of ``name`` in the ``__init__`` of ``cls`` or of the first base class that declares it."""
     for klass in cls.__mro__:
-        params = inspect.signature(klass.__init__).parameters
+        params = inspect.signature(klass.__init__).parameters  # type: ignore[misc]  # klass is a class, not an instance
         if name in params:
             return params[name].default
     return None

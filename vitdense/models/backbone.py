@@ -14,6 +14,7 @@ from torch import nn
 
 from vitdense.models.adapters import PeftConfig, add_adapters, base_name, is_adapter, merge_adapters
 from vitdense.models.layer_decay import layer_ids
+from vitdense.models.timm_model import TimmModel
 from vitdense.models.weights import create_with_weights
 
 # timm modules whose models take `dynamic_img_size` (ViT-like token models and Swin-like windowed ones).
@@ -150,7 +151,7 @@ def check_model_name(name: str) -> None:
     )
 
 
-def create_timm_model(cfg: dict[str, Any], **extra: Any) -> nn.Module:
+def create_timm_model(cfg: dict[str, Any], **extra: Any) -> TimmModel:
     """Create the raw timm model described by a resolved backbone config (see ``resolve_backbone_config``)."""
     name = cfg["name"]
     check_model_name(name)
@@ -171,6 +172,9 @@ class Backbone(nn.Module):
     Inputs are expected in [0, 1]; the backbone normalises them with its own ``pretrained_cfg`` mean/std and pads
     them to a multiple of ``size_divisor`` (callers crop outputs back with the input size).
     """
+
+    mean: torch.Tensor  # buffers (register_buffer), (1, in_chans, 1, 1)
+    std: torch.Tensor
 
     def __init__(self, cfg: dict[str, Any], prune: bool = True, **create_kwargs: Any) -> None:
         """Create the timm model of a resolved backbone config.

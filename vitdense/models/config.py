@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 
-def merge_config(given: dict | None, defaults: dict, what: str) -> dict:
+
+def merge_config(given: Mapping[str, Any] | None, defaults: Mapping[str, Any], what: str) -> dict[str, Any]:
     """``defaults`` updated with ``given``; unknown keys are an error naming the valid ones."""
     given = dict(given or {})
     unknown = set(given) - set(defaults)

@@ -13,14 +13,15 @@ import re
 
 from timm.models import group_parameters
 from timm.optim._param_groups import auto_group_layers
-from torch import nn
+
+from vitdense.models.timm_model import TimmModel
 
 # timm's group matchers give the final norm the suffix (99999,) ("merge with the previous group"), which would put
 # it in the last block's layer; BEiT puts it with the head.
 _HEAD_SUFFIX = (99999,)
 
 
-def _body_patterns(model: nn.Module) -> list[re.Pattern[str]]:
+def _body_patterns(model: TimmModel) -> list[re.Pattern[str]]:
     """The group matcher's stem and block patterns (not the ones it merges into the last block, such as the norm)."""
     matcher = model.group_matcher(coarse=False)
     patterns = []
@@ -33,7 +34,7 @@ def _body_patterns(model: nn.Module) -> list[re.Pattern[str]]:
     return patterns
 
 
-def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+def layer_ids(model: TimmModel) -> tuple[dict[str, int], int]:
     """Layer id of every parameter of a full timm model and the id of the head level (``L + 1``).
 
     Parameters that timm's group matcher does not place in the stem or a block (final norm, ``fc_norm``, a

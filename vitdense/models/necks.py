@@ -86,14 +86,15 @@ class IdentityNeck(nn.Module):
         return list(features)
 
 
-SEGMENTATION_NECKS: dict[str, Callable[[list[int], list[int]], nn.Module]] = {
+SegmentationNeck = MultiLevelNeck | LayerNormNeck | IdentityNeck
+SEGMENTATION_NECKS: dict[str, Callable[[list[int], list[int]], SegmentationNeck]] = {
     "multilevel": MultiLevelNeck,
     "layernorm": LayerNormNeck,
     "identity": IdentityNeck,
 }
 
 
-def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int], hierarchical: bool) -> nn.Module:
+def build_neck(name: NeckName, in_channels: list[int], in_strides: list[int], hierarchical: bool) -> SegmentationNeck:
     """The pyramid neck named in ``SEGMENTATION_NECKS``; ``auto`` = multilevel for plain ViTs (one stride),
     layernorm for hierarchical backbones (``Backbone.hierarchical``)."""
     if name == "auto":

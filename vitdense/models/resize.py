@@ -94,9 +94,11 @@ class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_exporting():
             return super().forward(x)
-        out_h, out_w = (self.output_size, self.output_size) if isinstance(self.output_size, int) else self.output_size
-        rows = _bin_average_matrix(out_h, x.shape[-2], x)
-        cols = _bin_average_matrix(out_w, x.shape[-1], x)
+        size = self.output_size
+        out_h, out_w = (size, size) if isinstance(size, int) or size is None else size
+        # None keeps that side's input size (as nn.AdaptiveAvgPool2d does).
+        rows = _bin_average_matrix(x.shape[-2] if out_h is None else out_h, x.shape[-2], x)
+        cols = _bin_average_matrix(x.shape[-1] if out_w is None else out_w, x.shape[-1], x)
         return torch.matmul(torch.matmul(rows, x), cols.T)
 
 

@@ -14,6 +14,8 @@ import timm
 import torch
 from torch import nn
 
+from vitdense.models.timm_model import TimmModel, as_timm_model
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt")
 EXPORT_METADATA_KEY = "vitdense"  # safetensors metadata of `vitdense export`: {"task": ..., "init_args": ...}
 FROZEN_BASE_KEY = "vitdense_frozen_base"  # a LoRA run's checkpoint: the frozen weights left out of its state dict
@@ -130,7 +132,7 @@ def expand_rgb_filters(weight: torch.Tensor, in_chans: int, rgb_bands: list[int]
     return out
 
 
-def adapt_input_convs(sd: dict[str, torch.Tensor], model: nn.Module, rgb_bands: list[int] | None) -> None:
+def adapt_input_convs(sd: dict[str, torch.Tensor], model: TimmModel, rgb_bands: list[int] | None) -> None:
     """Give the RGB first-convolution weights of ``sd`` the band count of ``model`` (``expand_rgb_filters``)."""
     own = model.state_dict()
     first = model.pretrained_cfg.get("first_conv") or ()
@@ -140,7 +142,7 @@ def adapt_input_convs(sd: dict[str, torch.Tensor], model: nn.Module, rgb_bands: 
             sd[key] = expand_rgb_filters(sd[key], own[key].shape[1], rgb_bands)
 
 
-def load_local_weights(model: nn.Module, name: str, path: Path | dict[str, torch.Tensor],
+def load_local_weights(model: TimmModel, name: str, path: Path | dict[str, torch.Tensor],
                        rgb_bands: list[int] | None = None) -> None:  # fmt: skip
     """Load a local state dict (a file, or the tensors themselves) into a timm model through timm's filter, its first
     convolution adapted to the model's band count; report missing/unexpected keys."""
@@ -180,7 +182,7 @@ def load_local_weights(model: nn.Module, name: str, path: Path | dict[str, torch
 
 def create_with_weights(
     name: str, pretrained: bool | str, kwargs: dict[str, Any], rgb_bands: list[int] | None = None
-) -> nn.Module:
+) -> TimmModel:
     """``timm.create_model`` with vitdense's weight sources (see ``BackboneConfig.pretrained``).
 
     A model of another band count than 3 (``kwargs["in_chans"]``) gets the RGB weights with its first convolution
@@ -191,19 +193,19 @@ def create_with_weights(
     in_chans = int(kwargs.get("in_chans", 3))
     if pretrained and in_chans != 3:
         rgb = create_with_weights(name, pretrained, {**kwargs, "in_chans": 3})
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        model = as_timm_model(timm.create_model(name, pretrained=False, **kwargs))
         load_local_weights(model, name, rgb.state_dict(), rgb_bands)
         return model
     if pretrained is True:
         check_hub_available(name)
         try:
-            return timm.create_model(name, pretrained=True, **kwargs)
+            return as_timm_model(timm.create_model(name, pretrained=True, **kwargs))
         except OSError as err:
             raise RuntimeError(
                 f"Could not fetch pretrained weights for '{name}': {err}. {local_file_hint(name)}"
             ) from err
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return as_timm_model(timm.create_model(name, pretrained=False, **kwargs))
     path = Path(os.path.expanduser(str(pretrained)))
     if not path.is_file():
         raise FileNotFoundError(
@@ -215,7 +217,9 @@ def create_with_weights(
         raise ValueError(f"backbone.pretrained: '{path}' is not a weights file (expected one of {WEIGHT_SUFFIXES}).")
     if path.suffix.lower() == ".npz":
         # Big-vision .npz checkpoints have their own loader in timm.
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-    model = timm.create_model(name, pretrained=False, **kwargs)
+        return as_timm_model(
+            timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        )
+    model = as_timm_model(timm.create_model(name, pretrained=False, **kwargs))
     load_local_weights(model, name, path)
     return model

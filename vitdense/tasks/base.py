@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
@@ -38,7 +39,11 @@ def group_indices(keys: Iterable[Hashable]) -> list[list[int]]:
     return list(groups.values())
 
 
-class BaseTask(L.LightningModule):
+# The metric a task keeps per stage (configure_metrics), as its compute_metrics receives it.
+M = TypeVar("M", bound=Metric | MetricCollection)
+
+
+class BaseTask(L.LightningModule, Generic[M]):
     """Base LightningModule: subclasses build ``self.backbone`` plus their own modules and define ``shared_step``.
 
     Subclasses set ``monitor`` (the metric ModelCheckpoint follows) and implement ``configure_models``,
@@ -117,8 +122,8 @@ class BaseTask(L.LightningModule):
         # replaces them and still receives the same parameter groups.
         self.optimizer_fn = optimizer if callable(optimizer) else None
         self.scheduler_fn = scheduler if callable(scheduler) else None
-        self.optimizer_cfg = resolve_optimizer_config(None if self.optimizer_fn else optimizer)
-        self.scheduler_cfg = resolve_scheduler_config(None if self.scheduler_fn else scheduler)
+        self.optimizer_cfg = resolve_optimizer_config(None if callable(optimizer) else optimizer)
+        self.scheduler_cfg = resolve_scheduler_config(None if callable(scheduler) else scheduler)
         self.backbone = self.build_backbone()
         self.configure_models()
         metric = self.configure_metrics()
@@ -170,7 +175,7 @@ class BaseTask(L.LightningModule):
         if self.hparams.get("log_images", 0) != 0:
             from vitdense.tasks.panels import PredictionPanels
 
-            callbacks.append(PredictionPanels(self.hparams.log_images))
+            callbacks.append(PredictionPanels(self.hparams["log_images"]))
         from vitdense.tasks.summary import RunSummary
 
         callbacks.append(RunSummary())  # summary.json in the run folder when a fit ends
@@ -223,11 +228,17 @@ class BaseTask(L.LightningModule):
         """Build the modules after the backbone (neck, heads, losses)."""
         raise NotImplementedError
 
-    def configure_metrics(self) -> Metric | None:
+    def configure_metrics(self) -> M | None:
         """One metric (or MetricCollection) for one stage."""
         return None
 
-    def compute_metrics(self, metric: Metric, stage: str) -> dict[str, torch.Tensor]:
+    def stage_metric(self, stage: str) -> M:
+        """The metric of ``stage`` (val or test), from ``configure_metrics``."""
+        if self.metrics is None:
+            raise RuntimeError(f"{type(self).__name__} keeps no metrics: its configure_metrics returned None.")
+        return cast(M, self.metrics[stage])  # ModuleDict's items are typed as plain Modules
+
+    def compute_metrics(self, metric: M, stage: str) -> dict[str, torch.Tensor]:
         """Turn the accumulated metric of a stage into ``{"<stage>/<name>": value}``."""
         return {f"{stage}/{k}": v for k, v in metric.compute().items()}
 
@@ -273,7 +284,7 @@ class BaseTask(L.LightningModule):
         self._log_epoch_loss(stage)
         if self.metrics is None:
             return
-        metric = self.metrics[stage]
+        metric = self.stage_metric(stage)
         parts = metric.values() if isinstance(metric, MetricCollection) else [metric]
         updates = torch.tensor(float(sum(m.update_count for m in parts)), device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
@@ -319,10 +330,11 @@ class BaseTask(L.LightningModule):
         """Modules trained at ``head_lr_mult`` (everything but the backbone)."""
         return [m for name, m in self.named_children() if name not in ("backbone", "metrics")]
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         warning = warmup_too_long(self.scheduler_cfg, int(total)) if self.scheduler_fn is None else None
-        if warning and self._trainer is not None and not self.trainer.fast_dev_run:
+        # Trainer.fast_dev_run is set by Lightning's connectors, undeclared on Trainer.
+        if warning and self._trainer is not None and not self.trainer.fast_dev_run:  # type: ignore[attr-defined]
             rank_zero_warn(f"[vitdense] {warning}")
         return configure_optimization(
             None if self.freeze_backbone else self.backbone, self.head_modules(), self.optimizer_cfg,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from vitdense.models.backbone import Backbone
@@ -55,7 +55,7 @@ MIXUP_DEFAULTS: MixupConfig = {
 }
 
 
-class ClassificationTask(BaseTask):
+class ClassificationTask(BaseTask[MetricCollection]):
     """Image classification: CLS token (or mean pool) -> norm -> dropout -> Linear, a head beside the backbone.
 
     DeiT-distilled models average their class and distillation heads. ``task(images)`` maps [0, 1] images
@@ -91,12 +91,12 @@ class ClassificationTask(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         self.inference_cfg = merge_config(hp.get("inference"), {"flip": False}, "inference")
-        self.label_smoothing = hp.label_smoothing
+        self.label_smoothing = hp["label_smoothing"]
         self.head = ClassificationHead(
-            self.backbone.embed_dim, self.num_classes, hp.head_dropout, self.backbone.num_pooled
+            self.backbone.embed_dim, self.num_classes, hp["head_dropout"], self.backbone.num_pooled
         )
-        self.mixup_cfg = cfg = merge_config(hp.mixup, dict(MIXUP_DEFAULTS), "mixup")
-        self.mixup = None
+        self.mixup_cfg = cfg = merge_config(hp["mixup"], dict(MIXUP_DEFAULTS), "mixup")
+        self.mixup: Mixup | None = None
         if cfg["mixup_alpha"] > 0 or cfg["cutmix_alpha"] > 0:
             self.mixup = Mixup(
                 mixup_alpha=cfg["mixup_alpha"],
@@ -118,7 +118,7 @@ class ClassificationTask(BaseTask):
                                            list(self.class_names))  # fmt: skip
 
     def configure_metrics(self) -> MetricCollection:
-        metrics = {
+        metrics: dict[str, Metric | MetricCollection] = {
             "acc": MulticlassAccuracy(self.num_classes, average="micro"),
             "f1": MulticlassF1Score(self.num_classes, average="macro"),
         }
@@ -150,7 +150,7 @@ class ClassificationTask(BaseTask):
             logits = self(images) if stage == "train" else self.eval_logits(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
             if stage != "train":
-                self.metrics[stage].update(logits, labels)
+                self.stage_metric(stage).update(logits, labels)
                 if self.eval_records is not None:
                     probs = logits.softmax(-1).cpu()
                     for path, label, p in zip(batch["path"], labels.tolist(), probs, strict=True):
@@ -167,6 +167,7 @@ class ClassificationTask(BaseTask):
         rest = mixup_target(labels[n:], self.num_classes, lam=1.0, smoothing=self.label_smoothing)
         if n == 0:
             return images, rest
+        assert self.mixup is not None  # shared_step mixes only with mixup on
         mixed, soft = self.mixup(images[:n].clone(), labels[:n])
         return torch.cat([mixed, images[n:]]), torch.cat([soft, rest])
 

@@ -11,7 +11,13 @@ from torch import nn
 
 from vitdense.data.formats.coco import write_coco_results
 from vitdense.models.config import merge_config
-from vitdense.models.heads.detectors import HEAD_DEFAULTS, INSTANCE_DETECTORS, DetectionHeadConfig, build_detector
+from vitdense.models.heads.detectors import (
+    HEAD_DEFAULTS,
+    INSTANCE_DETECTORS,
+    DetectionBody,
+    DetectionHeadConfig,
+    build_detector,
+)
 from vitdense.tasks import panels
 from vitdense.tasks.base import BaseTask, group_indices
 from vitdense.tasks.inference import (
@@ -27,7 +33,7 @@ from vitdense.tasks.predictions import INDEX, append_part, merge_parts
 PREDICTIONS = "predictions.jsonl"
 
 
-class DetectionTask(BaseTask):
+class DetectionTask(BaseTask[DetectionMAP]):
     """Object detection with a pretrained ViT/DeiT/Swin/hybrid backbone and a torchvision detector.
 
     In eval mode ``task(images)`` takes a (B, 3, H, W) tensor or a list of (3, H, W) tensors in [0, 1] and returns
@@ -63,7 +69,7 @@ class DetectionTask(BaseTask):
             self.hparams.get("inference"), dict(DETECTION_INFERENCE_DEFAULTS), "inference"
         )
         check_detection_inference_config(self.inference_cfg, self.input_size())
-        given = {"name": self.default_head, **(self.hparams.head or {})}
+        given = {"name": self.default_head, **(self.hparams["head"] or {})}
         self.head_cfg = cfg = merge_config(given, dict(HEAD_DEFAULTS), "head")
         if cfg["name"] in INSTANCE_DETECTORS and not self.predicts_masks:
             raise ValueError(f"head.name={cfg['name']!r} predicts masks: use InstanceSegmentationTask.")
@@ -87,15 +93,22 @@ class DetectionTask(BaseTask):
         result = metric.compute()
         return {f"{stage}/mAP": result["map"], f"{stage}/mAP_50": result["map_50"], f"{stage}/mAP_75": result["map_75"]}
 
+    @property
+    def body(self) -> DetectionBody:
+        """The detector's backbone and pyramid (torchvision's ``detector.backbone``)."""
+        body = self.detector.get_submodule("backbone")
+        assert isinstance(body, DetectionBody)  # what build_detector gives the detector
+        return body
+
     def head_modules(self) -> list[nn.Module]:
-        return [m for name, m in self.detector.named_children() if name != "backbone"] + [self.detector.backbone.neck]
+        return [m for name, m in self.detector.named_children() if name != "backbone"] + [self.body.neck]
 
     def example_input(self, size: tuple[int, int]) -> Any:
         return [[torch.zeros(self.backbone.in_chans, *size)]]  # forward(images: list of tensors)
 
     def compile_targets(self) -> list[nn.Module]:
         # The detector's anchors, sampling and box decoding are Python over per-image lists: only the body compiles.
-        return [self.backbone, self.detector.backbone.neck]
+        return [self.backbone, self.body.neck]
 
     def _targets(self, targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         return [{"boxes": t["boxes"].float(), "labels": t["labels"].long() + self.label_offset} for t in targets]
@@ -148,13 +161,13 @@ class DetectionTask(BaseTask):
             # torchvision detectors return losses only in train mode: compute them with the body frozen in eval
             # (no BatchNorm statistics or drop-path change), then the detections in eval mode.
             self.detector.train()
-            self.detector.backbone.eval()
-            loss = sum(self._image_loss(image, target) for image, target in zip(images, targets, strict=True))
-            loss = loss / len(images)
+            self.body.eval()
+            losses = [self._image_loss(image, target) for image, target in zip(images, targets, strict=True)]
+            loss = sum(losses[1:], losses[0]) / len(images)
             self.detector.eval()
             preds = self(images)
             truth = self.metric_targets(targets)
-            self.metrics[stage].update(preds, truth)
+            self.stage_metric(stage).update(preds, truth)
             if self.eval_records is not None:
                 for path, pred, true in zip(batch["path"], preds, truth, strict=True):
                     self.record(path=path, pred={k: v.cpu() for k, v in pred.items()},

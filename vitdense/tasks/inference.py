@@ -93,11 +93,12 @@ def slide_logits(forward: Logits, images: torch.Tensor, crop: tuple[int, int], s
             y2, x2 = min(r * stride[0] + crop_h, height), min(c * stride[1] + crop_w, width)
             y1, x1 = y2 - crop_h, x2 - crop_w
             logits = forward(images[:, :, y1:y2, x1:x2])
-            if total is None:
+            if total is None or count is None:
                 total = logits.new_zeros(*logits.shape[:2], height, width)
                 count = logits.new_zeros(1, 1, height, width)
             total[:, :, y1:y2, x1:x2] += logits
             count[:, :, y1:y2, x1:x2] += 1
+    assert total is not None and count is not None  # rows, cols >= 1: at least one window
     return total / count
 
 
@@ -127,6 +128,7 @@ def infer_logits(forward: Logits, images: torch.Tensor, cfg: dict, default_crop:
             logits = logits.flip(-1) if flipped else logits
             p = resize_bilinear(logits, (height, width)).softmax(1)
             probs = p if probs is None else probs + p
+    assert probs is not None  # scales is not empty (check_inference_config)
     return (probs / (len(scales) * (2 if flip else 1))).clamp_min(1e-12).log()
 
 

@@ -40,7 +40,7 @@ class InstanceSegmentationTask(DetectionTask):
         super().__init__(num_classes=num_classes, head=head, **kwargs)
 
     def configure_models(self) -> None:
-        name = (self.hparams.head or {}).get("name", self.default_head)
+        name = (self.hparams["head"] or {}).get("name", self.default_head)
         if name not in INSTANCE_DETECTORS:
             raise ValueError(
                 f"InstanceSegmentationTask needs a detector that predicts masks ({', '.join(INSTANCE_DETECTORS)}), "
@@ -67,7 +67,7 @@ class InstanceSegmentationTask(DetectionTask):
         return [{**own, "masks": t["masks"]} for own, t in zip(super()._targets(targets), targets, strict=True)]
 
     def _detections(self, outputs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        thresh = self.hparams.mask_thresh
+        thresh = self.hparams["mask_thresh"]
         return [
             {"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"] - self.label_offset,
              "masks": o["masks"][:, 0] > thresh}

@@ -265,8 +265,8 @@ def log_image(logger: Logger, tag: str, image: np.ndarray, step: int) -> bool:
         logger.experiment.add_image(tag, image, step, dataformats="HWC")
     elif isinstance(logger, MLFlowLogger):
         logger.experiment.log_image(logger.run_id, image, key=tag.replace("/", "_"), step=step)
-    elif callable(getattr(logger, "log_image", None)):
-        logger.log_image(key=tag, images=[image], step=step)
+    elif callable(log_image := getattr(logger, "log_image", None)):
+        log_image(key=tag, images=[image], step=step)
     else:
         return False
     return True

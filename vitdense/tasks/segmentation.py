@@ -34,7 +34,7 @@ from vitdense.tasks.segmentation_config import (
 )
 
 
-class SegmentationTask(BaseTask):
+class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
     """Semantic segmentation with a pretrained ViT/DeiT/Swin/hybrid backbone and a UPerNet head.
 
     ``task(images)`` maps [0, 1] images (B, 3, H, W) of any size to logits (B, num_classes, H, W).
@@ -74,18 +74,20 @@ class SegmentationTask(BaseTask):
 
     def configure_models(self) -> None:
         hp = self.hparams
-        self.ignore_index = hp.ignore_index
+        self.ignore_index = hp["ignore_index"]
         colors = hp.get("class_colors")
         if colors is not None and (len(colors) != self.num_classes or any(len(c) != 3 for c in colors)):
             raise ValueError(
                 f"class_colors has {len(colors)} entries but num_classes is {self.num_classes}; give one [r, g, b] "
                 "per class."
             )
-        self.head_cfg = cfg = merge_config(hp.head, dict(HEAD_DEFAULTS), "head")
-        self.loss_cfg = merge_config(hp.loss, dict(LOSS_DEFAULTS), "loss")
+        self.head_cfg = cfg = merge_config(hp["head"], dict(HEAD_DEFAULTS), "head")
+        self.loss_cfg = merge_config(hp["loss"], dict(LOSS_DEFAULTS), "loss")
         self.inference_cfg = merge_config(hp.get("inference"), dict(INFERENCE_DEFAULTS), "inference")
         check_inference_config(self.inference_cfg, self.input_size())
-        self.neck = build_neck(hp.neck, self.backbone.out_channels, self.backbone.strides, self.backbone.hierarchical)
+        self.neck = build_neck(
+            hp["neck"], self.backbone.out_channels, self.backbone.strides, self.backbone.hierarchical
+        )
         channels = self.neck.out_channels
         if cfg["name"] not in ("upernet", "linear"):
             raise ValueError(f"head.name: '{cfg['name']}' is not one of upernet, linear.")
@@ -261,7 +263,7 @@ class SegmentationTask(BaseTask):
             target = mask[idx, :h, :w]
             loss = loss + self.compute_loss(logits, target) * len(idx) / mask.shape[0]
             pred = logits.argmax(1)
-            self.metrics[stage].update(pred, target)
+            self.stage_metric(stage).update(pred, target)
             if self.eval_records is not None:
                 records |= {i: self._image_counts(p, t) for i, p, t in zip(idx, pred, target, strict=True)}
         for i in sorted(records):
@@ -322,7 +324,7 @@ class SegmentationTask(BaseTask):
             else:
                 image = Image.fromarray(mask.astype(np.uint16))
             written.append(save_new_png(image, output_dir / f"{name}.png", pred["path"]))
-            if self.hparams.overlays:
+            if self.hparams["overlays"]:
                 (output_dir / "overlays").mkdir(exist_ok=True)
                 blend = display_image(pred["path"]) // 2 + colours[mask % 256] // 2
                 save_new_png(Image.fromarray(blend), output_dir / "overlays" / f"{name}.png", pred["path"])

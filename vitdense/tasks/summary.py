@@ -63,7 +63,7 @@ class RunSummary(L.Callback):
         self._val_before_train = 0.0  # validation seconds before it (the sanity check), not training time
 
     def _active(self, trainer: L.Trainer) -> bool:
-        return trainer.logger is not None and not trainer.fast_dev_run
+        return trainer.logger is not None and not trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.history, self.images = [], 0

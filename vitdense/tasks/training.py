@@ -7,12 +7,13 @@ warmup + poly/cosine schedules, and freezing / unfreezing the backbone (``Backbo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any, Literal, Protocol, TypedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -67,7 +68,7 @@ SCHEDULER_DEFAULTS: SchedulerConfig = {
 }
 
 
-def resolve_optimizer_config(cfg: dict | None) -> dict:
+def resolve_optimizer_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Fill defaults and reject unknown keys and a learning rate that is not positive."""
     resolved = merge_config(cfg, dict(OPTIMIZER_DEFAULTS), "optimizer")
     if not resolved["lr"] > 0:  # torch would say "Invalid learning rate" only when the fit starts, naming no key
@@ -77,7 +78,7 @@ def resolve_optimizer_config(cfg: dict | None) -> dict:
     return resolved
 
 
-def resolve_scheduler_config(cfg: dict | None) -> dict:
+def resolve_scheduler_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Fill defaults and reject unknown keys."""
     return merge_config(cfg, dict(SCHEDULER_DEFAULTS), "scheduler")
 
@@ -88,7 +89,8 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 def head_param_groups(modules: Iterable[nn.Module], weight_decay: float, lr_scale: float) -> list[dict]:
     """Two groups for non-backbone modules: with and without weight decay, both at ``lr_scale``."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in modules:
         for name, p in module.named_parameters():
             if p.requires_grad:
@@ -205,7 +207,7 @@ def configure_optimization(
     optimizer_fn: Any = None,
     scheduler_fn: Any = None,
     monitor: str = "val/loss",
-) -> dict[str, Any]:
+) -> OptimizerLRSchedulerConfig:
     """Optimizer and lr schedule for Lightning's ``configure_optimizers``.
 
     Args:
@@ -246,6 +248,7 @@ def set_frozen(module: nn.Module, frozen: bool, training: bool) -> None:
     module.train(training and not frozen)
 
 
+@runtime_checkable
 class FreezableTask(Protocol):
     """What ``BackboneUnfreeze`` needs of a task."""
 
@@ -270,7 +273,7 @@ class BackboneUnfreeze(L.Callback):
         super().__init__()
         self.unfreeze_at_epoch = unfreeze_at_epoch
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: FreezableTask) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1 and not isinstance(trainer.strategy.model, DistributedDataParallel):
             raise ValueError(
                 f"model.unfreeze_at_epoch works on one device and with strategy ddp, not with "
@@ -278,14 +281,19 @@ class BackboneUnfreeze(L.Callback):
                 "freeze_backbone: true."
             )
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: FreezableTask) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run resumed mid-epoch gets no on_train_epoch_start for that epoch.
         self._follow_epoch(trainer, pl_module)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: FreezableTask) -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._follow_epoch(trainer, pl_module)
 
-    def _follow_epoch(self, trainer: L.Trainer, pl_module: FreezableTask) -> None:
+    def _follow_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, FreezableTask):
+            raise TypeError(
+                f"BackboneUnfreeze needs a vitdense task (backbone_frozen, set_backbone_frozen), not "
+                f"{type(pl_module).__name__}: set model.init_args.unfreeze_at_epoch instead of adding the callback."
+            )
         frozen = trainer.current_epoch < self.unfreeze_at_epoch
         if frozen == pl_module.backbone_frozen:
             return
