@@ -229,7 +229,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         if self.one_folder and self.export_split(split) is not None:  # a CVAT project's subsets are its splits
             records = read_objects(fmt, images, annotations, self.class_names, tuple(self.void_classes),  # type: ignore[arg-type]
                                    self.MASKS, self.export_split(split))  # fmt: skip
-            return DetectionDataset(records, annotations, transform, self.MASKS)
+            return DetectionDataset(records, annotations, transform, self.MASKS)  # type: ignore[arg-type]
         if self.one_folder:
             chosen = self.samples_of(split)
             return DetectionDataset([record for _, record in chosen], annotations, transform, self.MASKS)

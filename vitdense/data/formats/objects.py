@@ -150,8 +150,8 @@ def read_objects(
     elif fmt == "cvat":
         cvat = CvatReader(images, annotations, labels, subsets)
         for image, key in cvat.pairs():
-            _, width, height, shapes = cvat.images[key]
-            found = [_cvat_object(n, kind, shape, width, height) for _, n, kind, shape in shapes]
+            _, width, height, cvat_shapes = cvat.images[key]
+            found = [_cvat_object(n, kind, shape, width, height) for _, n, kind, shape in cvat_shapes]
             records.append(_record(image, annotations, width, height, found, masks, counts))
     else:
         raise ValueError(f"annotations: {fmt!r} is not one of coco, labelme, cvat.")
