@@ -265,3 +265,19 @@ class SavedSplit:
             return
         folder = write_split_lists(self.split, Path(trainer.log_dir or trainer.default_root_dir) / "split")
         rank_zero_info(f"[vitdense] split lists written to {folder}")
+
+
+def export_subsets(split: str, subsets: dict[str, tuple[str, ...]] | None, root: Path) -> tuple[str, ...] | None:
+    """The subsets of an export at ``root`` that make ``split`` where the export names its splits (``subsets``, e.g. a
+    CVAT project's Train / Validation / Test), else None (the one-folder split applies); a split the export has no
+    subset for is an error naming them."""
+    if subsets is None:
+        return None
+    if split not in subsets:
+        names = ", ".join(s for group in subsets.values() for s in group)
+        name = {"val": "Validation", "test": "Test"}.get(split, "Train")
+        raise ValueError(
+            f"The {split} split of '{root}': the export has no subset for it (its subsets: {names}). Add a "
+            f"{name} subset to the CVAT project and export again."
+        )
+    return subsets[split]

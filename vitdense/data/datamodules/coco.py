@@ -24,7 +24,7 @@ from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of
 from vitdense.data.formats.polygons import check_unannotated
 from vitdense.data.formats.yolo import find_yaml
 from vitdense.data.registry import register_datamodule
-from vitdense.data.splits import SavedSplit, choose_split
+from vitdense.data.splits import SavedSplit, choose_split, export_subsets
 from vitdense.data.transforms import detection_collate, detection_eval_transform, detection_train_transform
 
 __all__ = ["CocoDetectionDataModule", "CocoDetectionDataset", "CocoInstanceDataModule", "DetectionDataset"]
@@ -259,16 +259,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         if not hasattr(self, "_export_splits"):
             _, annotations, fmt = self.paths["train"]
             self._export_splits = export_splits(fmt, annotations)
-        if self._export_splits is None:
-            return None
-        if split not in self._export_splits:
-            subsets = ", ".join(s for group in self._export_splits.values() for s in group)
-            name = {"val": "Validation", "test": "Test"}.get(split, "Train")
-            raise ValueError(
-                f"The {split} split of '{self.root}': the export has no subset for it (its subsets: {subsets}). Add a "
-                f"{name} subset to the CVAT project and export again."
-            )
-        return self._export_splits[split]
+        return export_subsets(split, self._export_splits, self.root)
 
     def split_samples(self) -> dict[str, list[tuple[Path, Any]]]:
         """The ``(image, record)`` samples of each split of a one-folder dataset: the split of ``split_dir``, else the
@@ -280,7 +271,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 check_unannotated(images, {r.path for r in everything.records}, f"'{annotations}'")  # type: ignore[arg-type]
             pairs = sorted(((r.path, r) for r in everything.records), key=lambda pair: pair[0])
             self.all_samples, self.split = choose_split(
-                pairs, lambda: [set(r.labels.tolist()) for _, r in pairs], self.root, self.val_fraction,  # type: ignore[arg-type]
+                pairs, lambda: [set(r.labels.tolist()) for _, r in pairs], self.root, self.val_fraction,
                 self.test_fraction, self.seed, self.split_dir, self.saved_split,
             )  # fmt: skip
         return self.all_samples

@@ -35,7 +35,7 @@ from vitdense.data.formats.voc import voc_folder, voc_split_lists
 from vitdense.data.formats.yolo import find_yaml
 from vitdense.data.recipe_rules import AUTO, scale_range_rule
 from vitdense.data.registry import register_datamodule
-from vitdense.data.splits import SavedSplit, choose_split
+from vitdense.data.splits import SavedSplit, choose_split, export_subsets
 from vitdense.data.transforms import (
     crop_exceeds_images,
     pad_collate,
@@ -203,7 +203,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
 
     @property
     def one_folder(self) -> bool:
-        """Whether the data is one folder to split (``root/images``, or JSON beside images; no ``root/train``), or
+        """Whether the data is one folder to split (``root/images`` or a Pascal VOC layout, no ``root/train``), or
         a YOLO export (its data.yaml names the splits)."""
         if self.annotations in ("auto", "yolo") and find_yaml(self.root) is not None:
             return True
@@ -233,16 +233,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         project's subsets), else None (the one-folder split applies)."""
         if not hasattr(self, "_export_splits"):
             self._export_splits = export_splits(self.root, self.annotations)
-        if self._export_splits is None:
-            return None
-        if split not in self._export_splits:
-            subsets = ", ".join(s for group in self._export_splits.values() for s in group)
-            name = {"val": "Validation", "test": "Test"}.get(split, "Train")
-            raise ValueError(
-                f"The {split} split of '{self.root}': the export has no subset for it (its subsets: {subsets}). Add a "
-                f"{name} subset to the CVAT project and export again."
-            )
-        return self._export_splits[split]
+        return export_subsets(split, self._export_splits, self.root)
 
     def _make_dataset(self, split: Split) -> Dataset:
         if split == "predict":
@@ -290,7 +281,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
     def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]] | None) -> Dataset:
         """The dataset of a split with masks; DataModules of other folder layouts override this."""
         args = (self.root, split, self.num_classes, self.ignore_index, transform)
-        bands = {"bands": self.bands, "nodata": self.nodata}
+        bands: dict[str, Any] = {"bands": self.bands, "nodata": self.nodata}
         if self.one_folder and self.export_split(split) is not None:  # the export's own splits
             return SegmentationFolderDataset(*args, reader=self.reader(self.root, self.export_split(split)),
                                              check_sizes=self.problems is None, **bands)  # fmt: skip
@@ -344,7 +335,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         super().setup(stage)
         if stage == "fit":
             self.warn_if_crop_exceeds_images()
-            sizes = ", ".join(f"{s} {len(self.datasets[s])}" for s in ("train", "val"))  # type: ignore[arg-type]
+            sizes = ", ".join(f"{s} {len(self.datasets[s])}" for s in ("train", "val"))
             source = self.table.source if self.table is not None else "data.num_classes / class_names"
             rank_zero_info(f"[vitdense] data '{self.root}': {sizes} images, {self.num_classes} classes from {source} "
                            "(`vitdense data --config ...` reports pixels per class and every problem)")  # fmt: skip
