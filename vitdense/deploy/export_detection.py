@@ -98,7 +98,7 @@ def detection_metadata(task: DetectionTask) -> dict[str, Any]:
         "detections_per_img": cfg["detections_per_img"],
     }
     if masks:
-        meta["mask_thresh"] = float(task.hparams.mask_thresh)
+        meta["mask_thresh"] = float(task.hparams["mask_thresh"])
     return meta
 
 

@@ -32,7 +32,7 @@ def onnx_metadata(task: BaseTask) -> dict[str, Any]:
     return {
         "task": name,
         "class_names": list(task.class_names),
-        "palette": task.palette()[: 3 * task.num_classes] if hasattr(task, "palette") else None,
+        "palette": palette()[: 3 * task.num_classes] if (palette := getattr(task, "palette", None)) else None,
         "in_chans": int(backbone.in_chans),
         "input": "images: float32 (N, in_chans, H, W), any N, H, W; 8-bit images scaled to [0, 1], other data as "
         "stored; the graph normalises with mean/std",
@@ -50,7 +50,8 @@ def example_size(task: BaseTask) -> tuple[int, int]:
     on the example: every pyramid level larger than 1 and than each adaptive pooling's output, height != width,
     and a token grid unlike the pos-embed's (so that the resampling is traced)."""
     pooled = [m.output_size for m in task.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
-    cells = max([8] + [max(s) if isinstance(s, tuple) else s for s in pooled if s is not None]) + 2
+    sides = [v for s in pooled for v in (s if isinstance(s, tuple) else (s,)) if v is not None]
+    cells = max([8, *sides]) + 2
     coarsest = 2 * task.backbone.size_divisor  # a plain ViT's simple feature pyramid ends at twice the patch stride
     return (cells + 1) * coarsest, cells * coarsest
 

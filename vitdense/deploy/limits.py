@@ -11,7 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -81,6 +81,14 @@ async def _multipart_image(scope: dict, body: bytes) -> bytes:
     return await upload.read()
 
 
+class ImageLimits(TypedDict):
+    """``decode_image``'s limits on an image."""
+
+    in_chans: int
+    max_pixels: int | None
+    min_side: int
+
+
 class ValidateImages:
     """ASGI middleware: reads a ``/predict`` request, answers a 4xx for an image the model cannot take, and hands
     every other request on unchanged (its body replayed), so a bad request never reaches a batch."""
@@ -88,7 +96,7 @@ class ValidateImages:
     def __init__(self, app: Any, in_chans: int = 3, max_pixels: int | None = None, min_side: int = 1,
                  max_bytes: int = 256 * 2**20) -> None:  # fmt: skip
         self.app, self.in_chans, self.max_bytes = app, in_chans, max_bytes
-        self.limits = {"in_chans": in_chans, "max_pixels": max_pixels, "min_side": min_side}
+        self.limits = ImageLimits(in_chans=in_chans, max_pixels=max_pixels, min_side=min_side)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/predict"):

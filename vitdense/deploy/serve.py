@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover - litserve is in the dev/serve extras
     _LitAPI = object
 
 
-class VitdenseAPI(_LitAPI):  # type: ignore[misc, valid-type]
+class VitdenseAPI(_LitAPI):
     """LitServe API of a vitdense task, loaded in the worker (``load`` arguments of ``load_for_inference``;
     ``limits``: ``decode_image``'s ``in_chans``, ``max_pixels``, ``min_side``).
 
@@ -82,11 +82,12 @@ class VitdenseAPI(_LitAPI):  # type: ignore[misc, valid-type]
         return inputs  # images differ in size: predict groups them
 
     def predict(self, inputs: list[np.ndarray | dict[str, Any]]) -> list[dict[str, Any]]:
-        out = list(inputs)
-        valid = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
-        answers = predict_images(self.task, [inputs[i] for i in valid], self.device_name,
+        # A request that failed to decode keeps its {"status", "detail"}; every image gets its answer.
+        out = [x if isinstance(x, dict) else {} for x in inputs]
+        valid = [(i, x) for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
+        answers = predict_images(self.task, [x for _, x in valid], self.device_name,
                                  self.limits.get("max_pixels"))  # fmt: skip
-        for i, answer in zip(valid, answers, strict=True):
+        for (i, _), answer in zip(valid, answers, strict=True):
             out[i] = answer
         return out
 

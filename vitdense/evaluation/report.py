@@ -72,8 +72,9 @@ class EvaluationReport:
         out: dict[str, Any] = {"path": record["path"], "image": shown.permute(1, 2, 0).clamp(0, 1).numpy()}
         if self.task == "segmentation":
             mask = item["mask"]
+            assert isinstance(self.model, SegmentationTask)  # task "segmentation" is read from the model's class
             with torch.no_grad():
-                ((_, logits),) = self.model.logits_per_size(  # type: ignore[attr-defined]
+                ((_, logits),) = self.model.logits_per_size(
                     image[None].to(self.model.device), [tuple(shown.shape[-2:])], [tuple(mask.shape[-2:])]
                 )
             out |= {"truth": mask.numpy(), "pred": logits.argmax(1)[0].cpu().numpy()}
@@ -140,14 +141,14 @@ class _ConfusionCatcher(L.Callback):
     def __init__(self) -> None:
         self.confusion: np.ndarray | None = None
 
-    def _catch(self, pl_module: BaseTask, stage: str) -> None:
+    def _catch(self, pl_module: L.LightningModule, stage: str) -> None:
         if isinstance(pl_module, SegmentationTask):
-            self.confusion = pl_module.metrics[stage].compute().cpu().numpy()
+            self.confusion = pl_module.stage_metric(stage).compute().cpu().numpy()
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._catch(pl_module, "val")
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: BaseTask) -> None:
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._catch(pl_module, "test")
 
 
@@ -284,7 +285,7 @@ def match_boxes(
 def _detection(records: list[dict], names: list[str], score_thresh: float = 0.5) -> dict[str, Any]:
     from torchmetrics.detection import MeanAveragePrecision
 
-    def pr_table(iou_type: str) -> tuple[np.ndarray, list[int]]:
+    def pr_table(iou_type: Literal["bbox", "segm"]) -> tuple[np.ndarray, list[int]]:
         """Precision (IoU thresholds .50:.05:.95, 101 recall points, classes; -1 = no GT) and the classes' ids."""
         metric = MeanAveragePrecision(box_format="xyxy", iou_type=iou_type, class_metrics=True, extended_summary=True)
         metric.update([r["pred"] for r in records], [r["target"] for r in records])

@@ -168,8 +168,9 @@ def run_trial(trial: Any, base: dict[str, Any], space: dict[str, Any], folder: P
         ACTIVE_TRIAL = None
     trial.set_user_attr("run_folder", cli.trainer.log_dir)
     ckpt = cli.trainer.checkpoint_callback
-    if ckpt is not None and getattr(ckpt, "best_model_score", None) is not None:
-        return float(ckpt.best_model_score)
+    score = getattr(ckpt, "best_model_score", None)
+    if score is not None:
+        return float(score)
     raise RuntimeError(f"trial {trial.number}: no best checkpoint of {cli.model.monitor}; the fit needs a validation.")
 
 
@@ -290,15 +291,18 @@ def plot_trials(study: Any, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from optuna.visualization.matplotlib import plot_parallel_coordinate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         ax = plot_parallel_coordinate(study)
-    ax.figure.set_size_inches(8, 4.5)
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=100)
-    plt.close(ax.figure)
+    fig = ax.figure
+    assert isinstance(fig, Figure)  # the plot's own figure, not a subfigure
+    fig.set_size_inches(8, 4.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 

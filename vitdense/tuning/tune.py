@@ -185,7 +185,9 @@ def range_test_cli(config: str, rest: list[str], steps: int) -> Any:
             "--trainer.num_sanity_val_steps", "0", "--trainer.min_epochs", "null",
             "--trainer.min_steps", "null"]  # fmt: skip
     cli = build(config, args)
-    cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, (EarlyStopping, ModelCheckpoint))]
+    # Trainer.callbacks is set by Lightning's connectors, undeclared on Trainer.
+    callbacks = cli.trainer.callbacks  # type: ignore[attr-defined]
+    cli.trainer.callbacks = [c for c in callbacks if not isinstance(c, (EarlyStopping, ModelCheckpoint))]  # type: ignore[attr-defined]
     return cli
 
 

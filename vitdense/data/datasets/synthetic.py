@@ -145,7 +145,7 @@ def shape_coverage(
         the shape lies within ``extent`` of ``centre`` (triangles within ``1.05 * extent``).
     """
     s = style.supersample
-    canvas = np.zeros((size * s, size * s), np.uint8)
+    canvas: np.ndarray = np.zeros((size * s, size * s), np.uint8)
     cx, cy, r = centre[0] * s, centre[1] * s, extent * s
     if label == 0:
         cv2.circle(canvas, (round(cx), round(cy)), round(r), 255, thickness=-1)
