@@ -281,7 +281,7 @@ def contact_sheet(
             scale = tile / max(blend.shape[:2])
             size = (max(1, round(blend.shape[1] * scale)), max(1, round(blend.shape[0] * scale)))
             canvas = np.full((tile, tile, 3), 255, np.uint8)
-            small = np.asarray(Image.fromarray(blend).resize(size, Image.NEAREST))
+            small = np.asarray(Image.fromarray(blend).resize(size, Image.Resampling.NEAREST))
             canvas[: small.shape[0], : small.shape[1]] = small
             tiles.append(canvas)
         tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (per_split - len(tiles))
@@ -407,7 +407,8 @@ def write_coco(datamodule: Any, out: Path, splits: tuple[str, ...] = SPLITS) -> 
     counts = {}
     with _new_folder(out) as staging:
         for split, split_records in records.items():
-            images, annotations = [], []
+            images: list[dict[str, Any]] = []
+            annotations: list[dict[str, Any]] = []
             for image_id, record in enumerate(split_records, 1):
                 images.append({"id": image_id, "file_name": _file_name(Path(record.path), root),
                                "width": int(record.width), "height": int(record.height)})  # fmt: skip

@@ -168,8 +168,8 @@ def predict_scene(
     cfg = getattr(task, "inference_cfg", {}) or {}
     if [float(s) for s in cfg.get("scales", [1.0])] != [1.0]:
         raise ValueError(f"inference.scales: {cfg['scales']} is not applied to scenes; predict scenes at scale 1.0.")
-    crop = tuple(crop or cfg.get("crop") or task.input_size())  # type: ignore[assignment]
-    stride = tuple(stride or cfg.get("stride") or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)))  # type: ignore[index]
+    crop = tuple(crop or cfg.get("crop") or task.input_size())
+    stride = tuple(stride or cfg.get("stride") or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)))
     output = Path(output)
     probs_path = output.with_name(f"{output.stem}_probs.tif") if probabilities else None
     for path in (output, probs_path):

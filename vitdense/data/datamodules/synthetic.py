@@ -164,7 +164,9 @@ class SyntheticDetectionDataset(MultiShapeDataset):
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image, boxes and labels of item ``index`` before the transform."""
-        return render_detection_sample(split_rng(self.seed, self.split, index), self.image_size, self.max_shapes)
+        image, boxes, labels = render_detection_sample(split_rng(self.seed, self.split, index), self.image_size,
+                                                       self.max_shapes)  # fmt: skip
+        return image, boxes, labels
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, boxes, labels = self.sample(index)

@@ -46,7 +46,7 @@ def _color(values: tuple[str, ...] | list[int], where: str) -> RGB:
     rgb = tuple(int(v) for v in values)
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
         raise ValueError(f"{where}: colour {list(rgb)} is not three values in 0..255 (write it as r,g,b).")
-    return rgb  # type: ignore[return-value]
+    return rgb
 
 
 def read_classes_txt(path: Path, ignore_index: int) -> ClassTable:
@@ -78,11 +78,11 @@ def read_classes_txt(path: Path, ignore_index: int) -> ClassTable:
             f"'{path}' numbers its classes {ids}; ids must run 0..K-1 (a line for ignore_index={ignore_index} names "
             "the void colour)."
         )
-    class_colored = [by_id[i].group(3) is not None for i in ids]  # type: ignore[union-attr]
+    class_colored = [by_id[i].group(3) is not None for i in ids]
     if any(class_colored) and not all(class_colored):
-        missing = [by_id[i].group(2) for i, c in zip(ids, class_colored) if not c]  # type: ignore[union-attr]
+        missing = [by_id[i].group(2) for i, c in zip(ids, class_colored) if not c]
         raise ValueError(f"'{path}' gives colours to some classes but not to {missing}; give every class an r,g,b.")
-    names = [by_id[i].group(2).strip() for i in ids]  # type: ignore[union-attr]
+    names = [by_id[i].group(2).strip() for i in ids]
     colors = [_color(by_id[i].groups()[2:], f"'{path}' class {i}") for i in ids] if any(class_colored) else None
     void_colors = [_color(void.groups()[2:], f"'{path}' void line")] if void is not None and void.group(3) else []
     return ClassTable(names, colors, void_colors, source=f"'{path}'")

@@ -73,7 +73,7 @@ class MaskFileReader:
             )
 
     def pairs(self) -> list[tuple[Path, Any]]:
-        return pair_folders(self.image_dir, self.mask_dir)  # type: ignore[return-value]
+        return pair_folders(self.image_dir, self.mask_dir)
 
     def size(self, key: Path) -> tuple[int, int]:
         return image_size(key)
@@ -108,7 +108,7 @@ class VocMaskReader(MaskFileReader):
         self.folder = folder
 
     def pairs(self) -> list[tuple[Path, Any]]:
-        return voc_pairs(self.folder)  # type: ignore[return-value]
+        return voc_pairs(self.folder)
 
 
 AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat", "voc", "label_studio", "yolo"]
