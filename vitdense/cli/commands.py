@@ -10,7 +10,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -124,11 +124,11 @@ def export_main(args: list[str]) -> str:
     return text
 
 
-def _labelled_samples(datamodule: BaseDataModule, split: str) -> list[tuple[np.ndarray, object]]:
+def _labelled_samples(datamodule: BaseDataModule, split: Literal["val", "test"]) -> list[tuple[np.ndarray, object]]:
     """(H, W, bands) images as the model takes them and their masks (or classes), from a split's items."""
     datamodule.setup("validate" if split == "val" else "test")
     samples = []
-    for item in datamodule.dataset(split):  # type: ignore[attr-defined]
+    for item in datamodule.dataset(split):  # type: ignore[attr-defined]  # map-style: iterates by __getitem__
         image = item["image"].numpy().transpose(1, 2, 0)
         samples.append((image, item["mask"].numpy() if "mask" in item else int(item["label"])))
     return samples
@@ -198,15 +198,8 @@ def data_main(args: list[str]) -> str:
     """``vitdense data --config X [--output DIR] [--per_split N] [--write OUT]``: the data report of a config (images,
     sizes, pixels and images per class per split, missing classes, every problem) and a contact sheet (see
     ``vitdense.data.report``); ``--write`` writes what vitdense will train on in standard form."""
-    from vitdense.data.report import (
-        check_new_folder,
-        contact_sheet,
-        reportable,
-        require_readable,
-        summarize,
-        write_coco,
-        write_masks,
-    )
+    from vitdense.data.report import contact_sheet, reportable, require_readable, summarize
+    from vitdense.data.write import check_new_folder, write_coco, write_masks
     from vitdense.tasks.segmentation import class_palette
 
     parser = argparse.ArgumentParser(
@@ -241,7 +234,9 @@ def data_main(args: list[str]) -> str:
     table = getattr(datamodule, "table", None)  # its source states a convention that sets ids (labelme's labels.txt)
     source = table.source if table else "data.num_classes / class_names"
     text = f"classes: {datamodule.num_classes} from {source}\n\n{text}"
-    colors = datamodule.class_colors or [tuple(c) for c in np.reshape(class_palette(256), (256, 3)).tolist()]
+    colors = getattr(datamodule, "class_colors", None) or [
+        tuple(c) for c in np.reshape(class_palette(256), (256, 3)).tolist()
+    ]
     output.mkdir(parents=True)
     (output / "report.txt").write_text(text + "\n")
     print(text, flush=True)  # first: the problem list is what the user needs to see, whatever fails after it

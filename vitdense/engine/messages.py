@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any, NoReturn, is_typeddict
 
 from lightning.pytorch.cli import LightningArgumentParser
@@ -132,10 +133,11 @@ def data_message(error: BaseException) -> str | None:
     if worker is not None:
         files, message = worker
     else:
-        files, message, tb = [], str(error), error.__traceback__
-        while tb is not None:
-            files.append(tb.tb_frame.f_code.co_filename)
-            tb = tb.tb_next
+        files, message = [], str(error)
+        link: TracebackType | None = error.__traceback__
+        while link is not None:
+            files.append(link.tb_frame.f_code.co_filename)
+            link = link.tb_next
     if not files:
         return None
     ours = [f for f in files if Path(f).is_relative_to(VITDENSE)]

@@ -261,7 +261,7 @@ class _BenchmarkDataModule(SegmentationFolderDataModule):
         label_map = type(self).LABEL_MAP
         return {"label_map": label_map()} if label_map is not None else {}
 
-    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]]) -> Dataset:
+    def _labelled_dataset(self, split: Split, transform: Callable[..., dict[str, Any]] | None) -> Dataset:
         return self.DATASET(self.root, split, self.num_classes, self.ignore_index, transform, **self.dataset_kwargs())
 
 

@@ -109,7 +109,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 splitting a one-folder dataset, instead of the seeded split.
         """
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.root = None if root is None else Path(root)
+        self.root = None if root is None else Path(root)  # type: ignore[assignment]  # None: explicit split paths
         self.annotations, self.void_classes = annotations, list(void_classes or [])
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.split_dir = Path(split_dir) if split_dir else None
@@ -231,6 +231,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                                    self.MASKS, self.export_split(split))  # fmt: skip
             return DetectionDataset(records, annotations, transform, self.MASKS)  # type: ignore[arg-type]
         if self.one_folder:
+            assert annotations is not None  # a one-folder dataset was found by its annotation file
             chosen = self.samples_of(split)
             return DetectionDataset([record for _, record in chosen], annotations, transform, self.MASKS)
         if images is None or annotations is None:

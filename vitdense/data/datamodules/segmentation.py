@@ -253,6 +253,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
                     self.crop_size, self.ignore_index, self._auto_scale_range(dataset), jitter
                 )
                 return dataset
+            assert not isinstance(self.scale_range, str)  # auto was handled above: chosen from the training images
             transform = segmentation_train_transform(self.crop_size, self.ignore_index, self.scale_range, jitter)
         else:
             transform = segmentation_eval_transform(self.eval_size)

@@ -88,9 +88,9 @@ class _StreamingSegmentation:
 
     def __new__(cls, input_dir: str, transform: Callable[..., dict[str, Any]], shuffle: bool, drop_last: bool,
                 seed: int) -> Any:  # fmt: skip
-        litdata = _litdata()
+        base: Any = _litdata().StreamingDataset  # LitData is an optional extra: imported here, its hint if missing
 
-        class StreamingSegmentation(litdata.StreamingDataset):
+        class StreamingSegmentation(base):
             def __getitem__(self, index: Any) -> dict[str, Any]:
                 record = super().__getitem__(index)
                 image, mask = record["image"], record["mask"].astype(np.int64)
@@ -163,10 +163,10 @@ class StreamingSegmentationDataModule(SegmentationInputs, BaseDataModule):
                                       False, self.seed)  # fmt: skip
 
     def _dataloader(self, split: Split) -> DataLoader:
-        litdata = _litdata()
+        base: Any = _litdata().StreamingDataLoader
         datamodule = self
 
-        class ResumableLoader(litdata.StreamingDataLoader):
+        class ResumableLoader(base):
             def __iter__(self) -> Any:
                 # Runs when iteration really starts (a generator), after a checkpoint was restored: a fit resumed
                 # mid-epoch takes the saved position and continues that epoch.

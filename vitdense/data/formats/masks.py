@@ -212,13 +212,13 @@ def make_reader(
     """The reader of the folder ``base``: its ``images/`` and the annotations of format ``annotations``; ``subsets``:
     only the images of these subsets of the export (one split of a CVAT project, ``export_splits``)."""
     fmt, options, image_dir = detect_format(base, annotations), polygons or {}, base / "images"
+    if fmt == "labelme" and labelme_dir(base) == base:  # labelme's own layout: each JSON beside its image
+        image_dir = base
     if fmt == "voc":
         folder = voc_folder(base)
         if folder is None:
             raise FileNotFoundError(f"annotations: voc, but '{base}' has no JPEGImages/ and SegmentationClass/.")
         return VocMaskReader(folder, lookup, mask_type)
-    if fmt == "labelme" and labelme_dir(base) == base:  # labelme's own layout: each JSON beside its image
-        image_dir = base
     if fmt == "yolo":
         if find_yaml(base) is None:
             raise FileNotFoundError(f"annotations: yolo, but '{base}' has no data.yaml (names, train, val).")

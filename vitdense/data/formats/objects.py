@@ -167,7 +167,7 @@ def _labelme_instances(shapes: list[LabelMeShape], skipped: dict[str, int]) -> l
         if shape.kind in NO_OBJECT:
             skipped[shape.kind] = skipped.get(shape.kind, 0) + 1
             continue
-        key = (shape.label, shape.group_id) if shape.group_id is not None else shape.index
+        key = (shape.label, shape.group_id) if shape.group_id is not None else shape.number
         objects.setdefault(key, []).append(shape)
     return list(objects.values())
 
@@ -187,9 +187,9 @@ def _labelme_object(group: list[LabelMeShape], width: int, height: int) -> tuple
     extent = np.asarray(boxes, dtype=np.float64)
     box = np.concatenate([extent[:, :2].min(axis=0), extent[:, 2:].max(axis=0)])
     first = group[0]
-    name = f"shape {first.index} ({first.kind})"
+    name = f"shape {first.number} ({first.kind})"
     if len(group) > 1:
-        name = f"shapes {', '.join(str(s.index) for s in group)} (group_id {first.group_id})"
+        name = f"shapes {', '.join(str(s.number) for s in group)} (group_id {first.group_id})"
     return first.cid, box, name, partial(_draw_group, tuple(group), width, height)
 
 

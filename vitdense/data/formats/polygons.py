@@ -192,7 +192,7 @@ class LabelMeShape(NamedTuple):
     label: str
     group_id: Any = None
     region: np.ndarray | None = None
-    index: int = 0  # in the file's shapes, for messages
+    number: int = 0  # in the file's shapes, for messages (not `index`: a NamedTuple has tuple.index)
 
 
 _SAID: set[str] = set()

@@ -118,9 +118,9 @@ def voc_split_lists(folder: Path, pairs: list[tuple[Path, Path]]) -> dict[str, l
             )
         split[name] = ids
     if "train" not in split:
-        found = sorted(p.name for p in lists.values())
+        listed = sorted(p.name for p in lists.values())
         raise ValueError(
-            f"'{list_dir}' has no list of labelled training images (lists there: {found}). Add train.txt (one image "
+            f"'{list_dir}' has no list of labelled training images (lists there: {listed}). Add train.txt (one image "
             "id per line), or remove ImageSets/Segmentation to have vitdense split the images by seed."
         )
     return split
