@@ -27,7 +27,7 @@ def config(tmp_path: Path, name: str = "seg", **data) -> Path:
     """configs/segmentation_folder.yaml with its data keys replaced by ``data``."""
     cfg = yaml.safe_load(CONFIG.read_text())
     args = cfg["data"]["init_args"]
-    args.pop("num_classes")
+    args.pop("num_classes", None)
     args.update({"crop_size": 32, "eval_size": 32, "batch_size": 2, "num_workers": 0, **data})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
