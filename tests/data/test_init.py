@@ -1,6 +1,9 @@
 """Importing vitdense.data: no network access."""
 
+import pytest
 
+
+@pytest.mark.slow  # a fresh interpreter importing torch and albumentations: 9 s
 def test_importing_vitdense_data_does_not_ask_pypi_for_albumentations_updates() -> None:
     """albumentations checks PyPI for a newer version on import unless told not to: offline, a warning on every run."""
     import os
