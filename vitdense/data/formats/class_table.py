@@ -3,8 +3,8 @@
 Read from ``classes.txt`` (``name``, ``<id> <name>`` or ``<id> <name> <r,g,b>`` per line; a line whose id is the
 ``ignore_index`` names the void colour), from CVAT's ``labelmap.txt`` (``name:r,g,b:parts:actions``, as exported with
 "Segmentation mask 1.1"), from labelme's ``labels.txt`` (``__ignore__``, ``_background_``, then the classes, read as
-``labelme2voc.py`` reads it), or from a ``classes:`` list in the data config. ``ColorLookup`` turns an RGB mask into
-class ids through a table.
+``labelme2voc.py`` reads it), from CamVid's ``label_colors.txt`` (``r g b name``), or from a ``classes:`` list in the
+data config. ``ColorLookup`` turns an RGB mask into class ids through a table.
 """
 
 from __future__ import annotations
@@ -114,6 +114,36 @@ def read_labelme_labels(path: Path, ignore_index: int) -> ClassTable:
     return ClassTable(names, source=f"'{path}' ({convention})")
 
 
+def read_camvid_colors(path: Path, ignore_index: int) -> ClassTable:
+    """CamVid's ``label_colors.txt`` (the original release's, datumaro's camvid format): ``r g b name`` per line,
+    class ids in file order, except a class named ``Void`` (any case): its colour marks void pixels (ignore_index)."""
+    names: list[str] = []
+    colors: list[RGB] = []
+    void: list[RGB] = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        match = re.fullmatch(r"(\d+)\s+(\d+)\s+(\d+)\s+(\S+)", text)
+        if match is None:
+            raise ValueError(
+                f"'{path}' line {n}: {text!r} is not `r g b name` (CamVid's label_colors.txt, e.g. `64 128 64 Animal`)."
+            )
+        name, color = match.group(4), _color(match.groups()[:3], f"'{path}' line {n}")
+        if name.lower() == "void":
+            void.append(color)
+        elif name in names:
+            raise ValueError(f"'{path}' line {n}: class '{name}' appears twice; give each class one line.")
+        else:
+            names.append(name)
+            colors.append(color)
+    if not names:
+        raise ValueError(f"'{path}' lists no classes; write one `r g b name` line per class.")
+    void_said = f"Void -> void ({ignore_index})" if void else "no Void line"
+    convention = f"CamVid's label_colors.txt: {void_said}, {len(names)} classes = ids 0..{len(names) - 1} in file order"
+    return ClassTable(names, colors, void, source=f"'{path}' ({convention})")
+
+
 def read_table_file(path: Path, ignore_index: int) -> ClassTable:
     """A class table file named in the config (``data.class_table``): CVAT's ``labelmap.txt`` by its name, labelme's
     ``labels.txt`` or a ``classes.txt`` by its lines."""
@@ -126,6 +156,8 @@ def read_table_file(path: Path, ignore_index: int) -> ClassTable:
         return read_cvat_labelmap(path)
     if path.name == "labels.txt":
         return read_labelme_labels(path, ignore_index)
+    if path.name == "label_colors.txt":
+        return read_camvid_colors(path, ignore_index)
     return read_classes_txt(path, ignore_index)
 
 
@@ -241,8 +273,8 @@ def find_class_table(
     table_file: Path | None = None,
 ) -> ClassTable | None:
     """The class table of a dataset: ``classes`` from the config, else the file ``table_file`` (``data.class_table``),
-    else ``root/classes.txt``, else CVAT's ``root/labelmap.txt``, else labelme's ``root/labels.txt``, else the classes
-    the annotation file states (``native()``: COCO categories, CVAT labels).
+    else ``root/classes.txt``, else CVAT's ``root/labelmap.txt``, else labelme's ``root/labels.txt``, else CamVid's
+    ``root/label_colors.txt``, else the classes the annotation file states (``native()``: COCO categories, CVAT labels).
     """
     if classes is not None:
         return table_from_specs(classes)
@@ -254,4 +286,6 @@ def find_class_table(
         return read_cvat_labelmap(root / "labelmap.txt")
     if (root / "labels.txt").is_file():
         return read_labelme_labels(root / "labels.txt", ignore_index)
+    if (root / "label_colors.txt").is_file():
+        return read_camvid_colors(root / "label_colors.txt", ignore_index)
     return native()

@@ -11,6 +11,8 @@ from typing import Any, Literal, Protocol, TypedDict
 
 import numpy as np
 
+from vitdense.data.formats.camvid import SEGNET_CLASSES, SEGNET_VOID, camvid_class_table, camvid_lists, camvid_pairs
+from vitdense.data.formats.camvid import SPLITS as CAMVID_SPLITS
 from vitdense.data.formats.class_table import ClassTable, ColorLookup
 from vitdense.data.formats.coco import read_categories
 from vitdense.data.formats.cvat import CvatReader, cvat_labels, cvat_splits, find_cvat_xml
@@ -111,7 +113,34 @@ class VocMaskReader(MaskFileReader):
         return voc_pairs(self.folder)
 
 
-AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat", "voc", "label_studio", "yolo"]
+class CamvidMaskReader(MaskFileReader):
+    """CamVid in SegNet's layout (``data.formats.camvid``): the pairs of one list file (``train.txt`` ...); class-id
+    masks, whose ``void_id`` (SegNet's 11) becomes ``ignore_index``, or colour masks through the class table."""
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        lookup: ColorLookup | None = None,
+        mask_type: MaskType = "auto",
+        void_id: int | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        """Point the reader at the export's root and the split whose list file it reads."""
+        super().__init__(root / split, root / f"{split}annot", lookup, mask_type)
+        self.root, self.split, self.void_id, self.ignore_index = root, split, void_id, ignore_index
+
+    def pairs(self) -> list[tuple[Path, Any]]:
+        return camvid_pairs(self.root, self.split)
+
+    def read(self, key: Path) -> np.ndarray:
+        mask = super().read(key)
+        if self.void_id is not None:
+            mask[mask == self.void_id] = self.ignore_index
+        return mask
+
+
+AnnotationFormat = Literal["auto", "masks", "coco", "labelme", "cvat", "voc", "label_studio", "yolo", "camvid"]
 
 
 class PolygonOptions(TypedDict, total=False):
@@ -149,6 +178,8 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
         return "label_studio"
     if voc_folder(base) is not None:
         return "voc"
+    if camvid_lists(base):
+        return "camvid"
     if (base / "annotations.json").is_file():
         return "coco"
     if find_cvat_xml(base) is not None:
@@ -158,12 +189,12 @@ def detect_format(base: Path, annotations: AnnotationFormat) -> AnnotationFormat
     raise FileNotFoundError(
         f"No annotations found in '{base}': expected masks/ (class-id or colour PNGs), annotations.json (COCO), "
         "annotations.xml (CVAT for images 1.1), LabelMe .json files in annotations/ or beside the images, or a "
-        "Pascal VOC export (JPEGImages/ + SegmentationClass/), a Label Studio JSON export (a .json list of tasks), or "
-        "a YOLO data.yaml."
+        "Pascal VOC export (JPEGImages/ + SegmentationClass/), a Label Studio JSON export (a .json list of tasks), a "
+        "YOLO data.yaml, or CamVid's train.txt / val.txt (lines `/train/x.png /trainannot/x.png`)."
     )
 
 
-def native_class_table(base: Path, annotations: AnnotationFormat) -> ClassTable | None:
+def native_class_table(base: Path, annotations: AnnotationFormat, ignore_index: int = 255) -> ClassTable | None:
     """The classes an annotation file states itself: COCO categories (in id order), CVAT labels (with colours)."""
     if not base.is_dir():
         return None
@@ -182,6 +213,8 @@ def native_class_table(base: Path, annotations: AnnotationFormat) -> ClassTable 
         return label_studio_class_table(find_export(base))  # type: ignore[arg-type]
     if fmt == "yolo" and find_yaml(base) is not None:
         return YoloExport(find_yaml(base)).class_table  # type: ignore[arg-type]
+    if fmt == "camvid" and camvid_lists(base):
+        return camvid_class_table(base, ignore_index)
     return None
 
 
@@ -191,6 +224,8 @@ def export_splits(base: Path, annotations: AnnotationFormat) -> dict[str, tuple[
     try:
         if detect_format(base, annotations) == "yolo":  # data.yaml's train / val / test
             return {split: (split,) for split in YOLO_SPLITS}
+        if detect_format(base, annotations) == "camvid":  # its train.txt / val.txt / test.txt
+            return {split: (split,) for split in CAMVID_SPLITS}
         if not (base / "images").is_dir() or detect_format(base, annotations) != "cvat":
             return None
     except FileNotFoundError:  # no annotations: said where the split is read
@@ -223,6 +258,14 @@ def make_reader(
         if find_yaml(base) is None:
             raise FileNotFoundError(f"annotations: yolo, but '{base}' has no data.yaml (names, train, val).")
         return YoloReader(YoloExport(find_yaml(base)), subsets[0] if subsets else "train")  # type: ignore[arg-type]
+    if fmt == "camvid":
+        if not camvid_lists(base):
+            raise FileNotFoundError(
+                f"annotations: camvid, but '{base}' has no train.txt / val.txt / test.txt whose lines are "
+                "`/train/x.png /trainannot/x.png` with the masks there."
+            )
+        void_id = SEGNET_VOID if tuple(class_names) == SEGNET_CLASSES else None  # SegNet's Unlabelled
+        return CamvidMaskReader(base, subsets[0] if subsets else "train", lookup, mask_type, void_id, ignore_index)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"Folder '{image_dir}' not found: the images of '{base}' go in images/.")
     labels = Labels(class_names, ignore_index, options.get("background", "background"), void_classes)
