@@ -28,6 +28,7 @@ from vitdense.engine.messages import (
     ConfigError,
     VitdenseArgumentParser,
     check_ckpt_path,
+    checkpoint_file,
     drop_noise,
     quiet_lightning,
     root_message,
@@ -222,10 +223,9 @@ class VitdenseCLI(LightningCLI):
 
     def _restore_hyperparameters(self, ckpt_path: str) -> None:
         """LightningCLI's ``_parse_ckpt_path`` on the config of a parser without subcommands."""
-        check_ckpt_path(ckpt_path)
-        if not Path(ckpt_path).is_file():  # `last`, `best`, a URL: what only a subcommand's Trainer resolves
-            raise ConfigError(f"--ckpt_path '{ckpt_path}': give a checkpoint file that `fit` wrote.")
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        # Memory-mapped: only the hyperparameters are read, not every tensor of the checkpoint.
+        checkpoint = torch.load(checkpoint_file(ckpt_path), weights_only=True, map_location="cpu", mmap=True)
+        hparams = checkpoint.get("hyper_parameters", {})
         hparams.pop("_instantiator", None)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}

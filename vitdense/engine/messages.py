@@ -97,6 +97,15 @@ def check_ckpt_path(ckpt_path: str | os.PathLike | None) -> None:
     )
 
 
+def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
+    """``ckpt_path`` as a checkpoint file to read now (``check_ckpt_path``'s checks, and not ``last``, ``best`` or a
+    URL, which only a subcommand's Trainer resolves); a ConfigError naming it otherwise."""
+    check_ckpt_path(ckpt_path)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"--ckpt_path '{ckpt_path}': give a checkpoint file that `fit` wrote.")
+    return Path(ckpt_path)
+
+
 def root_message(error: BaseException) -> str:
     """The message of the exception that started ``error``'s chain: what vitdense (or timm, torch) said, not the
     jsonargparse error that wraps it ("Does not validate against any of the Union subtypes ...")."""
@@ -110,11 +119,6 @@ VITDENSE = Path(__file__).parent.parent
 DATA_CODE = (VITDENSE / "data", VITDENSE / "inference" / "scenes.py")
 _WORKER_TRACEBACK = "Original Traceback (most recent call last):\n"
 _FRAME = re.compile(r'^  File "(.+?)", line \d+')
-
-
-def data_problem(error: BaseException) -> bool:
-    """Whether ``error`` is a problem that vitdense's data code found in the user's data (see ``data_message``)."""
-    return data_message(error) is not None
 
 
 def data_message(error: BaseException) -> str | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vitdense.engine.messages import ConfigError, check_ckpt_path
+from vitdense.engine.messages import checkpoint_file
 from vitdense.models.weights import EXPORT_METADATA_KEY, FROZEN_BASE_KEY
 from vitdense.tasks.base import BaseTask
 
@@ -35,10 +35,8 @@ def restore(config: str | Path, ckpt_path: str | Path, args: Sequence[str] = ())
     """
     from vitdense.engine.builder import build  # the CLI's builder; imported here so that `import vitdense` stays light
 
-    check_ckpt_path(ckpt_path)
-    if not Path(ckpt_path).is_file():  # `last`, `best`, a URL: what only a subcommand's Trainer resolves
-        raise ConfigError(f"--ckpt_path '{ckpt_path}': give a checkpoint file that `fit` wrote.")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    # Memory-mapped: build() reads the hyperparameters from the same file again, without reading its tensors twice.
+    checkpoint = torch.load(checkpoint_file(ckpt_path), map_location="cpu", weights_only=False, mmap=True)
     built = build(config, args, weights=bool(checkpoint.get(FROZEN_BASE_KEY)), ckpt_path=ckpt_path)
     task = built.model
     task.on_load_checkpoint(checkpoint)  # checks the classes; class weights derived from the training masks
