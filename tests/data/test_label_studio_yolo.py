@@ -11,7 +11,7 @@ import pytest
 
 from tests.data.label_fixtures import image, write_json
 from vitdense.data import CocoDetectionDataModule, CocoInstanceDataModule, SegmentationFolderDataModule
-from vitdense.data.formats import label_studio
+from vitdense.data.formats import polygons
 from vitdense.data.formats.label_studio import decode_rle, image_names
 from vitdense.data.formats.masks import detect_format
 
@@ -34,7 +34,7 @@ def expected(tool: str, stem: str) -> np.ndarray:
 @pytest.fixture
 def said(caplog, monkeypatch) -> pytest.LogCaptureFixture:
     """The [vitdense] lines, each said afresh in this test."""
-    monkeypatch.setattr(label_studio, "_SAID", set())
+    monkeypatch.setattr(polygons, "_SAID", set())  # the once-per-process lines of every reader
     caplog.set_level("INFO")
     return caplog
 

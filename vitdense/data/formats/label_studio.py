@@ -29,25 +29,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_info
 
 from vitdense.data.formats.class_table import ClassTable
 from vitdense.data.formats.coco import CocoRecord, warn_box_policy
 from vitdense.data.formats.folders import IMAGE_EXTENSIONS, examples
 from vitdense.data.formats.io import image_size
-from vitdense.data.formats.polygons import Labels, _points, _require_area, check_unannotated, read_json
+from vitdense.data.formats.polygons import Labels, _points, _require_area, check_unannotated, read_json, say_once
 
 REGIONS = {"polygonlabels": "polygon", "rectanglelabels": "rectangle", "brushlabels": "brush"}
 NO_AREA = ("keypointlabels", "ellipselabels", "keypoint", "ellipse")  # regions skipped and counted
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio names an upload '<8 hex digits>-<file name>'
-_SAID: set[str] = set()
-
-
-def say_once(message: str) -> None:
-    """Print a ``[vitdense]`` line once per process (a reader is built per split, and by the report)."""
-    if message not in _SAID:
-        _SAID.add(message)
-        rank_zero_info(message)
 
 
 def find_export(base: Path) -> Path | None:

@@ -35,7 +35,7 @@ from vitdense.data.formats.class_table import ClassTable
 from vitdense.data.formats.coco import CocoRecord
 from vitdense.data.formats.folders import IMAGE_EXTENSIONS, examples
 from vitdense.data.formats.io import image_size
-from vitdense.data.formats.label_studio import say_once
+from vitdense.data.formats.polygons import say_once
 
 SPLITS = ("train", "val", "test")
 YAML_NAMES = ("data.yaml", "data.yml")
