@@ -175,3 +175,9 @@ def test_median_frequency_class_weights_from_the_training_masks(tmp_path: Path) 
     np.testing.assert_allclose(weights.numpy(), [*(np.median(freq) / freq), 1.0], rtol=1e-6)
     sqrt = frequency_weights(pixels, image_pixels, sqrt=True)
     np.testing.assert_allclose(sqrt.numpy() ** 2, weights.numpy(), rtol=1e-6)
+
+
+def test_a_missing_root_without_num_classes_names_the_root(tmp_path: Path) -> None:
+    """The template leaves num_classes to the data: a root that does not exist is said as such, not as a class count."""
+    with pytest.raises(FileNotFoundError, match=r"data\.root: the dataset root '.*nowhere' does not exist"):
+        SegmentationFolderDataModule(str(tmp_path / "nowhere"))

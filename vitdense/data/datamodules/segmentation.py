@@ -174,10 +174,11 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         self.class_colors = self.table.colors if self.table is not None else None
         names = self.table.names if self.table is not None else class_names
         if num_classes is None:
+            if names is None and not self.root.is_dir():  # the root is the problem, not the classes it would name
+                check_split_folder(self.root, "train", ())
             if names is None:
-                hint = "" if self.root.is_dir() else f" (the root '{self.root}' does not exist either)"
                 raise ValueError(
-                    f"num_classes is not set and '{self.root / 'classes.txt'}' was not found{hint}. Set "
+                    f"num_classes is not set and '{self.root / 'classes.txt'}' was not found. Set "
                     "data.init_args.num_classes, or add classes.txt with one class name per line."
                 )
             num_classes = len(names)
