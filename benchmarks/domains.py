@@ -4,6 +4,9 @@
     python benchmarks/domains.py ccp --mirror /work/.mirror/bearpaw+clothing-co-parsing/repo
     python benchmarks/domains.py camvid mtd cwfid --out /tmp/bench
 
+The domains: camvid (street scenes), ccp (clothing parsing), mtd (magnetic-tile defects), cwfid (crop/weed field
+images) and ph2 (dermoscopy: one skin lesion per image, lesion vs skin).
+
 Each domain becomes the vitdense folder layout ``<out>/<domain>/{train,val,test}/{images,masks}`` (masks are
 single-channel PNGs of class ids, 255 = void, except CamVid, linked as it is with void 11), ``classes.txt``
 (``<id> <name>`` lines), ``splits/{train,val,test}.txt`` (image stems) and ``domain.json`` (source repository and
@@ -40,6 +43,7 @@ MIRRORS = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/bench_data")
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 MAGIC = {".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff", ".png": b"\x89PNG\r\n\x1a\n", ".mat": b"MATLAB"}
+MAGIC[".bmp"] = b"BM"  # Windows bitmaps (PH2)
 
 
 class GitMirror:
@@ -228,6 +232,44 @@ def cwfid(mirror: GitMirror, seed: int) -> Domain:
     return Domain("cwfid", ["soil", "crop", "weed"], {k: [sample(s) for s in v] for k, v in ids.items()}, info)
 
 
+PH2_DIR = "PH2Dataset/PH2 Dataset images"  # one folder per image: <id>_Dermoscopic_Image/, <id>_lesion/, <id>_roi/
+
+
+def lesion_to_class(data: bytes) -> np.ndarray:
+    """A PH2 lesion mask (a 1-bit BMP, or for IMD002 an RGB one with 0/255) as class ids: 1 lesion, 0 skin."""
+    return binary_to_class(np.array(Image.open(io.BytesIO(data)).convert("L")), 1)
+
+
+def ph2(mirror: GitMirror, seed: int) -> Domain:
+    """PH2 dermoscopy: 200 images of melanocytic lesions (761-769 x 553-577 BMPs), one expert lesion mask each.
+
+    The mirror is a copy of the PH2 release as distributed (its Readme.txt, PH2_dataset.txt and per-image folders);
+    the lesion masks are read from the release's BMPs, not from the JPEG copies the mirror's second commit added.
+    The per-colour ROI masks are not used: the domain is lesion vs skin.
+    """
+    suffix = "_Dermoscopic_Image/"
+    stems = sorted(Path(p).stem for p in mirror.sizes if p.startswith(f"{PH2_DIR}/") and suffix in p)
+
+    def sample(stem: str) -> Sample:
+        folder = f"{PH2_DIR}/{stem}"
+        return Sample(
+            stem,
+            lambda: (mirror.read(f"{folder}/{stem}{suffix}{stem}.bmp"), ".bmp"),
+            lambda: lesion_to_class(mirror.read(f"{folder}/{stem}_lesion/{stem}_lesion.bmp")),
+        )
+
+    split = split_stems(stems, seed)
+    info = {
+        "domain": "medical: dermoscopy (one skin lesion per image, lesion vs skin)",
+        "split_source": f"no official split: seeded 70/15/15 (seed {seed}, SHA-256 order of the image ids)",
+        "image_note": "native size (about 3.4 x 2.6 the 224 crop side), uncompressed BMP as released; not resized",
+        "licence": "PH2 terms (fc.up.pt/addi): research and educational use only, no redistribution, no commercial "
+        "use; the mirror states none of its own and is not the official distribution. Cite Mendonca, Ferreira, "
+        "Marques, Marcal, Rozeira, 'PH2 - A dermoscopic image database for research and benchmarking', EMBC 2013",
+    }
+    return Domain("ph2", ["skin", "lesion"], {k: [sample(s) for s in v] for k, v in split.items()}, info)
+
+
 @dataclass
 class Source:
     """Where a domain comes from: a GitHub repository (its mirror) and the builder that converts it."""
@@ -241,6 +283,7 @@ SOURCES = {
     "ccp": Source("bearpaw/clothing-co-parsing", "fe34fb77721a9973fbae92c05f7f12b664d10110", ccp),
     "mtd": Source("abin24/Magnetic-tile-defect-datasets.", "cc4eb530b57b9cb7225bf76023873043ffd50655", mtd),
     "cwfid": Source("cwfid/dataset", "36290d0912a032f0bd1a5678ed55457ddafde217", cwfid),
+    "ph2": Source("chelseaparlett/SkinCancerVariation", "e06866b70a49acfba5762f289ca169f056e97997", ph2),
 }
 DOMAINS = ("camvid", *SOURCES)
 

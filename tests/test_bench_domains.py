@@ -1,12 +1,14 @@
 """The pure helpers of benchmarks/domains.py: seeded splits, mask conversions, blob checks of a git mirror."""
 
 import importlib.util
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 _spec = importlib.util.spec_from_file_location("bench_domains", Path(__file__).parents[1] / "benchmarks" / "domains.py")
 domains = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
@@ -55,3 +57,46 @@ def test_mirror_reads_blobs_and_rejects_lfs_pointers_and_wrong_magic(tmp_path):
         mirror.read("photos/c.png")
     with pytest.raises(SystemExit, match="not in the snapshot"):
         mirror.read("photos/missing.jpg")
+
+
+def _bmp(array: np.ndarray, mode: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(out, format="BMP")
+    return out.getvalue()
+
+
+def test_ph2_lesion_masks_1bit_and_rgb_to_class_ids():
+    lesion = np.array([[0, 255, 255], [0, 0, 255]], np.uint8)
+    expected = [[0, 1, 1], [0, 0, 1]]
+    assert domains.lesion_to_class(_bmp(lesion, "1")).tolist() == expected  # the release's 1-bit masks
+    assert domains.lesion_to_class(_bmp(lesion, "RGB")).tolist() == expected  # IMD002's RGB 0/255 mask
+
+
+def test_ph2_builder_reads_the_release_layout_into_a_domain(tmp_path):
+    repo, ids = tmp_path / "repo", ["IMD002", "IMD003", "IMD004", "IMD006"]
+    rng = np.random.default_rng(0)
+    for i, stem in enumerate(ids):
+        folder = repo / domains.PH2_DIR / stem
+        (folder / f"{stem}_Dermoscopic_Image").mkdir(parents=True)
+        (folder / f"{stem}_lesion").mkdir()
+        image = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        (folder / f"{stem}_Dermoscopic_Image" / f"{stem}.bmp").write_bytes(_bmp(image, "RGB"))
+        lesion = np.zeros((6, 8), np.uint8)
+        lesion[1:5, 2 : 3 + i] = 255
+        (folder / f"{stem}_lesion" / f"{stem}_lesion.bmp").write_bytes(_bmp(lesion, "1" if i else "RGB"))
+        (folder / f"{stem}_lesion" / f"{stem}_lesion.jpg").write_bytes(b"\xff\xd8\xff later JPEG copy, not read")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data")
+    domain = domains.ph2(domains.GitMirror(repo), seed=0)
+    assert domain.classes == ["skin", "lesion"]
+    assert sorted(s.stem for split in domain.splits.values() for s in split) == ids
+    assert [len(domain.splits[k]) for k in ("train", "val", "test")] == [2, 1, 1]
+    summary = domains.write_domain(domain, tmp_path / "out", {"repo": "test"})
+    assert summary["splits"]["train"]["sizes"] == "8x6" and summary["splits"]["train"]["void_share"] == 0
+    masks = [np.array(Image.open(f)) for f in sorted((tmp_path / "out").glob("*/masks/*.png"))]
+    assert len(masks) == 4 and set(np.unique(masks).tolist()) == {0, 1}
+    assert sum(int((m == 1).sum()) for m in masks) == sum(4 * (1 + i) for i in range(4))  # every lesion pixel, only
+    stem = domain.splits["train"][0].stem
+    source = repo / domains.PH2_DIR / stem / f"{stem}_Dermoscopic_Image" / f"{stem}.bmp"
+    assert (tmp_path / "out" / "train" / "images" / f"{stem}.bmp").read_bytes() == source.read_bytes()
