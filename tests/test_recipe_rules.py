@@ -73,3 +73,48 @@ def test_fit_applies_and_prints_the_automatic_choices(rare: bool, tmp_path: Path
     else:
         assert "loss.class_weights: auto -> None (every class holds >= 1%" in text
         assert cli.model.ce_class_weights is None
+
+
+def test_box_scale_rule_turns_the_zoom_off_only_for_objects_of_one_size() -> None:
+    from vitdense.data.recipe_rules import DETECTION_SCALE_RANGE, box_scale_rule
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    cells = np.where(labels == 0, 0.16, 0.06) * 2 ** rng.normal(0, 0.15, 100)  # two cell types, each of one size
+    fixed = box_scale_rule(cells, labels, ["red", "platelet"])
+    assert fixed.value == (1.0, 1.0) and "under 0.4" in fixed.reason and "100 boxes" in fixed.reason
+    # the same two sizes as one class is not a spread: sizes are compared within a class
+    assert box_scale_rule(cells, np.zeros(100, int)).value == DETECTION_SCALE_RANGE
+    animals = 0.3 * 2 ** rng.normal(0, 0.8, 100)  # web photos: every distance from the camera
+    photo = box_scale_rule(animals, np.zeros(100, int), ["kangaroo"])
+    assert photo.value == DETECTION_SCALE_RANGE and "most: kangaroo" in photo.reason
+    assert box_scale_rule(np.array([0.2]), np.array([0])).value == DETECTION_SCALE_RANGE  # nothing to measure
+
+
+@pytest.mark.parametrize("spread", [0.0, 1.0])
+def test_detection_fit_applies_and_prints_the_scale_rule(spread: float, tmp_path: Path, caplog) -> None:
+    import json
+
+    from vitdense.data import CocoDetectionDataModule
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        images, annotations = [], []
+        for i in range(4):
+            Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(tmp_path / split / "images" / f"{i}.png")
+            images.append({"id": i, "file_name": f"{i}.png", "width": 80, "height": 60})
+            side = 16 * 2 ** (spread * rng.normal())
+            annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, side, side], "iscrowd": 0})
+        coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
+        (tmp_path / split / "annotations.json").write_text(json.dumps(coco))
+    dm = CocoDetectionDataModule(root=str(tmp_path), image_size=64, scale_range="auto")
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    resize = dm.dataset("train").transform.transforms[0]
+    if spread == 0.0:
+        assert "data.scale_range: auto -> [1.0, 1.0] (object size spreads 0.00 octaves" in caplog.text
+        assert list(resize.max_size) == [64]
+    else:
+        assert "data.scale_range: auto -> [0.5, 1.5]" in caplog.text and "objects at many scales" in caplog.text
+        assert min(resize.max_size) == 32 and max(resize.max_size) == 96

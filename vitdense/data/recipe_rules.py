@@ -12,6 +12,11 @@ over the domains of benchmarks/domains.py; docs/recipes.md): they are stated her
   median training image (clamped to [``MIN_SCALE``, 1]) and up to ``MAX_SCALE``: a crop at the smallest scale
   is still filled by image, and an image smaller than the crop is never shrunk further (thin structures of small
   images vanish when halved; evaluation runs at full resolution).
+- detection ``data.scale_range: auto``: no random rescale ([1, 1]) when the objects of each class keep about one
+  size in the training images (``box_scale_rule``: the spread of log2 object size over the image's long side, per
+  class, averaged over the boxes, under ``FIXED_SCALE_SPREAD`` octaves: microscopy, scans, fixed-altitude aerial
+  imagery), else ``DETECTION_SCALE_RANGE``. Zooming teaches sizes a fixed-scale test set never shows, and shrinks
+  its smallest objects under the finest anchors; photos come at every scale, and the zoom is what covers them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 
 RARE_SHARE = 0.01  # a class below this share of the labelled training pixels counts as rare
 MIN_SCALE, MAX_SCALE = 0.5, 2.0  # the template's fixed scale_range, and the bounds of the automatic one
+DETECTION_SCALE_RANGE = (0.5, 1.5)  # the detection template's random long-side scale where objects vary in size
+FIXED_SCALE_SPREAD = 0.4  # octaves: under this, objects of a class keep one size (benchmarks/small_tasks.py sets)
 AUTO = "auto"
 
 
@@ -77,3 +84,31 @@ def scale_range_rule(short_sides: list[int] | np.ndarray, crop_size: int) -> Cho
     low = round(min(1.0, max(MIN_SCALE, crop_size / median)), 2)
     why = "keeps the crop inside the image" if low > MIN_SCALE else "is the default"
     return Choice((low, MAX_SCALE), f"median short side {median:.0f} px, crop {crop_size}: the smallest scale {why}")
+
+
+def box_scale_rule(relative_sides: np.ndarray, labels: np.ndarray, names: list[str] | None = None) -> Choice:
+    """Detection ``scale_range``: ``(1.0, 1.0)`` when objects keep one size per class, else ``DETECTION_SCALE_RANGE``.
+
+    ``relative_sides``: per training box, ``sqrt(width * height)`` over its image's long side; ``labels``: its
+    class. The spread is the standard deviation of ``log2`` of the relative side within each class with two boxes or
+    more, averaged over those boxes (a class of many boxes counts more), in octaves."""
+    sides, labels = np.asarray(relative_sides, np.float64), np.asarray(labels)
+    keep = sides > 0
+    sides, labels = sides[keep], labels[keep]
+    spreads, counts = [], []
+    for label in np.unique(labels):
+        mine = np.log2(sides[labels == label])
+        if mine.size >= 2:
+            spreads.append(float(mine.std()))
+            counts.append(mine.size)
+    if not counts:
+        return Choice(DETECTION_SCALE_RANGE, "too few training boxes to measure their sizes: the default")
+    spread = float(np.average(spreads, weights=counts))
+    worst = int(np.argmax(spreads))
+    labels_seen = [label for label in np.unique(labels) if (labels == label).sum() >= 2]
+    name = names[int(labels_seen[worst])] if names else f"class {labels_seen[worst]}"
+    measured = f"object size spreads {spread:.2f} octaves within a class over {sum(counts)} boxes (most: {name} "
+    measured += f"{spreads[worst]:.2f})"
+    if spread < FIXED_SCALE_SPREAD:
+        return Choice((1.0, 1.0), f"{measured}, under {FIXED_SCALE_SPREAD}: one fixed scale, no zoom")
+    return Choice(DETECTION_SCALE_RANGE, f"{measured}, >= {FIXED_SCALE_SPREAD}: objects at many scales, zoom")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
@@ -23,6 +24,7 @@ from vitdense.data.formats.masks import labelme_dir
 from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of, found_labels, locate, read_objects
 from vitdense.data.formats.polygons import check_unannotated
 from vitdense.data.formats.yolo import find_yaml
+from vitdense.data.recipe_rules import AUTO, box_scale_rule
 from vitdense.data.registry import register_datamodule
 from vitdense.data.splits import SavedSplit, choose_split, export_subsets
 from vitdense.data.transforms import detection_collate, detection_eval_transform, detection_train_transform
@@ -62,7 +64,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         test_images: str | None = None,
         test_annotations: str | None = None,
         image_size: int = 512,
-        scale_range: tuple[float, float] = (0.5, 1.5),
+        scale_range: tuple[float, float] | Literal["auto"] = (0.5, 1.5),
         min_box_size: float = 1.0,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -89,7 +91,9 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             test_images: Test image folder (overrides ``root/test/images``).
             test_annotations: Test annotations (overrides ``root/test/annotations.json``).
             image_size: Side of the square training images, and long side of val/test/predict images.
-            scale_range: Range of the random long-side scale, relative to ``image_size``, in training.
+            scale_range: Range of the random long-side scale, relative to ``image_size``, in training; ``auto``:
+                none ([1, 1]) when each class's objects keep about one size in the training boxes, else
+                (0.5, 1.5); chosen and printed when fitting (``vitdense.data.recipe_rules.box_scale_rule``).
             min_box_size: Boxes narrower or lower than this many pixels after a transform are dropped.
             batch_size: Samples per batch (per device).
             num_workers: DataLoader worker processes (0 loads in the main process).
@@ -221,10 +225,20 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                     "predict needs a folder of images: set data.init_args.predict_dir (--data.predict_dir)."
                 )
             return PredictImageFolder(self.predict_dir, detection_eval_transform(self.image_size, None))
+        if split == "train" and self.scale_range == AUTO:
+            dataset = self._make_dataset_with(split, None)
+            scale = self._auto_scale_range(dataset)
+            dataset.transform = detection_train_transform(self.image_size, scale, self.min_box_size)
+            return dataset
         if split == "train":
+            assert not isinstance(self.scale_range, str)  # auto was handled above: chosen from the training boxes
             transform = detection_train_transform(self.image_size, self.scale_range, self.min_box_size)
         else:
             transform = detection_eval_transform(self.image_size, self.min_box_size)
+        return self._make_dataset_with(split, transform)
+
+    def _make_dataset_with(self, split: Split, transform: Callable[..., dict[str, Any]] | None) -> DetectionDataset:
+        """The labelled dataset of ``split`` with ``transform`` (``None``: the eval default, replaced by the caller)."""
         images, annotations, fmt = self.paths[split]
         if self.one_folder and self.export_split(split) is not None:  # a CVAT project's subsets are its splits
             records = read_objects(fmt, images, annotations, self.class_names, tuple(self.void_classes),  # type: ignore[arg-type]
@@ -245,6 +259,13 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
                 f"{LAYOUT}), or set data.init_args.{split}_annotations."
             )
         return self._dataset(images, annotations, fmt, transform)
+
+    def _auto_scale_range(self, dataset: DetectionDataset) -> tuple[float, float]:
+        """``scale_range: auto`` resolved from the training boxes (``box_scale_rule``), and printed."""
+        sides, labels = _box_sizes(dataset.records)
+        choice = box_scale_rule(sides, labels, self.class_names)
+        rank_zero_info(f"[vitdense] data.scale_range: auto -> {list(choice.value)} ({choice.reason})")
+        return choice.value
 
     def _dataset(
         self, images: Path, annotations: Path, fmt: str, transform: Callable[..., dict[str, Any]] | None
@@ -291,6 +312,18 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         ids of the first split (train, val, test) whose COCO file lists all of them (else ``None``)."""
         files = [p for _, p, fmt in self.paths.values() if fmt == "coco" and p is not None and p.is_file()]
         return list(self.categories.items()), match_image_ids(names, files)
+
+
+def _box_sizes(records: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per box of ``records``: ``sqrt(width * height)`` over its image's long side, and its label."""
+    sides, labels = [], []
+    for record in records:
+        wh = record.boxes[:, 2:] - record.boxes[:, :2]
+        sides.append(np.sqrt(np.clip(wh, 0, None).prod(1)) / max(record.width, record.height))
+        labels.append(record.labels)
+    if not sides:
+        return np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(sides), np.concatenate(labels)
 
 
 @register_datamodule

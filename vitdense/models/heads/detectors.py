@@ -33,7 +33,8 @@ class DetectionHeadConfig(TypedDict, total=False):
     Keys: ``name`` (retinanet, fcos, faster_rcnn; mask_rcnn for instance segmentation), ``neck`` (auto,
     simple_fpn or fpn; auto = ViTDet's simple feature pyramid for plain ViTs, an FPN for hierarchical backbones),
     ``channels`` (pyramid width),
-    ``anchor_scale`` (anchor side / level stride; RetinaNet and Faster R-CNN), ``min_stride`` (finest pyramid level;
+    ``anchor_scale`` (RetinaNet: its smallest anchor side / level stride; Faster and Mask R-CNN: half their anchor
+    side / level stride, so the default 4 gives detectron2's 32-512 px on P2-P6), ``min_stride`` (finest pyramid level;
     null = 8 for the one-stage heads, P3-P7, and 4 for Faster/Mask R-CNN, P2-P6), ``score_thresh``, ``nms_thresh``,
     ``detections_per_img``, ``roi_batch_size`` (RoIs sampled per image to train the two-stage box and mask heads;
     512 in detectron2 and ViTDet), ``box_head_width`` (the two-stage box head's two fully connected layers; 1024).
