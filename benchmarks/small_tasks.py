@@ -66,6 +66,7 @@ TASK_DATA = Path("/work/bench_data/tasks")  # benchmarks/task_datasets.py writes
 DATASETS = {
     "sign_digits": {"task": "classification", "epochs": 30, "size": 112, "batch": 16},  # 100 train images: 210 steps
     "brain_mri": {"task": "classification", "epochs": 30, "size": 112, "batch": 16},  # 100 train images: 210 steps
+    "clothing": {"task": "classification", "epochs": 30, "size": 112, "batch": 16},  # 150 train images: 300 steps
     "bccd": {"task": "detection", "epochs": 4, "size": 192, "batch": 1},  # 32 train images: 128 steps
     "kangaroo": {"task": "detection", "epochs": 4, "size": 192, "batch": 1},  # 32 train images: 128 steps
 }

@@ -17,6 +17,10 @@ plus ``task.json`` (task, source repository and commit, licence, classes, split 
 - ``brain_mri`` (classification): Shyam-daniel/testing12, a copy of part of Bhuvaji et al.'s Brain Tumor
   Classification (MRI) set, glioma / meningioma / no tumour / pituitary; the repo's Training (val = seeded 15% of it
   per class) and Testing folders; kept train 25 per class (100), val all (60), test all (58).
+- ``clothing`` (classification): alexeygrigorev/clothing-dataset-small (CC0), 10 garment kinds (dress, hat,
+  longsleeve, outwear, pants, shirt, shoes, shorts, skirt, t-shirt) in ~400x533 photos on varied backgrounds; the
+  repo's train / validation / test folders; kept train 15, val 10, test up to 30 per class (150 / 100 / 245): a
+  harder set than the two above (shirt, longsleeve, t-shirt and outwear differ in sleeves, collars and fabric).
 - ``bccd`` (detection): Shenggan/BCCD_Dataset, RBC / WBC / Platelets in 640x480 blood smears; the repo's
   ImageSets/Main train/val/test; kept train 32, val 40, test all (72).
 - ``kangaroo`` (detection): experiencor/kangaroo, one class in web photos; no official split: seeded 70/15/15; kept
@@ -143,6 +147,32 @@ def brain_mri(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
     return TaskSet("brain_mri", "classification", list(MRI_CLASSES.values()), splits, info)
 
 
+CLOTHING_CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
+CLOTHING_FOLDERS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def clothing(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """Clothing dataset (subset): 3781 photos of 10 garment kinds, the repo's train / validation / test folders."""
+    splits: dict[str, list[Item]] = {s: [] for s in SPLITS}
+    for split, folder in CLOTHING_FOLDERS.items():
+        for label in CLOTHING_CLASSES:
+            splits[split] += [Item(f"{label}_{clean_stem(p)}", p, label) for p in mirror.files(f"{folder}/{label}")
+                              if p.lower().endswith(".jpg")]  # fmt: skip
+    # the repo's test has 12 (hat, skirt) to 73 (shoes) per class: capped at 30 so that no class dominates accuracy
+    keep = {"train": 15, "val": 10, "test": 30}
+    if not full:
+        splits = {k: per_class_cut(v, keep[k], seed) for k, v in splits.items()}
+    info = {
+        "domain": "clothing photos (10 garment kinds, one garment per photo, mostly laid out on floors, beds, tables)",
+        "split_source": "the repository's train / validation / test folders",
+        "subsampled": "full" if full else f"per class (first of a seeded SHA-256 order; all where fewer): {keep}",
+        "caveat": "classes differ in size in the repository (train: 112 skirts to 795 t-shirts); the kept "
+        "train and val are balanced, test is not (hat and skirt have 12 test images each)",
+        "licence": "CC0-1.0 (the repository's LICENSE)",
+    }
+    return TaskSet("clothing", "classification", CLOTHING_CLASSES, splits, info)
+
+
 def voc_items(mirror: GitMirror, stems: list[str], images: str, annots: str) -> list[Item]:
     return [Item(clean_stem(s), f"{images}/{s}.jpg", xml=f"{annots}/{s}.xml") for s in stems]
 
@@ -193,6 +223,7 @@ SOURCES = {
     "sign_digits": Source("ardamavi/Sign-Language-Digits-Dataset", "4b09433ef9d5c60602e8805bb54b8aa2428527f8",
                           sign_digits),
     "brain_mri": Source("Shyam-daniel/testing12", "4926a00e69bd7bd9828b4df02b3efa8d7b40f2c3", brain_mri),
+    "clothing": Source("alexeygrigorev/clothing-dataset-small", "11961516512414bf9f6c150a832cfd21b54a6b54", clothing),
     "bccd": Source("Shenggan/BCCD_Dataset", "d272fb14cdff6e473fafeeeba32aba5f560e9e43", bccd),
     "kangaroo": Source("experiencor/kangaroo", "882bbbd75ba49cb8cf9393e06d88ebaec293af32", kangaroo),
 }  # fmt: skip
