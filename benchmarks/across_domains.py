@@ -15,6 +15,9 @@ Two tables:
 2. leave-one-domain-out: for each domain, the recipe that the other domains choose (the largest worst-case *val*
    gain over the peer on them, ties by the mean), and that recipe's *test* gain on the domain left out. A default
    may ship only if the domain left out still gains in every row.
+
+Rows named ``field: ...`` (benchmarks/field_trainers.py: torchgeo's and terratorch's own trainers, same budget and
+scoring) are peers: table 1 lists them first, with their gain over the plain-loop peer, and table 2 never chooses them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from field_trainers import FIELD  # benchmarks/field_trainers.py: the name prefix of the field's trainers' rows
 from recipes import DATA_ROOT  # benchmarks/recipes.py: where benchmarks/domains.py wrote the domains (domain.json)
 from recipes import PEER_ROW as PEER
 
@@ -50,11 +54,11 @@ def mean_of_runs(runs: list[dict]) -> dict:
     return {k: sum(r[k] for r in runs) / len(runs) for k in ("val", "test")} | {"seeds": len(runs)}
 
 
-def merge_peer_seeds(rows: dict[str, dict]) -> None:
-    """Replace the peer's rows (``PEER`` at seed 0, ``PEER, seed=N``) by one row: their mean, with ``seeds``."""
-    runs = [rows.pop(n) for n in sorted(rows) if n == PEER or n.startswith(f"{PEER}, seed=")]
+def merge_peer_seeds(rows: dict[str, dict], peer: str = PEER) -> None:
+    """Replace a peer's rows (``peer`` at seed 0, ``peer, seed=N``) by one row: their mean, with ``seeds``."""
+    runs = [rows.pop(n) for n in sorted(rows) if n == peer or n.startswith(f"{peer}, seed=")]
     if runs:
-        rows[PEER] = mean_of_runs(runs)
+        rows[peer] = mean_of_runs(runs)
 
 
 def load_rows(results: Path) -> dict[str, dict[str, dict]]:
@@ -73,6 +77,8 @@ def load_rows(results: Path) -> dict[str, dict[str, dict]]:
         }
     for rows in table.values():
         merge_peer_seeds(rows)
+        for field_peer in {n.split(", seed=")[0] for n in rows if n.startswith(FIELD)}:
+            merge_peer_seeds(rows, field_peer)
     table = {d: rows for d, rows in table.items() if PEER in rows and "default" in rows}
     # CamVid keeps a long history of ablations of earlier templates: only the recipes also run on another domain.
     elsewhere = {n for d, rows in table.items() if d != "camvid" for n in rows}
@@ -116,7 +122,8 @@ def leave_one_out(table: dict[str, dict[str, dict]]) -> list[dict]:
     """For each domain: the recipe the other domains choose on val (run on all domains), and its test gain there."""
     domains = sorted(table)
     val, test = gains(table, "val"), gains(table, "test")
-    complete = [name for name, by in val.items() if set(by) == set(domains) and "seed" not in name]
+    complete = [name for name, by in val.items()
+                if set(by) == set(domains) and "seed" not in name and not name.startswith(FIELD)]  # fmt: skip
     rows = []
     for left in domains:
         others = [d for d in domains if d != left]
@@ -152,7 +159,7 @@ def markdown(table: dict[str, dict[str, dict]], chosen: dict[str, str]) -> str:
              "| --- | " + " | ".join("---" for _ in domains) + " | --- | --- |"]  # fmt: skip
     peer_cells = [f"{table[d][PEER]['test']:.3f}" + seeds_note(table[d][PEER], " (", ")") for d in domains]
     lines.append(f"| {PEER} | " + " | ".join(peer_cells) + " | | |")
-    for name in sorted(test, key=lambda n: (n != "default", n)):
+    for name in sorted(test, key=lambda n: (not n.startswith(FIELD), n != "default", n)):
         cells = [f"{table[d][name]['test']:.3f} ({test[name][d]:+.1f}{seeds_note(table[d][name], '; ')})"
                  if d in test[name] else "" for d in domains]  # fmt: skip
         done = len(test[name]) == len(domains)
