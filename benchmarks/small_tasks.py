@@ -6,7 +6,7 @@
     python benchmarks/small_tasks.py --task detection --dataset bccd --seeds 0 --threads 1
 
 ``--dataset NAME`` reads a set that benchmarks/task_datasets.py built into /work/bench_data/tasks/NAME (sign_digits,
-brain_mri: classification; bccd, kangaroo: detection), at the budget in DATASETS below, and writes its rows to
+brain_mri, clothing: classification; bccd, kangaroo: detection), at the budget in DATASETS below, and writes its rows to
 <out>/NAME/<task>.{json,md}. Where the set has a test split both sides are also scored on it after the same last
 epoch (nothing is chosen on val or test: there is nothing to choose). benchmarks/small_tasks_across.py gathers the
 sets into one table per task.
