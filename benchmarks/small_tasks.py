@@ -21,7 +21,8 @@ last epoch (no checkpoint picked on val: on the shared samples val is the only h
   torchvision's Faster R-CNN on the ViT's last feature map (the torchvision tutorial's custom-backbone recipe,
   detection), AdamW lr 1e-4, weight decay 0.05, cosine schedule, random-resized-crop / flip augmentation.
 
-Rows (accuracy and macro F1, or COCO mAP and mAP_50, per seed and their mean) go to
+Rows (accuracy and macro F1, or COCO mAP and mAP_50, per seed and their mean; each with its seconds, the fp32
+matmul rate before it, the git commit and the command) go to
 <out>/<task>.json and <out>/<task>.md. The samples are tiny (12 val images for classification, 8 for detection):
 read the mean over seeds, and the spread between them.
 """
@@ -31,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -43,6 +46,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from machine import matmul_gflops  # benchmarks/machine.py
+from recipes import git_commit  # benchmarks/recipes.py
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -291,7 +295,7 @@ def main() -> None:
     for side in sides:
         row_name = (f"vitdense, {args.variant}" if side == "vitdense" and args.variant else side) + suffix
         for seed in args.seeds:
-            gflops = matmul_gflops()
+            gflops, commit = matmul_gflops(), git_commit()  # the machine and the code this run starts from
             start = time.perf_counter()
             L.seed_everything(seed)
             with tempfile.TemporaryDirectory() as work:
@@ -303,7 +307,8 @@ def main() -> None:
                     scores = peer_detection(args, seed)
             row = {**scores, "seconds": round(time.perf_counter() - start, 1), "gflops": round(gflops, 1),
                    "epochs": args.epochs, "batch": args.batch or spec["batch"],
-                   "size": args.size or spec["size"]}  # fmt: skip
+                   "size": args.size or spec["size"], "commit": commit,
+                   "command": shlex.join(["python", "benchmarks/small_tasks.py", *sys.argv[1:]])}  # fmt: skip
             results.setdefault(row_name, {})[str(seed)] = row
             print(f"[small_tasks] {args.task} {row_name} seed {seed}: {row}", flush=True)
             path.write_text(json.dumps(results, indent=1))

@@ -77,7 +77,7 @@ def table(task: str, results: Path) -> list[str]:
             every = [*template.values(), *peer.values()]
             budget = "; ".join(sorted({f"{r['epochs']}x{r['batch']}, {r['size']}" for r in every}))
             rate = f"{min(r['gflops'] for r in every):.0f}-{max(r['gflops'] for r in every):.0f}"
-            gains.setdefault(budget, []).append(t - p)
+            gains.setdefault(budget if suffix else "each set's own budget", []).append(t - p)
             lines.append(f"| {name} | {split} | {t:.3f} | {p:.3f} | {100 * (t - p):+.1f} | "
                          f"{len(template)} / {len(peer)} | {budget} | {rate} |")  # fmt: skip
         for side in rows:
