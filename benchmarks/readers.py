@@ -44,6 +44,8 @@ SPLITS2 = ("train", "val")  # the splits of datumaro's COCO assets
 SUBSETS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 
 # CamVid's published label_colors.txt (32 classes, as datumaro's CamvidLabelMap and the CamVid download list them).
+# Typed here on purpose, not imported from vitdense.data.formats.camvid (CAMVID_LABEL_MAP): it is the reference
+# that vitdense's reader is scored against, so a slip in either copy shows as a mismatch.
 CAMVID = [
     ("Void", (0, 0, 0)), ("Animal", (64, 128, 64)), ("Archway", (192, 0, 128)), ("Bicyclist", (0, 128, 192)),
     ("Bridge", (0, 128, 64)), ("Building", (128, 0, 0)), ("Car", (64, 0, 128)), ("CartLuggagePram", (64, 0, 192)),

@@ -95,18 +95,18 @@ def box_scale_rule(relative_sides: np.ndarray, labels: np.ndarray, names: list[s
     sides, labels = np.asarray(relative_sides, np.float64), np.asarray(labels)
     keep = sides > 0
     sides, labels = sides[keep], labels[keep]
-    spreads, counts = [], []
+    measured_classes, spreads, counts = [], [], []
     for label in np.unique(labels):
         mine = np.log2(sides[labels == label])
         if mine.size >= 2:
+            measured_classes.append(int(label))
             spreads.append(float(mine.std()))
             counts.append(mine.size)
     if not counts:
         return Choice(DETECTION_SCALE_RANGE, "too few training boxes to measure their sizes: the default")
     spread = float(np.average(spreads, weights=counts))
     worst = int(np.argmax(spreads))
-    labels_seen = [label for label in np.unique(labels) if (labels == label).sum() >= 2]
-    name = names[int(labels_seen[worst])] if names else f"class {labels_seen[worst]}"
+    name = names[measured_classes[worst]] if names else f"class {measured_classes[worst]}"
     measured = f"object size spreads {spread:.2f} octaves within a class over {sum(counts)} boxes (most: {name} "
     measured += f"{spreads[worst]:.2f})"
     if spread < FIXED_SCALE_SPREAD:

@@ -24,7 +24,7 @@ from vitdense.data.formats.masks import labelme_dir
 from vitdense.data.formats.objects import ObjectFormat, export_splits, format_of, found_labels, locate, read_objects
 from vitdense.data.formats.polygons import check_unannotated
 from vitdense.data.formats.yolo import find_yaml
-from vitdense.data.recipe_rules import AUTO, box_scale_rule
+from vitdense.data.recipe_rules import AUTO, DETECTION_SCALE_RANGE, box_scale_rule
 from vitdense.data.registry import register_datamodule
 from vitdense.data.splits import SavedSplit, choose_split, export_subsets
 from vitdense.data.transforms import detection_collate, detection_eval_transform, detection_train_transform
@@ -64,7 +64,7 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
         test_images: str | None = None,
         test_annotations: str | None = None,
         image_size: int = 512,
-        scale_range: tuple[float, float] | Literal["auto"] = (0.5, 1.5),
+        scale_range: tuple[float, float] | Literal["auto"] = DETECTION_SCALE_RANGE,
         min_box_size: float = 1.0,
         batch_size: int = 8,
         num_workers: int = 0,
