@@ -93,8 +93,11 @@ def add_rule_rows(table: dict[str, dict[str, dict]], data_root: Path) -> dict[st
     chosen = {}
     for domain, rows in table.items():
         meta = data_root / domain / "domain.json"
-        if not meta.is_file():
-            continue
+        if not meta.is_file():  # without it the rule rows would vanish from the rewritten tables and docs
+            raise SystemExit(
+                f"'{meta}' not found: the class_weights=auto row of {domain} needs its training pixel shares. Build "
+                f"the domain first (python benchmarks/domains.py {domain}) or point --data-root at where it is."
+            )
         info = json.loads(meta.read_text())
         shares = np.array(info["splits"]["train"]["pixel_shares"])
         choice = class_weight_rule(shares, info["classes"])
