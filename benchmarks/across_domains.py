@@ -1,6 +1,7 @@
 """The across-domain table of the segmentation recipes, and the leave-one-domain-out choice of a default.
 
     python benchmarks/across_domains.py                 # reads benchmarks/results/recipes/, writes across_domains.md
+    python benchmarks/across_domains.py --data-root /nonexistent   # the same tables from the committed files alone
 
 Reads the rows that benchmarks/recipes.py wrote: ``<results>/<domain>/results.json`` for each domain that
 benchmarks/domains.py builds, and ``<results>/results.json`` for CamVid. CamVid's test split is kept out of this
@@ -16,6 +17,12 @@ Two tables:
    gain over the peer on them, ties by the mean), and that recipe's *test* gain on the domain left out. A default
    may ship only if the domain left out still gains in every row.
 
+The row ``class_weights=auto`` is what the rule chooses from each domain's training pixel shares. They are read from
+the built domain (``<data-root>/<domain>/domain.json``, benchmarks/domains.py) when it is there, and kept in
+``<results>/rule_inputs.json`` (classes, train pixel shares, the source repository and commit they were counted
+from), so a clone without the data rebuilds the same tables; a built domain that differs from the committed entry
+replaces it, and the script says so.
+
 Rows named ``field: ...`` (benchmarks/field_trainers.py: torchgeo's and terratorch's own trainers, same budget and
 scoring) are peers: table 1 lists them first, with their gain over the plain-loop peer, and table 2 never chooses them.
 """
@@ -27,6 +34,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from domains import DOMAINS  # benchmarks/domains.py: the domains it builds
 from field_trainers import FIELD  # benchmarks/field_trainers.py: the name prefix of the field's trainers' rows
 from recipes import DATA_ROOT  # benchmarks/recipes.py: where benchmarks/domains.py wrote the domains (domain.json)
 from recipes import PEER_ROW as PEER
@@ -40,6 +48,12 @@ BLOCK = ("<!-- across -->\n", "<!-- /across -->\n")
 # CamVid rows were named by their full settings before the template took them as defaults: the same recipes.
 CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off", "default, seed 1": "seed=1"}
 MEAN_ROW = "class_weights=auto, mean over seeds"
+RULE_INPUTS = "rule_inputs.json"  # in --results: what class_weight_rule reads, per domain, committed
+RULE_INPUTS_ABOUT = (
+    "class_weight_rule's inputs per domain: classes and train pixel shares, copied from the domain.json that "
+    "benchmarks/domains.py built from the source (repo, commit); written by benchmarks/across_domains.py"
+)
+SOURCE_KEYS = ("repo", "commit")  # of domain.json: where its pixel shares were counted (CamVid has no commit)
 
 
 def seed_row(name: str, seed: int) -> str:
@@ -87,20 +101,47 @@ def load_rows(results: Path) -> dict[str, dict[str, dict]]:
     return table
 
 
-def add_rule_rows(table: dict[str, dict[str, dict]], data_root: Path) -> dict[str, str]:
+def rule_input(meta: Path) -> dict:
+    """What class_weight_rule reads from a built domain's ``domain.json``: its classes and train pixel shares, with
+    the repository and commit they were counted from."""
+    info = json.loads(meta.read_text())
+    source = {k: info[k] for k in SOURCE_KEYS if k in info}
+    return {"source": source, "classes": info["classes"], "pixel_shares": info["splits"]["train"]["pixel_shares"]}
+
+
+def load_rule_inputs(path: Path, data_root: Path, needed: list[str]) -> dict[str, dict]:
+    """domain -> its rule input: from ``<data_root>/<domain>/domain.json`` where built, else the committed entry of
+    ``path``. Built domains that are new or differ are written back to ``path`` (and said). A domain in ``needed``
+    with neither stops the run: without it its rule rows would vanish from the rewritten tables and docs."""
+    committed = json.loads(path.read_text())["domains"] if path.is_file() else {}
+    inputs = dict(committed)
+    for domain in sorted({*DOMAINS, *committed, *needed}):
+        meta = data_root / domain / "domain.json"
+        if meta.is_file():
+            inputs[domain] = rule_input(meta)
+            if domain not in committed:
+                print(f"{path.name}: {domain} added from '{meta}'")
+            elif inputs[domain] != committed[domain]:
+                print(f"{path.name}: {domain} updated from '{meta}' (it differed from the committed entry)")
+        elif domain in needed and domain not in committed:
+            raise SystemExit(
+                f"'{meta}' not found and '{path}' has no entry for {domain}: its class_weights=auto row needs its "
+                f"training pixel shares. Build the domain first (python benchmarks/domains.py {domain}) or point "
+                "--data-root at where it is."
+            )
+    if inputs != committed:
+        kept = {"about": RULE_INPUTS_ABOUT, "domains": dict(sorted(inputs.items()))}
+        path.write_text(json.dumps(kept, indent=1) + "\n")
+    return inputs
+
+
+def add_rule_rows(table: dict[str, dict[str, dict]], inputs: dict[str, dict]) -> dict[str, str]:
     """Row ``class_weights=auto``: on each domain, the measured row of what the rule chooses from that domain's
-    training pixels (domain.json): ``default`` (sqrt median-frequency) or ``class_weights=off``. Returns the choices."""
+    training pixel shares (``inputs``, see load_rule_inputs): ``default`` (sqrt median-frequency) or
+    ``class_weights=off``. Returns the choices."""
     chosen = {}
     for domain, rows in table.items():
-        meta = data_root / domain / "domain.json"
-        if not meta.is_file():  # without it the rule rows would vanish from the rewritten tables and docs
-            raise SystemExit(
-                f"'{meta}' not found: the class_weights=auto row of {domain} needs its training pixel shares. Build "
-                f"the domain first (python benchmarks/domains.py {domain}) or point --data-root at where it is."
-            )
-        info = json.loads(meta.read_text())
-        shares = np.array(info["splits"]["train"]["pixel_shares"])
-        choice = class_weight_rule(shares, info["classes"])
+        choice = class_weight_rule(np.array(inputs[domain]["pixel_shares"]), inputs[domain]["classes"])
         name = "default" if choice.value == "sqrt_median_frequency" else "class_weights=off"
         chosen[domain] = f"{name}: {choice.reason}"
         by_seed = {seed: rows[seed_row(name, seed)] for seed in range(10) if seed_row(name, seed) in rows}
@@ -201,14 +242,15 @@ def replace_block(docs: Path, text: str) -> None:
     docs.write_text(head + BLOCK[0] + body + BLOCK[1] + rest.split(BLOCK[1], 1)[1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=RESULTS, help="benchmarks/recipes.py's output folder")
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="benchmarks/domains.py's output (domain.json)")
+    built = f"benchmarks/domains.py's output (domain.json); where a domain is not built, <results>/{RULE_INPUTS}"
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help=built)
     p.add_argument("--docs", type=Path, default=DOCS, help="file whose <!-- across --> block gets the tables")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     table = load_rows(args.results)
-    chosen = add_rule_rows(table, args.data_root)
+    chosen = add_rule_rows(table, load_rule_inputs(args.results / RULE_INPUTS, args.data_root, sorted(table)))
     text = markdown(table, chosen)
     (args.results / "across_domains.md").write_text(text)
     if args.docs.is_file():

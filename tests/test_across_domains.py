@@ -1,0 +1,65 @@
+"""benchmarks/across_domains.py rebuilds its tables from committed files alone (#31): the rows under
+benchmarks/results/recipes/ and the rule's inputs in rule_inputs.json, with no domain built under --data-root."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import across_domains as ad
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "recipes"
+
+
+def test_rebuilds_the_committed_tables_from_committed_inputs_alone(tmp_path: Path) -> None:
+    results = tmp_path / "results"  # the committed rows and rule inputs; not the tables, which the run must write
+    for path in [RESULTS / "results.json", RESULTS / ad.RULE_INPUTS, *RESULTS.glob("*/results.json")]:
+        copy = results / path.relative_to(RESULTS)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+    docs = tmp_path / "recipes.md"
+    shutil.copy(ROOT / "docs" / "recipes.md", docs)
+    ad.main(["--results", str(results), "--data-root", str(tmp_path / "no_data"), "--docs", str(docs)])
+    for name in ("across_domains.md", "across_domains.json", ad.RULE_INPUTS):
+        assert (results / name).read_text() == (RESULTS / name).read_text(), name
+    assert docs.read_text() == (ROOT / "docs" / "recipes.md").read_text()
+    rows = json.loads((results / "across_domains.json").read_text())["table"]
+    assert all("class_weights=auto" in by_recipe for by_recipe in rows.values())
+
+
+def _build(data: Path, domain: str, shares: list[float], commit: str) -> None:
+    """A domain.json as benchmarks/domains.py writes it, with only what the rule reads and where it came from."""
+    (data / domain).mkdir(parents=True, exist_ok=True)
+    info = {"name": domain, "repo": f"github.com/x/{domain}", "commit": commit, "classes": ["soil", "crop"],
+            "splits": {"train": {"images": 3, "pixel_shares": shares}}}  # fmt: skip
+    (data / domain / "domain.json").write_text(json.dumps(info))
+
+
+def test_a_built_domain_replaces_its_committed_entry_and_a_domain_with_neither_stops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs, data, empty = tmp_path / "rule_inputs.json", tmp_path / "data", tmp_path / "no_data"
+    _build(data, "cwfid", [0.6, 0.4], "a" * 40)
+    with pytest.raises(SystemExit, match=r"mtd/domain.json' not found .*python benchmarks/domains.py mtd"):
+        ad.load_rule_inputs(inputs, data, ["cwfid", "mtd"])
+    assert not inputs.exists()
+    assert ad.load_rule_inputs(inputs, data, ["cwfid"])["cwfid"]["source"] == {"repo": "github.com/x/cwfid",
+                                                                              "commit": "a" * 40}  # fmt: skip
+    assert "cwfid added" in capsys.readouterr().out
+    table = {"cwfid": {ad.PEER: {"val": 0.5, "test": 0.5}, "default": {"val": 0.7, "test": 0.6},
+                       "class_weights=off": {"val": 0.6, "test": 0.7}}}  # fmt: skip
+    committed = ad.load_rule_inputs(inputs, empty, ["cwfid"])  # nothing built: the committed entry
+    assert ad.add_rule_rows(table, committed)["cwfid"].startswith("class_weights=off: every class")
+    assert table["cwfid"]["class_weights=auto"] == table["cwfid"]["class_weights=off"]
+
+    _build(data, "cwfid", [0.995, 0.005], "b" * 40)  # rebuilt from another commit: crop is now rare
+    rebuilt = ad.load_rule_inputs(inputs, data, ["cwfid"])
+    assert "cwfid updated" in capsys.readouterr().out
+    assert json.loads(inputs.read_text())["domains"] == rebuilt
+    assert rebuilt["cwfid"]["source"]["commit"] == "b" * 40 and rebuilt["cwfid"]["pixel_shares"] == [0.995, 0.005]
+    assert ad.add_rule_rows(table, ad.load_rule_inputs(inputs, empty, ["cwfid"]))["cwfid"].startswith("default: 1 ")
+    assert table["cwfid"]["class_weights=auto"] == table["cwfid"]["default"]
