@@ -1,9 +1,12 @@
-"""Classification and detection templates against a plain PyTorch loop, on the small real samples.
+"""Classification, detection and instance templates against a plain PyTorch loop, on small real sets.
 
     python benchmarks/small_tasks.py --task classification     # hymenoptera_sample: ants vs bees
     python benchmarks/small_tasks.py --task detection          # raccoon_sample: one class, COCO boxes
     python benchmarks/small_tasks.py --task classification --seeds 0 1 2 --only peer
     python benchmarks/small_tasks.py --task detection --dataset bccd --seeds 0 --threads 1
+    python benchmarks/small_tasks.py --task instance --root SET --seeds 0   # a COCO instance set: polygons or RLE
+    python benchmarks/small_tasks.py --task instance --root SET --only vitdense \
+        --set model.init_args.optimizer.layer_decay=1.0 --variant layer_decay=1.0   # a template row with an override
 
 ``--dataset NAME`` reads a set that benchmarks/task_datasets.py built into /work/bench_data/tasks/NAME (sign_digits,
 brain_mri, clothing: classification; bccd, kangaroo: detection), at the budget in DATASETS below, and writes its rows to
@@ -15,14 +18,16 @@ Both sides start from the same ImageNet ViT-Ti weights (../shared/weights/vit_ti
 the same training images for the same epochs, batch and input size, and are scored on the same val split after the
 last epoch (no checkpoint picked on val: on the shared samples val is the only held-out split).
 
-- vitdense: the shipped template (configs/classification_folder.yaml or configs/detection_coco.yaml) through the
-  real CLI, with only the data root, the weights and the budget (--epochs, --size) set.
+- vitdense: the shipped template (configs/classification_folder.yaml, detection_coco.yaml or instance_coco.yaml)
+  through the real CLI, with only the data root, the weights and the budget (--epochs, --size) set; --set overrides
+  a template key and --variant names that row.
 - peer: what a user writes by hand in ~40 lines: timm's ViT-Ti with a new linear head (classification) or
-  torchvision's Faster R-CNN on the ViT's last feature map (the torchvision tutorial's custom-backbone recipe,
-  detection), AdamW lr 1e-4, weight decay 0.05, cosine schedule, random-resized-crop / flip augmentation.
+  torchvision's Faster R-CNN (detection) / Mask R-CNN (instance) on the ViT's last feature map (the torchvision
+  tutorial's custom-backbone recipe), AdamW lr 1e-4, weight decay 0.05, cosine schedule, random-resized-crop / flip
+  augmentation.
 
-Rows (accuracy and macro F1, or COCO mAP and mAP_50, per seed and their mean; each with its seconds, the fp32
-matmul rate before it, the git commit and the command) go to
+Rows (accuracy and macro F1; COCO mAP and mAP_50; or COCO mask mAP, mask mAP_50 and the box mAP, mAP_50; per seed
+and their mean; each with its seconds, the fp32 matmul rate before it, the git commit and the command) go to
 <out>/<task>.json and <out>/<task>.md. The samples are tiny (12 val images for classification, 8 for detection):
 read the mean over seeds, and the spread between them.
 """
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -60,6 +66,9 @@ TASKS = {
                        "epochs": 30, "batch": 16, "size": 224, "metrics": ("acc", "f1")},
     "detection": {"root": SHARED / "data" / "raccoon_sample", "config": "detection_coco.yaml",
                   "epochs": 24, "batch": 4, "size": 384, "metrics": ("mAP", "mAP_50")},
+    # No shared instance sample: --root or --dataset. The metric first in the list is the one the tables compare.
+    "instance": {"root": None, "config": "instance_coco.yaml",
+                 "epochs": 24, "batch": 4, "size": 384, "metrics": ("mask_mAP", "mask_mAP_50", "mAP", "mAP_50")},
 }  # fmt: skip
 TASK_DATA = Path("/work/bench_data/tasks")  # benchmarks/task_datasets.py writes the extra sets here
 # Budgets of the extra sets, at smaller inputs than the templates' so that one run takes minutes on one CPU thread:
@@ -164,20 +173,30 @@ def peer_classification(args: argparse.Namespace, seed: int) -> dict[str, float]
     return scores
 
 
-class CocoBoxes(Dataset):
-    """Images, xyxy boxes and labels 1..K (categories in id order) of a COCO file; training flips half of them."""
+def coco_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """An annotation's 0/1 mask from its polygons or RLE, as pycocotools' ``COCO.annToMask`` makes it."""
+    from pycocotools import mask as mask_utils
 
-    def __init__(self, folder: Path, train: bool) -> None:
+    rle = segmentation
+    if isinstance(segmentation, list):  # polygons: one RLE each, merged
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):  # uncompressed RLE
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    return mask_utils.decode(rle)
+
+
+class CocoObjects(Dataset):
+    """Images, xyxy boxes and labels 1..K (categories in id order) of a COCO file, and with ``masks`` each object's
+    0/1 mask (``coco_mask``); training flips half of them."""
+
+    def __init__(self, folder: Path, train: bool, masks: bool = False) -> None:
         data = json.loads((folder / "annotations.json").read_text())
-        self.folder, self.train = folder / "images", train
+        self.folder, self.train, self.masks = folder / "images", train, masks
         self.images = data["images"]
         self.label_of = {c["id"]: i + 1 for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
-        self.boxes: dict[int, list[list[float]]] = {img["id"]: [] for img in self.images}
-        self.labels: dict[int, list[int]] = {img["id"]: [] for img in self.images}
+        self.anns: dict[int, list[dict]] = {img["id"]: [] for img in self.images}
         for ann in data["annotations"]:
-            x, y, w, h = ann["bbox"]
-            self.boxes[ann["image_id"]].append([x, y, x + w, y + h])
-            self.labels[ann["image_id"]].append(self.label_of[ann["category_id"]])
+            self.anns[ann["image_id"]].append(ann)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -186,14 +205,22 @@ class CocoBoxes(Dataset):
         from PIL import Image
         from torchvision.transforms.functional import to_tensor
 
-        img = self.images[i]
+        img, anns = self.images[i], self.anns[self.images[i]["id"]]
         image = to_tensor(Image.open(self.folder / img["file_name"]).convert("RGB"))
-        boxes = torch.tensor(self.boxes[img["id"]], dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=torch.float32)
+        labels = torch.tensor([self.label_of[a["category_id"]] for a in anns], dtype=torch.int64)
+        target = {"boxes": boxes.reshape(-1, 4), "labels": labels}
+        if self.masks:
+            h, w = image.shape[-2:]
+            masks = [torch.from_numpy(coco_mask(a["segmentation"], h, w)) for a in anns]
+            target["masks"] = torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.uint8)
         if self.train and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-            boxes = torch.stack([image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0],
-                                 boxes[:, 3]], 1)  # fmt: skip
-        return image, {"boxes": boxes, "labels": torch.tensor(self.labels[img["id"]], dtype=torch.int64)}
+            image, boxes = image.flip(-1), target["boxes"]
+            target["boxes"] = torch.stack([image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0],
+                                           boxes[:, 3]], 1)  # fmt: skip
+            if self.masks:
+                target["masks"] = target["masks"].flip(-1)
+        return image, target
 
 
 class LastMap(nn.Module):
@@ -209,20 +236,33 @@ class LastMap(nn.Module):
 
 
 def peer_detection(args: argparse.Namespace, seed: int) -> dict[str, float]:
-    from torchmetrics.detection import MeanAveragePrecision
-    from torchvision.models.detection import FasterRCNN
+    """torchvision's Faster R-CNN on ViT-Ti's last map; COCO box mAP."""
+    return peer_rcnn(args, masks=False)
+
+
+def peer_instance(args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """torchvision's Mask R-CNN: peer_detection's model, loop and augmentation with a mask head (the tutorial's 14x14
+    RoIAlign on the one map); COCO mask and box mAP, masks at probability > 0.5 (the template's mask_thresh)."""
+    return peer_rcnn(args, masks=True)
+
+
+def peer_rcnn(args: argparse.Namespace, masks: bool) -> dict[str, float]:
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    root, size = args.root, args.size or TASKS["detection"]["size"]
-    train = CocoBoxes(root / "train", train=True)
+    root, size = args.root, args.size or TASKS[args.task]["size"]
+    train = CocoObjects(root / "train", train=True, masks=masks)
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
-    model = FasterRCNN(
+    mask_head = {"mask_roi_pool": MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2)}
+    model = (MaskRCNN if masks else FasterRCNN)(
         LastMap(args.weights, size), num_classes=len(train.label_of) + 1, rpn_anchor_generator=anchors,
         box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
         min_size=size, max_size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3, size_divisible=16,
+        **(mask_head if masks else {}),
     )  # fmt: skip
-    loader = DataLoader(train, batch_size=args.batch or 4, shuffle=True, collate_fn=lambda b: tuple(zip(*b)))
+    loader = DataLoader(train, batch_size=args.batch or TASKS[args.task]["batch"], shuffle=True,
+                        collate_fn=lambda b: tuple(zip(*b)))  # fmt: skip
     epochs = args.epochs
     opt, sched = adamw_cosine(model, epochs * len(loader))
     for _ in range(epochs):
@@ -237,16 +277,33 @@ def peer_detection(args: argparse.Namespace, seed: int) -> dict[str, float]:
     model.eval()
     scores = {}
     for split, prefix in held_out_splits(root):
-        metric = MeanAveragePrecision(box_format="xyxy")
-        with torch.no_grad():
-            for image, target in CocoBoxes(root / split, train=False):
-                metric.update(model([image]), [target])
-        out = metric.compute()
-        scores |= {f"{prefix}mAP": float(out["map"]), f"{prefix}mAP_50": float(out["map_50"])}
+        scores |= coco_map(model, CocoObjects(root / split, train=False, masks=masks), prefix)
     return scores
 
 
+def coco_map(model: Any, data: CocoObjects, prefix: str) -> dict[str, float]:
+    """COCO box mAP and mAP_50 of ``model`` (a list of images -> torchvision's detections) over ``data``, and the mask
+    ones (``mask_mAP``, ``mask_mAP_50``; masks at probability > 0.5, the template's mask_thresh) if it reads masks."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    kinds = [("bbox", "")] + ([("segm", "mask_")] if data.masks else [])  # (torchmetrics' iou_type, our prefix)
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type=tuple(kind for kind, _ in kinds))
+    with torch.no_grad():
+        for image, target in data:
+            pred = model([image])
+            if data.masks:
+                pred = [{**p, "masks": p["masks"][:, 0] > 0.5} for p in pred]
+                target = {**target, "masks": target["masks"].bool()}
+            metric.update(pred, [target])
+    out = metric.compute()
+    # torchmetrics prefixes its keys by kind when it scores more than one
+    return {f"{prefix}{name}mAP{m[3:]}": float(out[f"{kind}_{m}" if data.masks else m])
+            for kind, name in kinds for m in ("map", "map_50")}  # fmt: skip
+
+
 # ---- driver --------------------------------------------------------------------------------------------------------
+
+PEERS = {"classification": peer_classification, "detection": peer_detection, "instance": peer_instance}
 
 
 def main() -> None:
@@ -257,9 +314,9 @@ def main() -> None:
     p.add_argument("--dataset", choices=sorted(DATASETS), help="an extra set of benchmarks/task_datasets.py")
     p.add_argument("--root", type=Path, help="dataset root (default: the shared sample of the task, or the --dataset)")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
-    p.add_argument("--epochs", type=int, help="training epochs (default: classification 30, detection 24; DATASETS)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the task's in TASKS; DATASETS)")
     p.add_argument("--batch", type=int, help="batch size (default: the template's)")
-    p.add_argument("--size", type=int, help="input size (default: classification 224, detection 384 long side)")
+    p.add_argument("--size", type=int, help="input size (default: the task's in TASKS, long side for boxes)")
     p.add_argument(
         "--set",
         action="append",
@@ -286,6 +343,8 @@ def main() -> None:
                 f"'{args.root}' holds no train/: build it first (python benchmarks/task_datasets.py {args.dataset})"
             )
     args.root, args.epochs = args.root or spec["root"], args.epochs or spec["epochs"]
+    if args.root is None:
+        p.error(f"--task {args.task} has no shared sample: give --root (a COCO layout) or --dataset")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.task}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -301,10 +360,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as work:
                 if side == "vitdense":
                     scores = run_vitdense(args.task, args, seed, Path(work))
-                elif args.task == "classification":
-                    scores = peer_classification(args, seed)
                 else:
-                    scores = peer_detection(args, seed)
+                    scores = PEERS[args.task](args, seed)
             row = {**scores, "seconds": round(time.perf_counter() - start, 1), "gflops": round(gflops, 1),
                    "epochs": args.epochs, "batch": args.batch or spec["batch"],
                    "size": args.size or spec["size"], "commit": commit,

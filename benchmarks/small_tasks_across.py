@@ -1,4 +1,5 @@
-"""One table per task across the sets of benchmarks/small_tasks.py: template vs plain loop, and the gain.
+"""One table per task across the sets of benchmarks/small_tasks.py: template vs plain loop, and the gain (accuracy,
+box mAP, mask mAP: each task's first metric in small_tasks.TASKS).
 
     python benchmarks/small_tasks_across.py      # reads benchmarks/results/small_tasks/**, writes across.md there
 
@@ -24,9 +25,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "small_tasks"
 # raccoon sample, whose plain "vitdense" rows are RetinaNet before head_lr_mult 10, fab1ed5).
 # Since 9899312 the detection template has layer_decay null (the rows say 1.0: the same lr for every layer) and
 # scale_range auto; "head=faster_rcnn" rows are the Faster R-CNN template before it (layer decay 0.7, zoom 0.5-1.5).
+# Instance: configs/instance_coco.yaml as it ships (layer decay 0.7); its "layer_decay=1.0" rows (--set
+# model.init_args.optimizer.layer_decay=1.0: the same lr for every layer, as null) are a variant until it changes.
 SHIPPED_ROW = {
     "classification": "vitdense, lr=3e-4,layer_decay=0.9,head_lr_mult=10",
     "detection": "vitdense, layer_decay=1.0,scale_range=auto",
+    "instance": "vitdense",
 }
 ROW_NOTES = {
     "classification": {"vitdense": "the template before a4df888"},
@@ -35,7 +39,7 @@ ROW_NOTES = {
                   "vitdense, head=faster_rcnn": "the template before 9899312: layer decay 0.7, zoom 0.5-1.5"},
     "raccoon_sample": {"vitdense": "RetinaNet before head_lr_mult 10"},
 }  # fmt: skip
-SHARED_NAME = {"classification": "hymenoptera_sample", "detection": "raccoon_sample"}
+SHARED_NAME = {"classification": "hymenoptera_sample", "detection": "raccoon_sample"}  # instance: no shared sample
 
 
 def budget_suffixes(rows: dict[str, dict]) -> list[str]:
@@ -55,8 +59,10 @@ def table(task: str, results: Path) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     gains: dict[str, list[float]] = {}
     variants: list[str] = []
-    sets = [(SHARED_NAME[task], results / f"{task}.json")]
+    sets = [(SHARED_NAME[task], results / f"{task}.json")] if task in SHARED_NAME else []
     sets += [(name, results / name / f"{task}.json") for name, d in DATASETS.items() if d["task"] == task]
+    if not sets:
+        lines.append(f"| no {task} set in small_tasks.DATASETS yet | | | | | | | |")
     for name, path in sets:
         if not path.is_file():
             lines.append(f"| {name} | not run | | | | | | |")
@@ -83,7 +89,7 @@ def table(task: str, results: Path) -> list[str]:
         for side in rows:
             if side.split(" @")[0] != template_row and side.startswith("vitdense"):
                 v = mean_of(rows[side], key) if all(key in r for r in rows[side].values()) else float("nan")
-                note = ROW_NOTES.get(name, {}).get(side) or ROW_NOTES[task].get(side)
+                note = ROW_NOTES.get(name, {}).get(side) or ROW_NOTES.get(task, {}).get(side)
                 note = f" ({note})" if note else ""
                 variants.append(f"- {name}, {side}{note}: {v:.3f} {split} ({len(rows[side])} seeds)")
     if gains:

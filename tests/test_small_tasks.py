@@ -1,0 +1,88 @@
+"""benchmarks/small_tasks.py's plain Mask R-CNN side without training: COCO polygons become masks that flip with
+their boxes, the scorer gives box and mask mAP apart, and the across-sets table compares the instance rows on mask
+mAP."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import small_tasks as st
+import small_tasks_across as across
+
+H, W = 40, 60
+TRIANGLE = [10, 5, 30, 5, 10, 30]  # a right triangle in the box [10, 5, 30, 30]: its mirror image is another shape
+
+
+def write_split(folder: Path) -> Path:
+    (folder / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(folder / "images" / "a.png")
+    anns = [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 25], "segmentation": [TRIANGLE]},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [40, 10, 10, 10],
+             "segmentation": [[40, 10, 50, 10, 50, 20, 40, 20]]}]  # fmt: skip
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": W, "height": H}], "annotations": anns,
+            "categories": [{"id": 7, "name": "square"}, {"id": 3, "name": "triangle"}]}  # fmt: skip
+    (folder / "annotations.json").write_text(json.dumps(coco))
+    return folder
+
+
+def extent(mask: torch.Tensor) -> list[int]:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_polygons_become_masks_that_flip_with_their_boxes(tmp_path: Path) -> None:
+    data = st.CocoObjects(write_split(tmp_path / "val"), train=True, masks=True)
+    seen = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        _, target = data[0]
+        assert target["labels"].tolist() == [1, 2]  # categories in id order: 3 -> 1, 7 -> 2
+        assert target["masks"].shape == (2, H, W) and target["masks"].dtype == torch.uint8
+        for box, mask in zip(target["boxes"].tolist(), target["masks"], strict=True):
+            assert np.abs(np.array(extent(mask)) - box).max() <= 1, (extent(mask), box)
+        seen.add(target["boxes"][0, 0].item())
+    assert seen == {10.0, W - 30.0}  # both the flipped and the unflipped image were drawn
+
+
+def test_scorer_gives_box_and_mask_map_apart(tmp_path: Path) -> None:
+    data = st.CocoObjects(write_split(tmp_path / "val"), train=False, masks=True)
+
+    def oracle(flip_masks: bool):
+        def model(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+            _, t = data[0]
+            masks = t["masks"].flip(-1) if flip_masks else t["masks"]
+            return [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"])),
+                     "masks": masks[:, None].float()}]  # fmt: skip
+
+        return model
+
+    right = st.coco_map(oracle(False), data, "test_")
+    assert right == {"test_mAP": 1.0, "test_mAP_50": 1.0, "test_mask_mAP": 1.0, "test_mask_mAP_50": 1.0}
+    wrong_masks = st.coco_map(oracle(True), data, "")
+    assert wrong_masks["mAP"] == 1.0 and wrong_masks["mask_mAP"] < 0.5
+    boxes_only = st.coco_map(oracle(False), st.CocoObjects(tmp_path / "val", train=False), "")
+    assert boxes_only == {"mAP": 1.0, "mAP_50": 1.0}  # detection's rows keep their names
+
+
+def test_across_compares_instance_rows_on_mask_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(across.DATASETS, "shapes", {"task": "instance", "epochs": 2, "size": 64, "batch": 1})
+
+    def row(mask_map: float) -> dict:
+        return {"test_mask_mAP": mask_map, "test_mAP": 0.9, "mask_mAP": 0.0, "epochs": 2, "batch": 1, "size": 64,
+                "gflops": 50.0}  # fmt: skip
+
+    rows = {"vitdense": {"0": row(0.3), "1": row(0.5)}, "peer": {"0": row(0.2)},
+            "vitdense, layer_decay=1.0": {"0": row(0.6)}}  # fmt: skip
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "instance.json").write_text(json.dumps(rows))
+    lines = across.table("instance", tmp_path)
+    assert lines[0].startswith("## instance (mask_mAP")
+    assert "| shapes | test | 0.400 | 0.200 | +20.0 | 2 / 1 | 2x1, 64 | 50-50 |" in lines
+    assert "- shapes, vitdense, layer_decay=1.0: 0.600 test (1 seeds)" in lines
+    assert not any("hymenoptera" in line or "raccoon" in line for line in lines)
