@@ -60,7 +60,8 @@ class GitMirror:
         for line in self._git("ls-tree", "-r", "-l", "-z", self.commit).split("\0"):
             if line:
                 meta, path = line.split("\t", 1)
-                self.sizes[path] = int(meta.split()[3])
+                size = meta.split()[3]  # "BAD" where the snapshot left the blob out (fetch drops its largest files)
+                self.sizes[path] = int(size) if size.isdigit() else -1
         self._cat = subprocess.Popen(
             ["git", f"--git-dir={git_dir}", "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )

@@ -6,9 +6,10 @@
 Each set becomes the layout its template reads, outside the repository:
 
 - classification (``configs/classification_folder.yaml``): ``<out>/<name>/{train,val,test}/<class name>/*.jpg``;
-- detection (``configs/detection_coco.yaml``): ``<out>/<name>/{train,val,test}/images/*.jpg`` and
-  ``<out>/<name>/{split}/annotations.json`` (COCO boxes ``[x, y, w, h]``, category ids 1..K in ``classes`` order),
-  converted from the repositories' Pascal VOC XML (boxes clipped to the image; boxes under 2 pixels a side dropped).
+- detection (``configs/detection_coco.yaml``): ``<out>/<name>/{train,val,test}/images/*.{jpg,png}`` (the source's
+  format) and ``<out>/<name>/{split}/annotations.json`` (COCO boxes ``[x, y, w, h]``, category ids 1..K in
+  ``classes`` order), converted from the repositories' Pascal VOC XML, YOLO txt or DeepPCB txt (boxes clipped to the
+  image; boxes under 2 pixels a side dropped).
 
 plus ``task.json`` (task, source repository and commit, licence, classes, split sizes, what was subsampled).
 
@@ -25,6 +26,16 @@ plus ``task.json`` (task, source repository and commit, licence, classes, split 
   ImageSets/Main train/val/test; kept train 32, val 40, test all (72).
 - ``kangaroo`` (detection): experiencor/kangaroo, one class in web photos; no official split: seeded 70/15/15; kept
   train 32, val all (25), test all (25).
+- ``deeppcb`` (detection): tangsanli5201/DeepPCB (MIT LICENSE; the README asks for research use only), six defect
+  kinds (open, short, mousebite, spur, spurious copper, pin hole) in binarised 640x640 PCB scan crops, 3-12 small
+  defects per image (boxes ~5% of the side; one size per kind: scale_range auto picks no zoom); the repo's trainval
+  (val = seeded 15% of it) and test lists (850 / 150 / 500); kept train 32, val 40, test 40.
+- ``aerial_cars`` (detection): jekhor/aerial-cars-dataset (README: KIT AIS images CC BY 3.0, the author's drone
+  images CC BY-SA; no LICENSE file), vehicles (the repo's car / truck / bus / minibus as one class, 94% cars) in
+  nadir drone frames (1920x1080, 4000x2250, Minsk) and KIT AIS aerial strips (684-1764 px wide, Munich), ~25-55
+  boxes per image of ~2.5% of the long side; no official split: seeded 70/15/15 by whole video or sequence
+  (85 / 12 / 25 of the 122 images kept: YouTube frames and files absent from the snapshot left out); kept train 32,
+  val all (12), test all (25: one KIT AIS sequence).
 
 Subsampling (first images of a seeded SHA-256 order of their names, per class for classification) keeps one run within
 a few CPU minutes at one thread (about as many optimiser steps as the shared samples' runs); ``--full`` keeps every
@@ -51,16 +62,19 @@ from PIL import Image
 
 MIRRORS = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/bench_data/tasks")
+Box = tuple[int, list[float]]  # class index and [x, y, w, h] in pixels, clipped to the image
+Reader = Callable[[bytes, tuple[int, int], list[str], str], list[Box]]  # (file, image size, classes, path) -> boxes
 
 
 @dataclass
 class Item:
-    """One image of a set: where it is in the mirror, its output stem, and its class (classification) or VOC XML."""
+    """One image of a set: where it is in the mirror, its output stem, and its class (classification) or its
+    annotation file (detection: read by its TaskSet's ``objects``)."""
 
     stem: str
     image: str
     label: str = ""
-    xml: str = ""
+    annotation: str = ""
 
 
 @dataclass
@@ -72,6 +86,7 @@ class TaskSet:
     classes: list[str]
     splits: dict[str, list[Item]]
     info: dict = field(default_factory=dict)
+    objects: Reader | None = None  # reads a detection item's annotation file; None: Pascal VOC XML (voc_boxes)
 
 
 def clean_stem(path: str) -> str:
@@ -174,7 +189,7 @@ def clothing(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
 
 
 def voc_items(mirror: GitMirror, stems: list[str], images: str, annots: str) -> list[Item]:
-    return [Item(clean_stem(s), f"{images}/{s}.jpg", xml=f"{annots}/{s}.xml") for s in stems]
+    return [Item(clean_stem(s), f"{images}/{s}.jpg", annotation=f"{annots}/{s}.xml") for s in stems]
 
 
 def bccd(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
@@ -212,6 +227,108 @@ def kangaroo(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
     return TaskSet("kangaroo", "detection", ["kangaroo"], splits, info)
 
 
+PCB_CLASSES = ["open", "short", "mousebite", "spur", "copper", "pin-hole"]  # DeepPCB's type ids 1..6
+
+
+def deeppcb(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """DeepPCB: 1,500 binarised 640x640 crops of PCB scans, each with 3-12 boxed defects of six kinds; the repo's
+    trainval (1,000) / test (500) lists; val cut from trainval. Only the tested image of each pair is used (the
+    aligned defect-free template beside it is not)."""
+
+    def listed(name: str) -> list[Item]:
+        items = []
+        for line in mirror.read(f"PCBData/{name}.txt").decode().splitlines():
+            if line.strip():  # "group00041/00041/00041000.jpg group00041/00041_not/00041000.txt"
+                image, annotation = line.split()
+                stem = image.removesuffix(".jpg")
+                items.append(Item(Path(stem).name, f"PCBData/{stem}_test.jpg", annotation=f"PCBData/{annotation}"))
+        return items
+
+    trainval = {i.stem: i for i in listed("trainval")}
+    cut = split_stems(trainval, seed, val=0.15, test=0.0)
+    # split_stems keeps at least one image for the (empty) test share: it goes back to train
+    splits = {"train": [trainval[s] for s in sorted(cut["train"] + cut["test"])],
+              "val": [trainval[s] for s in cut["val"]], "test": listed("test")}  # fmt: skip
+    keep = {"train": 32, "val": 40, "test": 40}
+    if not full:
+        splits = {k: first_of(v, keep[k], seed) for k, v in splits.items()}
+    info = {
+        "domain": "industrial inspection (binarised PCB scans, ~48 px/mm; small defects: open, short, mousebite, spur, "
+        "spurious copper, pin hole)",
+        "split_source": f"the repository's PCBData/trainval.txt and test.txt; val = seeded 15% of trainval "
+        f"(seed {seed}, SHA-256 order)",
+        "subsampled": "full" if full else f"first of a seeded order: {keep}",
+        "caveat": "the crops come from 11 boards (groupNNNNN); the repository's own split puts crops of one board in "
+        "trainval and test alike, and so does val here. The README adds defects by hand to reach 3-12 per image",
+        "licence": "MIT (the repository's LICENSE); its README asks for research use only",
+    }
+    return TaskSet("deeppcb", "detection", PCB_CLASSES, splits, info, objects=deeppcb_boxes)
+
+
+AERIAL_NAMES = ["car", "truck", "bus", "minibus", "cyclist"]  # aerial.names; no box is a cyclist
+AERIAL_ABSENT = {f"DJI_{n}.JPG" for n in ("0006", "0007", "0008", "0009", "0011", "0014", "0015", "0021", "0026",
+                                          "0057", "0265", "0267")} | {"yakubava.jpg"}  # fmt: skip
+
+
+def aerial_sequence(stem: str) -> str:
+    """The video, flight or image sequence of an image of the aerial cars repo (its frames overlap: one split each)."""
+    if m := re.fullmatch(r"MOS(\d+)", stem):  # KIT AIS: MOS74-93 are MunichStreet02's frames 74-93 cut another way
+        return "MunichStreet02" if int(m[1]) < 100 else "MOS155-179"
+    if re.fullmatch(r"DJI_\d{4}", stem):
+        return "DJI photos"  # single full-resolution photos of one flight
+    return re.sub(r"-(MOS)?\d+$", "", stem)  # DJI_0005-0018 -> DJI_0005, MunichStreet02-MOS74 -> MunichStreet02
+
+
+def group_split(stems: list[str], group_of: Callable[[str], str], seed: int) -> dict[str, list[str]]:
+    """A seeded 70/15/15 cut of ``stems`` that keeps each group in one split: groups in a seeded order go, one at a
+    time, to the split furthest below its share of the images."""
+    groups: dict[str, list[str]] = {}
+    for s in stems:
+        groups.setdefault(group_of(s), []).append(s)
+    share = {"train": 0.7, "val": 0.15, "test": 0.15}
+    cut: dict[str, list[str]] = {k: [] for k in SPLITS}
+    for g in hash_order(groups, seed):
+        split = max(SPLITS, key=lambda k: share[k] * len(stems) - len(cut[k]))
+        cut[split] += groups[g]
+    return {k: sorted(v) for k, v in cut.items()}
+
+
+def aerial_cars(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """Aerial cars: nadir drone frames and photos (Minsk) and KIT AIS aerial images (Munich) with cars, trucks, buses
+    and minibuses boxed (YOLO txt); no official split: seeded 70/15/15 by video / sequence."""
+    images = sorted(p for p in mirror.sizes if "/" not in p and re.search(r"\.(jpg|png)$", p, re.I))
+    # harlem-*: frames of the YouTube video the README lists ("YouTube standard license, use with caution"), the
+    # only source that is neither the author's drone (DJI*, yakubava) nor KIT AIS (MOS*, MunichStreet02-*)
+    images = [p for p in images if p not in AERIAL_ABSENT and not p.startswith("harlem-")]
+    by_stem = {clean_stem(p): Item(clean_stem(p), p, annotation=f"{Path(p).stem}.txt") for p in images}
+    cut = group_split(list(by_stem), aerial_sequence, seed)
+    splits = {k: [by_stem[s] for s in v] for k, v in cut.items()}
+    keep = {"train": 32, "val": None, "test": None}
+    if not full:
+        splits["train"] = first_of(splits["train"], keep["train"], seed)
+    groups = {k: sorted({aerial_sequence(s) for s in v}) for k, v in cut.items()}
+    info = {
+        "domain": "aerial / drone imagery, nadir (vehicles of 10-60 px in 684-4000 px wide images; the repo's car, "
+        "truck, bus and minibus boxes as one class: 94% are cars, 5 are trucks)",
+        "split_source": f"no official split: seeded 70/15/15 of whole videos / sequences (seed {seed}, SHA-256 order "
+        f"of their names; consecutive frames overlap): {groups}",
+        "subsampled": "full" if full else "train: first 32 of a seeded order; val and test: all",
+        "left_out": "harlem-* (19 frames of a YouTube video, licence unclear); 12 full-resolution DJI_*.JPG photos "
+        "and yakubava.jpg (absent from the fetched snapshot, which leaves out the largest files)",
+        "caveat": "test holds whole sequences, so it measures transfer to unseen streets (and, with few sequences, "
+        "is noisy)",
+        "licence": "per the README: KIT AIS images (MOS*, MunichStreet02-*) CC BY 3.0 (c) KIT; the author's own "
+        "drone images CC BY-SA (c) Yauhen Kharuzhy and the Minsk OSM community; the repository has no LICENSE file",
+    }
+    return TaskSet("aerial_cars", "detection", ["vehicle"], splits, info, objects=aerial_boxes)
+
+
+def aerial_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+    """The repo's YOLO boxes, every kind as one vehicle class (trucks, buses and minibuses are 1-5% of the boxes: as
+    classes of their own, a handful of test boxes would swing the mean AP)."""
+    return [(0, box) for _, box in yolo_boxes(text, size, AERIAL_NAMES, where)]
+
+
 @dataclass
 class Source:
     repo: str
@@ -226,23 +343,62 @@ SOURCES = {
     "clothing": Source("alexeygrigorev/clothing-dataset-small", "11961516512414bf9f6c150a832cfd21b54a6b54", clothing),
     "bccd": Source("Shenggan/BCCD_Dataset", "d272fb14cdff6e473fafeeeba32aba5f560e9e43", bccd),
     "kangaroo": Source("experiencor/kangaroo", "882bbbd75ba49cb8cf9393e06d88ebaec293af32", kangaroo),
+    "deeppcb": Source("tangsanli5201/DeepPCB", "08e98c4db5922613fb97176eb3d6497d48260cb1", deeppcb),
+    "aerial_cars": Source("jekhor/aerial-cars-dataset", "d2ed927fe2b06e4794e90d6320152b940808ddd9", aerial_cars),
 }  # fmt: skip
 
 
-def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[tuple[int, list[float]]]:
+def clip_box(x0: float, y0: float, x1: float, y1: float, size: tuple[int, int]) -> list[float] | None:
+    """``[x, y, w, h]`` of a corner box clipped to the image; None when under 2 pixels a side."""
+    w, h = size
+    x0, x1 = sorted((min(max(x0, 0), w), min(max(x1, 0), w)))
+    y0, y1 = sorted((min(max(y0, 0), h), min(max(y1, 0), h)))
+    return [x0, y0, x1 - x0, y1 - y0] if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+
+
+def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
     """(class index, clipped [x, y, w, h]) of each object of a VOC file; boxes under 2 pixels a side dropped."""
     out = []
-    w, h = size
     for obj in ET.fromstring(xml).iter("object"):
         name = obj.findtext("name", "").strip()
         if name not in classes:
             raise SystemExit(f"{where}: class '{name}' is not among {classes}.")
         b = obj.find("bndbox")
-        x0, y0, x1, y1 = (float(b.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax"))
-        x0, x1 = sorted((min(max(x0, 0), w), min(max(x1, 0), w)))
-        y0, y1 = sorted((min(max(y0, 0), h), min(max(y1, 0), h)))
-        if x1 - x0 >= 2 and y1 - y0 >= 2:
-            out.append((classes.index(name), [x0, y0, x1 - x0, y1 - y0]))
+        box = clip_box(*(float(b.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax")), size)
+        if box:
+            out.append((classes.index(name), box))
+    return out
+
+
+def yolo_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+    """Boxes of a YOLO label file (``class cx cy w h`` per line, relative to the image size), clipped like VOC's."""
+    out = []
+    for line in text.decode().splitlines():
+        if not line.strip():
+            continue
+        k, cx, cy, bw, bh = line.split()
+        if not 0 <= int(k) < len(classes):
+            raise SystemExit(f"{where}: class {k} is not among the {len(classes)} classes {classes}.")
+        cx, bw = float(cx) * size[0], float(bw) * size[0]
+        cy, bh = float(cy) * size[1], float(bh) * size[1]
+        box = clip_box(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2, size)
+        if box:
+            out.append((int(k), box))
+    return out
+
+
+def deeppcb_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+    """Boxes of a DeepPCB annotation (``x1 y1 x2 y2 type`` per line, type 1..6; the README writes commas)."""
+    out = []
+    for line in text.decode().splitlines():
+        if not line.strip():
+            continue
+        *corners, kind = line.replace(",", " ").split()
+        if not 1 <= int(kind) <= len(classes):
+            raise SystemExit(f"{where}: defect type {kind} is not among 1..{len(classes)} ({classes}).")
+        box = clip_box(*(float(v) for v in corners), size)
+        if box:
+            out.append((int(kind) - 1, box))
     return out
 
 
@@ -281,17 +437,18 @@ def write_set(ts: TaskSet, mirror: GitMirror, out: Path, source: dict) -> dict:
                       "categories": [{"id": i + 1, "name": c} for i, c in enumerate(ts.classes)]}  # fmt: skip
         for n, item in enumerate(items, 1):
             data = whole_image(mirror.read(item.image), item.image, summary)
+            name = item.stem + {".jpeg": ".jpg"}.get(suffix := Path(item.image).suffix.lower(), suffix)
             if ts.task == "classification":
                 folder = out / split / item.label
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{item.stem}.jpg").write_bytes(data)
+                (folder / name).write_bytes(data)
                 per_class[item.label] += 1
                 continue
             (out / split / "images").mkdir(parents=True, exist_ok=True)
-            (out / split / "images" / f"{item.stem}.jpg").write_bytes(data)
+            (out / split / "images" / name).write_bytes(data)
             size = Image.open(io.BytesIO(data)).size
-            coco["images"].append({"id": n, "file_name": f"{item.stem}.jpg", "width": size[0], "height": size[1]})
-            for cls, box in voc_boxes(mirror.read(item.xml), size, ts.classes, item.xml):
+            coco["images"].append({"id": n, "file_name": name, "width": size[0], "height": size[1]})
+            for cls, box in (ts.objects or voc_boxes)(mirror.read(item.annotation), size, ts.classes, item.annotation):
                 coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": n,
                                             "category_id": cls + 1, "bbox": box, "area": box[2] * box[3],
                                             "iscrowd": 0})  # fmt: skip
