@@ -1,4 +1,4 @@
-"""Build the extra classification and detection sets of benchmarks/small_tasks.py from fetched GitHub mirrors.
+"""Build the extra classification, detection and instance sets of benchmarks/small_tasks.py from fetched GitHub mirrors.
 
     python benchmarks/task_datasets.py all                  # every set below, into /work/bench_data/tasks/<name>
     python benchmarks/task_datasets.py bccd --mirror /work/.mirror/Shenggan+BCCD_Dataset/repo
@@ -9,7 +9,9 @@ Each set becomes the layout its template reads, outside the repository:
 - detection (``configs/detection_coco.yaml``): ``<out>/<name>/{train,val,test}/images/*.{jpg,png}`` (the source's
   format) and ``<out>/<name>/{split}/annotations.json`` (COCO boxes ``[x, y, w, h]``, category ids 1..K in
   ``classes`` order), converted from the repositories' Pascal VOC XML, YOLO txt or DeepPCB txt (boxes clipped to the
-  image; boxes under 2 pixels a side dropped).
+  image; boxes under 2 pixels a side dropped);
+- instance segmentation (``configs/instance_coco.yaml``): the detection layout, each annotation with its
+  ``segmentation`` polygons, ``bbox`` (the polygon's extent), ``area`` (the polygon's) and ``iscrowd`` 0.
 
 plus ``task.json`` (task, source repository and commit, licence, classes, split sizes, what was subsampled).
 
@@ -36,6 +38,10 @@ plus ``task.json`` (task, source repository and commit, licence, classes, split 
   boxes per image of ~2.5% of the long side; no official split: seeded 70/15/15 by whole video or sequence
   (85 / 12 / 25 of the 122 images kept: YouTube frames and files absent from the snapshot left out); kept train 32,
   val all (12), test all (25: one KIT AIS sequence).
+- ``cwfid_plants`` (instance): cwfid/dataset (non-commercial research only, copyright Bosch), crop / weed plants
+  outlined by polygons in 60 top-view 1296x966 images of a carrot field, 2-17 plants per image (boxes ~14% of the
+  long side, sizes spread 0.6 octaves); the official train / test lists, val = a seeded 8 of train; all kept
+  (31 / 8 / 21): fewer images than the other sets, the only instance set found with its images and polygons in git.
 
 Subsampling (first images of a seeded SHA-256 order of their names, per class for classification) keeps one run within
 a few CPU minutes at one thread (about as many optimiser steps as the shared samples' runs); ``--full`` keeps every
@@ -56,14 +62,25 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from domains import SPLITS, GitMirror, hash_order, prepare_dir, split_stems  # benchmarks/domains.py
 from PIL import Image
 
 MIRRORS = Path("/work/.mirror")
 DEFAULT_OUT = Path("/work/bench_data/tasks")
-Box = tuple[int, list[float]]  # class index and [x, y, w, h] in pixels, clipped to the image
-Reader = Callable[[bytes, tuple[int, int], list[str], str], list[Box]]  # (file, image size, classes, path) -> boxes
+
+
+class Obj(NamedTuple):
+    """One annotated object: class index, ``[x, y, w, h]`` in pixels clipped to the image, and (instance sets) its
+    COCO polygons ``[[x1, y1, x2, y2, ...], ...]``."""
+
+    cls: int
+    box: list[float]
+    polygons: list[list[float]] | None = None
+
+
+Reader = Callable[[bytes, tuple[int, int], list[str], str], list[Obj]]  # (file, image size, classes, its path)
 
 
 @dataclass
@@ -86,7 +103,7 @@ class TaskSet:
     classes: list[str]
     splits: dict[str, list[Item]]
     info: dict = field(default_factory=dict)
-    objects: Reader | None = None  # reads a detection item's annotation file; None: Pascal VOC XML (voc_boxes)
+    objects: Reader | None = None  # reads a detection / instance item's annotation file; None: Pascal VOC XML
 
 
 def clean_stem(path: str) -> str:
@@ -323,10 +340,58 @@ def aerial_cars(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
     return TaskSet("aerial_cars", "detection", ["vehicle"], splits, info, objects=aerial_boxes)
 
 
-def aerial_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+def aerial_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Obj]:
     """The repo's YOLO boxes, every kind as one vehicle class (trucks, buses and minibuses are 1-5% of the boxes: as
     classes of their own, a handful of test boxes would swing the mean AP)."""
-    return [(0, box) for _, box in yolo_boxes(text, size, AERIAL_NAMES, where)]
+    return [Obj(0, o.box) for o in yolo_boxes(text, size, AERIAL_NAMES, where)]
+
+
+CWFID_CLASSES = ["crop", "weed"]
+
+
+def cwfid_plants(mirror: GitMirror, seed: int, full: bool) -> TaskSet:
+    """CWFID: 60 top-view 1296x966 images of an organic carrot field, each plant outlined by a polygon typed crop or
+    weed (annotations/NNN_annotation.yaml); the official train / test lists, val = a seeded 8 of train (as
+    benchmarks/domains.py cuts the same images for its semantic cwfid domain)."""
+    import yaml
+
+    official = yaml.safe_load(mirror.read("train_test_split.yaml"))
+    test = sorted(set(official["test"]))
+    train = [f"{i:03d}" for i in sorted(set(official["train"]) - set(test))]  # image 28 is in both lists: test only
+    val = sorted(hash_order(train, seed)[:8])
+    ids = {"train": [s for s in train if s not in val], "val": val, "test": [f"{i:03d}" for i in test]}
+    splits = {k: [Item(s, f"images/{s}_image.png", annotation=f"annotations/{s}_annotation.yaml") for s in v]
+              for k, v in ids.items()}  # fmt: skip
+    info = {
+        "domain": "agriculture, top view (crop and weed plants in an organic carrot field; 2-17 plants per image, "
+        "weeds twice as many as crops; plants of every size, touching and overlapping)",
+        "split_source": "official train/test (train_test_split.yaml; image 028, listed in both, kept in test); "
+        f"val = 8 of the official train images (seed {seed}, SHA-256 order)",
+        "subsampled": "none: every image is kept (60; --full changes nothing)",
+        "masks": "the annotation polygons as drawn: a plant's outline, soil between its leaves included (the repo's "
+        "per-pixel annotation PNGs are these polygons within the vegetation mask)",
+        "caveat": "60 images, fewer than the ~100 the other sets have; two one-point 'polygons' (weeds in 009 and "
+        "018) are no outline and are left out",
+        "licence": "non-commercial research only, as the repository's README states (copyright Bosch); cite Haug & "
+        "Ostermann, CVPPP/ECCV workshops 2014",
+    }
+    return TaskSet("cwfid_plants", "instance", CWFID_CLASSES, splits, info, objects=cwfid_objects)
+
+
+def cwfid_objects(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Obj]:
+    """The typed plant polygons of a CWFID annotation YAML; an outline of fewer than 3 points is left out."""
+    import yaml
+
+    out = []
+    for shape in yaml.safe_load(text).get("annotation") or []:
+        if shape["type"] not in classes:
+            raise SystemExit(f"{where}: plant type '{shape['type']}' is not among {classes}.")
+        xs, ys = (shape["points"][k] if isinstance(shape["points"][k], list) else [shape["points"][k]] for k in "xy")
+        box = clip_box(min(xs), min(ys), max(xs), max(ys), size)
+        if len(xs) >= 3 and box:
+            polygon = [float(v) for xy in zip(xs, ys, strict=True) for v in xy]
+            out.append(Obj(classes.index(shape["type"]), box, [polygon]))
+    return out
 
 
 @dataclass
@@ -345,6 +410,7 @@ SOURCES = {
     "kangaroo": Source("experiencor/kangaroo", "882bbbd75ba49cb8cf9393e06d88ebaec293af32", kangaroo),
     "deeppcb": Source("tangsanli5201/DeepPCB", "08e98c4db5922613fb97176eb3d6497d48260cb1", deeppcb),
     "aerial_cars": Source("jekhor/aerial-cars-dataset", "d2ed927fe2b06e4794e90d6320152b940808ddd9", aerial_cars),
+    "cwfid_plants": Source("cwfid/dataset", "36290d0912a032f0bd1a5678ed55457ddafde217", cwfid_plants),
 }  # fmt: skip
 
 
@@ -356,7 +422,7 @@ def clip_box(x0: float, y0: float, x1: float, y1: float, size: tuple[int, int]) 
     return [x0, y0, x1 - x0, y1 - y0] if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
 
-def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Obj]:
     """(class index, clipped [x, y, w, h]) of each object of a VOC file; boxes under 2 pixels a side dropped."""
     out = []
     for obj in ET.fromstring(xml).iter("object"):
@@ -366,11 +432,11 @@ def voc_boxes(xml: bytes, size: tuple[int, int], classes: list[str], where: str)
         b = obj.find("bndbox")
         box = clip_box(*(float(b.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax")), size)
         if box:
-            out.append((classes.index(name), box))
+            out.append(Obj(classes.index(name), box))
     return out
 
 
-def yolo_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+def yolo_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Obj]:
     """Boxes of a YOLO label file (``class cx cy w h`` per line, relative to the image size), clipped like VOC's."""
     out = []
     for line in text.decode().splitlines():
@@ -383,11 +449,11 @@ def yolo_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: st
         cy, bh = float(cy) * size[1], float(bh) * size[1]
         box = clip_box(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2, size)
         if box:
-            out.append((int(k), box))
+            out.append(Obj(int(k), box))
     return out
 
 
-def deeppcb_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Box]:
+def deeppcb_boxes(text: bytes, size: tuple[int, int], classes: list[str], where: str) -> list[Obj]:
     """Boxes of a DeepPCB annotation (``x1 y1 x2 y2 type`` per line, type 1..6; the README writes commas)."""
     out = []
     for line in text.decode().splitlines():
@@ -398,8 +464,14 @@ def deeppcb_boxes(text: bytes, size: tuple[int, int], classes: list[str], where:
             raise SystemExit(f"{where}: defect type {kind} is not among 1..{len(classes)} ({classes}).")
         box = clip_box(*(float(v) for v in corners), size)
         if box:
-            out.append((int(kind) - 1, box))
+            out.append(Obj(int(kind) - 1, box))
     return out
+
+
+def polygon_area(flat: list[float]) -> float:
+    """Area of a polygon ``[x1, y1, x2, y2, ...]`` (shoelace formula)."""
+    x, y = flat[0::2], flat[1::2]
+    return abs(sum(x[i] * y[i - 1] - x[i - 1] * y[i] for i in range(len(x)))) / 2
 
 
 def whole_image(data: bytes, name: str, summary: dict) -> bytes:
@@ -448,12 +520,14 @@ def write_set(ts: TaskSet, mirror: GitMirror, out: Path, source: dict) -> dict:
             (out / split / "images" / name).write_bytes(data)
             size = Image.open(io.BytesIO(data)).size
             coco["images"].append({"id": n, "file_name": name, "width": size[0], "height": size[1]})
-            for cls, box in (ts.objects or voc_boxes)(mirror.read(item.annotation), size, ts.classes, item.annotation):
-                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": n,
-                                            "category_id": cls + 1, "bbox": box, "area": box[2] * box[3],
-                                            "iscrowd": 0})  # fmt: skip
-                per_class[ts.classes[cls]] += 1
-        if ts.task == "detection":
+            for obj in (ts.objects or voc_boxes)(mirror.read(item.annotation), size, ts.classes, item.annotation):
+                ann = {"id": len(coco["annotations"]) + 1, "image_id": n, "category_id": obj.cls + 1, "bbox": obj.box,
+                       "area": obj.box[2] * obj.box[3], "iscrowd": 0}  # fmt: skip
+                if obj.polygons is not None:  # instance sets: the mask's area, as COCO counts it
+                    ann.update(segmentation=obj.polygons, area=sum(map(polygon_area, obj.polygons)))
+                coco["annotations"].append(ann)
+                per_class[ts.classes[obj.cls]] += 1
+        if ts.task != "classification":
             (out / split / "annotations.json").write_text(json.dumps(coco))
         key = "images_per_class" if ts.task == "classification" else "boxes_per_class"
         summary["splits"][split] = {"images": len(items), key: per_class}
