@@ -11,8 +11,8 @@
 ``--dataset NAME`` reads a set that benchmarks/task_datasets.py built into /work/bench_data/tasks/NAME (sign_digits,
 brain_mri, clothing: classification; bccd, kangaroo, deeppcb, aerial_cars: detection; cwfid_plants: instance), at the
 budget in DATASETS below, and writes its rows to <out>/NAME/<task>.{json,md}. Where the set has a test split both
-sides are also scored on it after the same last epoch (nothing is chosen on val or test: there is nothing to choose). benchmarks/small_tasks_across.py gathers the
-sets into one table per task.
+sides are also scored on it after the same last epoch (nothing is chosen on val or test: there is nothing to choose).
+benchmarks/small_tasks_across.py gathers the sets into one table per task.
 
 Both sides start from the same ImageNet ViT-Ti weights (../shared/weights/vit_tiny_patch16_224.safetensors), see
 the same training images for the same epochs, batch and input size, and are scored on the same val split after the
