@@ -9,6 +9,7 @@ or on the domains that benchmarks/domains.py builds.
     python benchmarks/recipes.py --peer-only --steps 600 --batch 8
     python benchmarks/recipes.py --domain ccp --peer                # the template and the peer on one domain
     python benchmarks/recipes.py --domain all --peer                # ... on every domain under --data-root
+    python benchmarks/recipes.py --domain ph2 --also-infer '{"mode": "slide"}'   # + a row scored by sliding windows
 
 The recipe is the shipped template, configs/segmentation_folder.yaml (model and data settings), with the
 benchmark's budget (--steps, --batch, --crop), a CPU-sized head (--head-channels) and the ViT-Ti ImageNet weights;
@@ -47,6 +48,8 @@ from machine import matmul_gflops  # benchmarks/machine.py
 
 from vitdense.cli.entry import main as vitdense_main
 from vitdense.data import SegmentationFolderDataModule
+from vitdense.models.config import merge_config
+from vitdense.tasks.inference import check_inference_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -123,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=int, default=2, help="torch threads (also OMP_NUM_THREADS of the peer)")
     add("--name", help="row name; unset: the flags that differ from their defaults, or 'default'")
     add("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes", help="results folder")
+    add("--also-infer", type=json_dict, action="append", metavar="JSON",
+        help="after the run, score val (and test) again with these model.init_args.inference keys, e.g. "
+             '\'{"mode": "slide"}\'; row "NAME, inference=..." (same weights, no training); repeatable')  # fmt: skip
+    add("--keep-weights", action="store_true", help="save the final weights to <out>/runs/<name>/final.pt")
     add("--peer", action="store_true", help="after this recipe, run the smp DPT peer too")
     add("--peer-only", action="store_true", help="run only the smp DPT peer")
     add("--domain", help="a domain under --data-root (benchmarks/domains.py), or 'all'; unset: CamVid from --root")
@@ -239,21 +246,12 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
     timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     train_s, val_s = timer.time_elapsed("train") - timer.time_elapsed("validate"), timer.time_elapsed("validate")
-    test: dict[str, Any] = {}
-    if args.domain and has_split(args.root, "test"):
-        # the weights val just scored, on the held-out split; reported only, never used to pick a recipe
-        scores = trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-        test = {
-            "test_mIoU": scores["test/mIoU"],
-            "test_pixel_acc": scores["test/pixel_acc"],
-            "test_iou": {c: scores.get(f"test/IoU/{c}") for c in class_names},
-        }
+    if args.keep_weights:
+        torch.save(cli.model.state_dict(), run_dir / "final.pt")
     row = {
         "name": name,
-        "mIoU": metrics["val/mIoU"],
-        "pixel_acc": metrics["val/pixel_acc"],
-        "iou": {c: metrics.get(f"val/IoU/{c}") for c in class_names},
-        **test,
+        **scores_of(metrics, class_names),
+        **test_scores(args, cli, class_names),
         "train_s": train_s,
         "val_s": val_s,
         "total_s": total_s,
@@ -265,7 +263,39 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         "commit": commit,
         "command": shlex.join(["python", "-m", "vitdense", *cli_args]),
     }
-    return {"domain": args.domain, **row} if args.domain else row
+    rows, trained_with = [row], dict(cli.model.inference_cfg)
+    for inference in args.also_infer or []:
+        cli.model.inference_cfg = merge_config(inference, trained_with, "inference")
+        check_inference_config(cli.model.inference_cfg, cli.model.input_size())
+        start = time.perf_counter()
+        val = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+        rescored = {**scores_of(val, class_names), **test_scores(args, cli, class_names)}
+        label = ",".join(f"{k}={short(v)}" for k, v in inference.items())
+        rows.append({**row, **rescored, "name": f"{name}, inference {label}", "same_run_as": name,
+                     "val_s": time.perf_counter() - start, "inference": dict(cli.model.inference_cfg)})  # fmt: skip
+    return [{"domain": args.domain, **r} if args.domain else r for r in rows]
+
+
+def scores_of(metrics: dict, class_names: list[str]) -> dict:
+    """val mIoU, pixel accuracy and per-class IoU from a validation's logged metrics."""
+    metrics = {k: float(v) for k, v in metrics.items()}
+    return {
+        "mIoU": metrics["val/mIoU"],
+        "pixel_acc": metrics["val/pixel_acc"],
+        "iou": {c: metrics.get(f"val/IoU/{c}") for c in class_names},
+    }
+
+
+def test_scores(args: argparse.Namespace, cli: Any, class_names: list[str]) -> dict:
+    """With --domain and a test split: the current weights scored on it (reported only, never used to choose)."""
+    if not (args.domain and has_split(args.root, "test")):
+        return {}
+    scores = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    return {
+        "test_mIoU": scores["test/mIoU"],
+        "test_pixel_acc": scores["test/pixel_acc"],
+        "test_iou": {c: scores.get(f"test/IoU/{c}") for c in class_names},
+    }
 
 
 def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
@@ -424,7 +454,8 @@ def run_rows(args: argparse.Namespace, name: str, meta: dict | None) -> dict[str
     class_names = SegmentationFolderDataModule(str(args.root), args.num_classes, args.void).class_names
     rows: dict[str, dict] = {}
     if not args.peer_only:
-        rows = save_row(args.out, run_vitdense(args, name, class_names), class_names, meta)
+        for row in run_vitdense(args, name, class_names):
+            rows = save_row(args.out, row, class_names, meta)
     if args.peer or args.peer_only:
         rows = save_row(args.out, run_peer(args, class_names), class_names, meta)
     table = domain_markdown(rows, class_names, meta) if meta else markdown(rows, class_names)
