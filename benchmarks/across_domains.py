@@ -93,7 +93,9 @@ def load_rows(results: Path) -> dict[str, dict[str, dict]]:
         merge_peer_seeds(rows)
         for field_peer in {n.split(", seed=")[0] for n in rows if n.startswith(FIELD)}:
             merge_peer_seeds(rows, field_peer)
-    table = {d: rows for d, rows in table.items() if PEER in rows and "default" in rows}
+    # a domain counts once the peer and the template ran on it: the template's row is named by the class weights it
+    # ran with (default = sqrt median frequency, the template's value until class_weights: auto)
+    table = {d: rows for d, rows in table.items() if PEER in rows and {"default", "class_weights=off"} & set(rows)}
     # CamVid keeps a long history of ablations of earlier templates: only the recipes also run on another domain.
     elsewhere = {n for d, rows in table.items() if d != "camvid" for n in rows}
     if "camvid" in table and len(table) > 1:
