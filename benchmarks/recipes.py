@@ -244,13 +244,12 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
     if val_batches != sum(trainer.num_val_batches):
         raise SystemExit(f"expected one full validation ({sum(trainer.num_val_batches)} batches), ran {val_batches}")
     timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     train_s, val_s = timer.time_elapsed("train") - timer.time_elapsed("validate"), timer.time_elapsed("validate")
     if args.keep_weights:
         torch.save(cli.model.state_dict(), run_dir / "final.pt")
     row = {
         "name": name,
-        **scores_of(metrics, class_names),
+        **split_scores(trainer.callback_metrics, "val", class_names),
         **test_scores(args, cli, class_names),
         "train_s": train_s,
         "val_s": val_s,
@@ -269,20 +268,22 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         check_inference_config(cli.model.inference_cfg, cli.model.input_size())
         start = time.perf_counter()
         val = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-        rescored = {**scores_of(val, class_names), **test_scores(args, cli, class_names)}
+        rescored = {**split_scores(val, "val", class_names), **test_scores(args, cli, class_names)}
         label = ",".join(f"{k}={short(v)}" for k, v in inference.items())
         rows.append({**row, **rescored, "name": f"{name}, inference {label}", "same_run_as": name,
                      "val_s": time.perf_counter() - start, "inference": dict(cli.model.inference_cfg)})  # fmt: skip
     return [{"domain": args.domain, **r} if args.domain else r for r in rows]
 
 
-def scores_of(metrics: dict, class_names: list[str]) -> dict:
-    """val mIoU, pixel accuracy and per-class IoU from a validation's logged metrics."""
+def split_scores(metrics: dict, split: str, class_names: list[str]) -> dict:
+    """mIoU, pixel accuracy and per-class IoU of ``split`` (val or test) from its logged metrics, under the row's keys
+    (``mIoU``, ``pixel_acc``, ``iou`` for val; ``test_`` before each for test)."""
     metrics = {k: float(v) for k, v in metrics.items()}
+    key = "" if split == "val" else f"{split}_"
     return {
-        "mIoU": metrics["val/mIoU"],
-        "pixel_acc": metrics["val/pixel_acc"],
-        "iou": {c: metrics.get(f"val/IoU/{c}") for c in class_names},
+        f"{key}mIoU": metrics[f"{split}/mIoU"],
+        f"{key}pixel_acc": metrics[f"{split}/pixel_acc"],
+        f"{key}iou": {c: metrics.get(f"{split}/IoU/{c}") for c in class_names},
     }
 
 
@@ -290,12 +291,7 @@ def test_scores(args: argparse.Namespace, cli: Any, class_names: list[str]) -> d
     """With --domain and a test split: the current weights scored on it (reported only, never used to choose)."""
     if not (args.domain and has_split(args.root, "test")):
         return {}
-    scores = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    return {
-        "test_mIoU": scores["test/mIoU"],
-        "test_pixel_acc": scores["test/pixel_acc"],
-        "test_iou": {c: scores.get(f"test/IoU/{c}") for c in class_names},
-    }
+    return split_scores(cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0], "test", class_names)
 
 
 def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
