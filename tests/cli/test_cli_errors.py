@@ -1,7 +1,7 @@
 """Values a run cannot use end the output as one `error:` line naming the key and the value, exit code 2, no
-traceback (run as a user runs it, a new process): a batch size of 0, a negative learning rate written either way, a
-checkpoint that is not there, a data.root that does not exist; and Lightning's sync_dist advice on several processes is
-left out."""
+traceback (run as a user runs it: the entry point reading sys.argv, and under -m slow a new process per case): a batch
+size of 0, a negative learning rate written either way, a checkpoint that is not there, a data.root that does not
+exist; and Lightning's sync_dist advice on several processes is left out."""
 
 import warnings
 from pathlib import Path
@@ -11,7 +11,7 @@ import yaml
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.utilities import rank_zero_warn
 
-from tests.cli.test_cli_messages import config, one_message, vitdense
+from tests.cli.test_cli_messages import config, in_process, one_message, vitdense
 from tests.fake_data import write_folder_dataset
 from vitdense.cli.entry import main
 from vitdense.engine.messages import ConfigError, drop_noise
@@ -24,14 +24,22 @@ CASES = {
     "lr_negative_equals": (("--model.init_args.optimizer.lr=-3e-4",), "model.init_args.optimizer.lr is -0.0003; a"),
     "ckpt_missing": (("--ckpt_path", "nothere.ckpt"), "--ckpt_path 'nothere.ckpt' does not exist. Give a checkpoint"),
 }
-# One process each (7-20 s): the default suite runs the parser's and the checkpoint's; the rest are checked in-process.
-IN_DEFAULT_SUITE = ("ckpt_missing",)  # the others' messages are checked in-process below, each case
 
 
-@pytest.mark.parametrize(
-    "case", [c if c in IN_DEFAULT_SUITE else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
-)
-def test_a_value_the_run_cannot_use_ends_the_output_as_one_message(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize("case", CASES)
+def test_a_value_the_run_cannot_use_ends_the_output_as_one_message(
+    tmp_path: Path, case: str, capfd, monkeypatch
+) -> None:
+    args, message = CASES[case]
+    code, lines = in_process(tmp_path, capfd, monkeypatch, "fit", "--config", str(config(tmp_path)), *args)
+    assert one_message(code, lines).startswith(message), lines[-1]
+
+
+# A new process each (7-20 s); the default suite checks the same output in-process (the test above, each case), and
+# `python -m vitdense` in a new process by test_cli_messages.py's offline-weights test.
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_a_value_the_run_cannot_use_ends_the_output_of_a_new_process_as_one_message(tmp_path: Path, case: str) -> None:
     args, message = CASES[case]
     code, lines = vitdense(tmp_path, "fit", "--config", str(config(tmp_path)), *args)
     assert one_message(code, lines).startswith(message), lines[-1]
@@ -46,13 +54,13 @@ def test_a_value_the_config_cannot_use_is_refused_naming_the_key_and_the_value(t
     assert str(raised.value).startswith(message)
 
 
-def test_a_data_root_that_does_not_exist_ends_the_fit_as_one_message(tmp_path: Path) -> None:
+def test_a_data_root_that_does_not_exist_ends_the_fit_as_one_message(tmp_path: Path, capfd, monkeypatch) -> None:
     # num_classes given: the DataModule is built without reading the root, which the fit's data setup then scans
     init_args = {"root": str(tmp_path / "nowhere"), "num_classes": 3, "crop_size": 32, "batch_size": 2}
     data = {"class_path": "SegmentationFolderDataModule", "init_args": init_args}
     cfg = config(tmp_path)
     cfg.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "data": data}))
-    code, lines = vitdense(tmp_path, "fit", "--config", str(cfg))
+    code, lines = in_process(tmp_path, capfd, monkeypatch, "fit", "--config", str(cfg))
     message = one_message(code, lines)
     assert message.startswith(f"data.root: the dataset root '{tmp_path / 'nowhere'}' does not exist."), message
     assert "vitdense data --config" in lines[-2]
