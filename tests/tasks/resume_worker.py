@@ -1,19 +1,16 @@
 """For the resume tests: a task whose best epoch comes first, callbacks that record each step's learning rates and
 kill the process at a given step.
 
-Usage: ``python tests/tasks/resume_worker.py CONFIG`` runs ``vitdense fit`` with that config, which names these
-callbacks as ``tests.tasks.resume_worker.*`` (the repository root on PYTHONPATH).
+A config names them as ``tests.tasks.resume_worker.*``; test_resume.py runs its fits in-process and in a fork.
 """
 
 import json
 import os
 import signal
-import sys
 
 import lightning.pytorch as L
 
 from vitdense import ClassificationTask
-from vitdense.cli.entry import main
 
 
 class EarlyPeakTask(ClassificationTask):
@@ -50,7 +47,3 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-if __name__ == "__main__":
-    main(["fit", "--config", sys.argv[1]])

@@ -3,8 +3,6 @@ rates, and no step is repeated, though the best epoch came first (``last.ckpt`` 
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,6 @@ import yaml
 from tests.tiny import PATCH8_VIT_D2
 from vitdense.cli.entry import main
 
-WORKER = Path(__file__).with_name("resume_worker.py")
-REPO = Path(__file__).resolve().parents[2]  # on the worker's path: its callbacks are `tests.tasks.resume_worker.*`
 KILL_STEP = 6  # 4 steps per epoch, backbone unfrozen from epoch 1 (step 4); validations every 2 steps
 
 
@@ -36,6 +32,19 @@ def _config(path: Path, root: Path, optimizer: dict, scheduler: dict, kill: bool
     }  # fmt: skip
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def _fit_in_a_fork(cfg: Path) -> int:
+    """``vitdense fit --config cfg`` in a forked copy of this process (a process of its own for KillAt to SIGKILL, with
+    the imports already done: a new interpreter spends ~10 s importing torch and Lightning); its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            torch.set_num_threads(1)  # the parent's OpenMP threads do not exist in a fork: keep torch off them
+            main(["fit", "--config", str(cfg)])
+        finally:
+            os._exit(1)  # never returns into pytest: not killed is exit code 1
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _rows(path: Path) -> list[dict]:
@@ -60,11 +69,7 @@ def test_resume_after_sigkill_past_the_unfreeze_epoch(tmp_path: Path, recipe: st
     main(["fit", "--config", str(_config(tmp_path / "whole.yaml", whole, optimizer, scheduler, kill=False))])
 
     killed = tmp_path / "killed"
-    cfg = _config(tmp_path / "killed.yaml", killed, optimizer, scheduler, kill=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, str(WORKER), str(cfg)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == -9, result.stderr[-3000:]
+    assert _fit_in_a_fork(_config(tmp_path / "killed.yaml", killed, optimizer, scheduler, kill=True)) == -9
     last = killed / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=False)
     assert saved["global_step"] == KILL_STEP  # the validation at step 6 wrote it, though step 2 stays the best
