@@ -10,6 +10,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,3 +22,23 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, str], tuple[Path, Path]]:
+    """``tiny_run(root, kind)``: ``tests.tiny.train_tiny_run(root, kind)``'s config and last checkpoint, the run trained
+    once per kind in a session (2-11 s a fit on 2 busy cores) and copied into ``root`` for each caller."""
+    from tests.tiny import copy_tiny_run, train_tiny_run
+
+    trained: dict[str, Path] = {}
+
+    def run(root: Path, kind: str) -> tuple[Path, Path]:
+        if kind not in trained:
+            base = tmp_path_factory.mktemp(f"tiny_run_{kind}")
+            with torch.random.fork_rng(devices=[]):  # the same run whichever test asks first; the caller's seed kept
+                torch.manual_seed(0)
+                train_tiny_run(base, kind)
+            trained[kind] = base
+        return copy_tiny_run(trained[kind], root, kind)
+
+    return run

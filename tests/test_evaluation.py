@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import vitdense
-from tests.tiny import SPLITS, train_tiny_run
+from tests.tiny import SPLITS
 from vitdense.cli.entry import main
 
 
-def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path) -> None:
-    config, ckpt = train_tiny_run(tmp_path, "segmentation")
+def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path, tiny_run) -> None:
+    config, ckpt = tiny_run(tmp_path, "segmentation")
     report = vitdense.evaluate(config, ckpt, "val")
     assert report.task == "segmentation" and len(report.per_image) == SPLITS["num_val"]
     ious = [row["IoU"] for row in report.per_class]
@@ -36,8 +36,8 @@ def test_segmentation_report_agrees_with_the_logged_metrics(tmp_path: Path) -> N
     assert np.mean(ious) == pytest.approx(worst[0]["score"], abs=1e-6)
 
 
-def test_classification_report_counts_every_image(tmp_path: Path) -> None:
-    config, ckpt = train_tiny_run(tmp_path, "classification")
+def test_classification_report_counts_every_image(tmp_path: Path, tiny_run) -> None:
+    config, ckpt = tiny_run(tmp_path, "classification")
     report = vitdense.evaluate(config, ckpt, "test")
     assert report.split == "test" and len(report.per_image) == SPLITS["num_test"]
     correct = sum(r["label"] == r["pred"] for r in report.per_image)
@@ -51,8 +51,8 @@ def test_classification_report_counts_every_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # a detector fit + evaluate: 15-20 s
-def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path) -> None:
-    config, ckpt = train_tiny_run(tmp_path, "detection")
+def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path, tiny_run) -> None:
+    config, ckpt = tiny_run(tmp_path, "detection")
     report = vitdense.evaluate(config, ckpt, "val")
     assert sum(row["detections"] for row in report.per_class) > 0
     with_boxes = [row for row in report.per_class if row["gt_boxes"]]
@@ -70,8 +70,8 @@ def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path
 
 
 @pytest.mark.slow  # a detector fit + evaluate: 15-20 s
-def test_instance_report_has_per_class_mask_ap_averaging_to_the_logged_mask_map(tmp_path: Path) -> None:
-    config, ckpt = train_tiny_run(tmp_path, "instance")
+def test_instance_report_has_per_class_mask_ap_averaging_to_the_logged_mask_map(tmp_path: Path, tiny_run) -> None:
+    config, ckpt = tiny_run(tmp_path, "instance")
     report = vitdense.evaluate(config, ckpt, "val")
     with_boxes = [row for row in report.per_class if row["gt_boxes"]]
     assert report.metrics["val/mask_mAP"] > 0
@@ -79,8 +79,8 @@ def test_instance_report_has_per_class_mask_ap_averaging_to_the_logged_mask_map(
         assert np.mean([row[ours] for row in with_boxes]) == pytest.approx(report.metrics[logged], abs=1e-6)
 
 
-def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: Path, capsys) -> None:
-    config, ckpt = train_tiny_run(tmp_path, "classification")
+def test_cli_writes_into_a_new_folder_of_the_run_and_never_overwrites(tmp_path: Path, capsys, tiny_run) -> None:
+    config, ckpt = tiny_run(tmp_path, "classification")
     main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])
     main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt)])
     run_dir = ckpt.parent.parent

@@ -2,6 +2,7 @@
 runs with PyTorch's numbers."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import vitdense
-from tests.tiny import SWIN_W16, VIT, train_tiny_run
+from tests.tiny import SWIN_W16, VIT
 from vitdense import SegmentationTask
 from vitdense.cli.entry import main
 from vitdense.deploy.export import export_onnx, export_safetensors
@@ -23,8 +24,8 @@ def checkpointed(config: Path, ckpt: Path):
 
 
 @pytest.mark.parametrize("kind", ["segmentation", "classification", "detection"])
-def test_safetensors_export_loads_back_without_the_checkpoint(kind: str, tmp_path: Path) -> None:
-    config, ckpt = train_tiny_run(tmp_path, kind)
+def test_safetensors_export_loads_back_without_the_checkpoint(kind: str, tmp_path: Path, tiny_run) -> None:
+    config, ckpt = tiny_run(tmp_path, kind)
     main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "safetensors"])
     (path,) = (tmp_path / "runs").glob(f"{kind}/version_0/{kind}.safetensors")
     loaded, reference = vitdense.load(path), checkpointed(config, ckpt)
@@ -59,10 +60,10 @@ def test_lora_adapters_are_merged_into_the_export(tmp_path: Path) -> None:
 # Segmentation's graph (22 s on 2 cores) runs under -m slow, as does tests/test_restore.py's 4-band one;
 # classification's graph (8 s) keeps the dense export in the default suite.
 @pytest.mark.parametrize("kind", [pytest.param("segmentation", marks=pytest.mark.slow), "classification"])
-def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: Path) -> None:
+def test_onnx_export_matches_pytorch_at_any_batch_and_size(kind: str, tmp_path: Path, tiny_run) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    config, ckpt = train_tiny_run(tmp_path, kind)  # trained at 32x32
+    config, ckpt = tiny_run(tmp_path, kind)  # trained at 32x32
     main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx"])
     (path,) = (tmp_path / "runs").glob(f"{kind}/version_0/{kind}.onnx")
     session, reference = ort.InferenceSession(str(path)), checkpointed(config, ckpt)
@@ -120,10 +121,10 @@ def test_export_leaves_the_task_as_it_was(fmt: str, tmp_path: Path) -> None:
     assert any(not torch.equal(v, before[k]) for k, v in task.state_dict().items() if "lora_" in k)
 
 
-def exported_int8(tmp_path: Path, task: str) -> tuple[Path, Path, Path, str]:
+def exported_int8(tmp_path: Path, task: str, tiny_run: Callable) -> tuple[Path, Path, Path, str]:
     """A tiny fit of ``task`` put through `export --format onnx --quantize int8 --calibration 4`: its config, its
     checkpoint, the fp32 ONNX file and what the command printed."""
-    config, ckpt = train_tiny_run(tmp_path, task)
+    config, ckpt = tiny_run(tmp_path, task)
     text = main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx", "--quantize",
                  "int8", "--calibration", "4"])  # fmt: skip
     (path,) = (tmp_path / "runs").glob(f"{task}/version_0/{task}.onnx")
@@ -131,14 +132,14 @@ def exported_int8(tmp_path: Path, task: str) -> tuple[Path, Path, Path, str]:
 
 
 @pytest.mark.slow  # ~45 s: a tiny fit, an ONNX export, int8 calibration and scoring
-def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
+def test_onnx_metadata_runner_and_int8(tmp_path: Path, tiny_run) -> None:
     """The ONNX file carries what a runner needs; OnnxModel (onnxruntime + numpy only) gives the model's class map;
     `export --quantize int8` writes a calibrated int8 copy and the fp32/int8 comparison on val."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from vitdense.deploy.onnx_runner import OnnxModel
 
-    config, ckpt, path, text = exported_int8(tmp_path, "segmentation")
+    config, ckpt, path, text = exported_int8(tmp_path, "segmentation", tiny_run)
     model, reference = OnnxModel(path), checkpointed(config, ckpt)
     assert model.task == "segmentation" and model.class_names == reference.class_names and model.in_chans == 3
     assert model.metadata["palette"] == reference.palette()[: 3 * reference.num_classes]
@@ -154,14 +155,14 @@ def test_onnx_metadata_runner_and_int8(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # ~30 s: a tiny fit, an ONNX export, int8 calibration and scoring
-def test_int8_classification_reports_accuracy(tmp_path: Path) -> None:
+def test_int8_classification_reports_accuracy(tmp_path: Path, tiny_run) -> None:
     """`export --quantize int8` of a classifier: an int8 copy that predicts a class per image, and val accuracy
     and CPU time of fp32 and int8 in the report."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from vitdense.deploy.onnx_runner import OnnxModel
 
-    _, _, path, text = exported_int8(tmp_path, "classification")
+    _, _, path, text = exported_int8(tmp_path, "classification", tiny_run)
     int8 = OnnxModel(path.with_name("classification.int8.onnx"))
     assert int8.task == "classification" and int8.metadata["calibration_images"] == 4
     images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)

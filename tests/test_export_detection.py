@@ -10,7 +10,7 @@ from torchvision.ops import box_iou
 
 import vitdense
 from tests.test_export import checkpointed
-from tests.tiny import PATCH8_VIT_D2, SWIN_W16_WINDOW2, train_tiny_run
+from tests.tiny import PATCH8_VIT_D2, SWIN_W16_WINDOW2
 from vitdense import DetectionTask, InstanceSegmentationTask
 from vitdense.cli.entry import main
 from vitdense.deploy.export import example_size, export_onnx
@@ -111,13 +111,13 @@ def test_mask_rcnn_onnx_on_a_windowed_backbone(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # ~30 s on 2 busy cores: a tiny Mask R-CNN fit, then the export
-def test_instance_onnx_through_the_cli(tmp_path: Path) -> None:
+def test_instance_onnx_through_the_cli(tmp_path: Path, tiny_run) -> None:
     """`vitdense export --format onnx` of a trained Mask R-CNN run: the runner gives the checkpoint's detections and
     masks, and refuses what a detector has not (logits, int8)."""
     pytest.importorskip("onnxscript")
     from vitdense.deploy.onnx_runner import OnnxModel, quantize_int8
 
-    config, ckpt = train_tiny_run(tmp_path, "instance")  # trained at 32x32
+    config, ckpt = tiny_run(tmp_path, "instance")  # trained at 32x32
     main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--format", "onnx"])
     (path,) = (tmp_path / "runs").glob("instance/version_0/instance.onnx")
     reference = checkpointed(config, ckpt)

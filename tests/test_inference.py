@@ -108,14 +108,13 @@ def test_inference_is_set_from_the_command_line() -> None:
                                        "scales": [0.75, 1.0]}  # fmt: skip
 
 
-def test_inference_from_the_command_line_wins_over_the_checkpoints(tmp_path) -> None:
+def test_inference_from_the_command_line_wins_over_the_checkpoints(tmp_path, tiny_run) -> None:
     """`test --ckpt_path X --model.init_args.inference ...` scores with the given inference (LightningCLI would
     restore the checkpoint's). Slide with the crop at the image size scores as whole; flip + scales run (the slow
     quickstart test compares slide at a smaller crop)."""
-    from tests.tiny import train_tiny_run
     from vitdense.cli.entry import main
 
-    config, ckpt = train_tiny_run(tmp_path, "segmentation")  # 32x32 synthetic images
+    config, ckpt = tiny_run(tmp_path, "segmentation")  # 32x32 synthetic images
     scores = {}
     for name, setting in [("whole", "{mode: whole}"), ("slide", "{mode: slide, crop: [32, 32], stride: [16, 16]}"),
                           ("tta", "{mode: whole, flip: true, scales: [1.0, 1.5]}")]:  # fmt: skip

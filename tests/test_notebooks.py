@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import train_tiny_run
-
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
@@ -21,9 +19,9 @@ NOTEBOOKS = {
 @pytest.mark.parametrize(
     "kind", [k if k == "segmentation" else pytest.param(k, marks=pytest.mark.slow) for k in sorted(NOTEBOOKS)]
 )  # the default suite runs one notebook (each ~10-25 s on 2 cores)
-def test_notebook_runs(kind: str, tmp_path: Path, monkeypatch) -> None:
+def test_notebook_runs(kind: str, tmp_path: Path, monkeypatch, tiny_run) -> None:
     name, expected = NOTEBOOKS[kind]
-    config, ckpt = train_tiny_run(tmp_path, kind)
+    config, ckpt = tiny_run(tmp_path, kind)
     assert config.relative_to(tmp_path) == Path("configs", f"{kind}.yaml")
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

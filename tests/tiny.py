@@ -4,8 +4,11 @@ Several tests' numbers (FLOP counts, layer-decay tables, tolerances, DDP metrics
 variant, so the variants are kept apart rather than merged: change one only together with the tests that use it.
 """
 
+import os
+import shutil
 from pathlib import Path
 
+import torch
 import yaml
 
 from vitdense.cli.entry import main
@@ -100,3 +103,35 @@ def train_tiny_run(root: Path, kind: str) -> tuple[Path, Path]:
     main(["fit", "--config", str(path)])
     (ckpt,) = (root / "runs").glob(f"{kind}/version_0/checkpoints/last.ckpt")
     return path, ckpt
+
+
+def copy_tiny_run(trained: Path, root: Path, kind: str) -> tuple[Path, Path]:
+    """A copy of ``train_tiny_run(trained, kind)`` in ``root``, as if trained there: the paths the run wrote (configs,
+    summary, the checkpoints' callback state) name ``root``, and every file keeps its time (the newest run is found by
+    it)."""
+    old, new = str(trained), str(root)
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(trained / "configs" / f"{kind}.yaml", root / "configs" / f"{kind}.yaml")
+    shutil.copytree(trained / "runs" / kind, root / "runs" / kind)
+    for path in [root / "configs" / f"{kind}.yaml", *(root / "runs" / kind).rglob("*")]:
+        if not path.is_file():
+            continue
+        stat = path.stat()
+        if path.suffix == ".ckpt":
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt["callbacks"] = _replaced(ckpt["callbacks"], old, new)
+            torch.save(ckpt, path)
+        elif path.suffix in (".yaml", ".json", ".csv"):
+            path.write_text(path.read_text().replace(old, new))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return root / "configs" / f"{kind}.yaml", root / "runs" / kind / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def _replaced(value, old: str, new: str):
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {k: _replaced(v, old, new) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_replaced(v, old, new) for v in value)
+    return value

@@ -56,16 +56,14 @@ def test_predicted_masks_rescored_with_numpy_give_the_logged_miou(tmp_path: Path
 
 
 @pytest.mark.slow  # ~15 s
-def test_detection_predict_writes_coco_results_with_the_splits_ids(tmp_path: Path) -> None:
+def test_detection_predict_writes_coco_results_with_the_splits_ids(tmp_path: Path, tiny_run) -> None:
     """predict on the images of a COCO split writes coco_results.json with that split's image and category ids, one
     entry per predictions.jsonl box (xyxy -> xywh), which pycocotools loads against the split's annotation file."""
     import json
 
     from pycocotools.coco import COCO
 
-    from tests.tiny import train_tiny_run
-
-    config, ckpt = train_tiny_run(tmp_path, "detection")  # on synthetic shapes
+    config, ckpt = tiny_run(tmp_path, "detection")  # on synthetic shapes
     # The synthetic val split as a COCO folder with ids of its own: images 100.., categories 10, 20, 30.
     cli = main(["--config", str(config), "--trainer.logger", "false"], run=False)
     val = cli.datamodule.dataset("val")

@@ -95,16 +95,14 @@ def test_cli_fit_test_and_predict(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # ~15 s
-def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(tmp_path: Path) -> None:
+def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(tmp_path: Path, tiny_run) -> None:
     """predict's COCO results (RLE masks), against the val set written as COCO ground truth, score with pycocotools'
     COCOeval exactly what `validate` logged."""
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from tests.tiny import train_tiny_run
-
-    config, ckpt = train_tiny_run(tmp_path, "instance")
+    config, ckpt = tiny_run(tmp_path, "instance")
     logged = main(["validate", "--config", str(config), "--ckpt_path", str(ckpt)]).trainer.callback_metrics
     cli = main(["predict", "--config", str(config), "--ckpt_path", str(ckpt)])
     (out,) = (tmp_path / "runs" / "predictions").glob("instance-*/predictions.jsonl")
