@@ -72,18 +72,21 @@ def test_no_detector_returns_a_flat_box(name: str) -> None:
         torch.testing.assert_close(ours[key][:kept], theirs[key][~flats])
 
 
-# ~13 s each on 2 cores (the export); FCOS's graph is also checked against the task in test_export_detection.py
+# ~13 s each on 2 cores (the export); FCOS's graph is also checked against the task in test_export_detection.py, and
+# RetinaNet's only here in the default suite: at the sizes that file uses too (one not a multiple of the stride), and
+# its metadata.
 @pytest.mark.parametrize("name", ["retinanet", pytest.param("fcos", marks=pytest.mark.slow)])
 def test_the_onnx_graph_returns_no_flat_box(name: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from tests.test_export_detection import check_at_sizes
+    from tests.test_export_detection import check_at_sizes, check_metadata
     from vitdense.deploy.export import export_onnx
     from vitdense.deploy.onnx_runner import OnnxModel
 
     task = flat_box_task(name)
     path = export_onnx(task, tmp_path / name)
-    check_at_sizes(task, path, [(128, 192), (96, 64)])  # the graph's detections are the task's
+    check_at_sizes(task, path, [(128, 192), (96, 64), (50, 130)])  # the graph's detections are the task's
+    check_metadata(task, path)
     model = OnnxModel(path)
     for size in [(128, 192), (96, 64)]:
         image = torch.rand(3, *size)
