@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -23,19 +25,28 @@ def write(path: Path, model: dict, data: dict, **trainer) -> Path:
     return path
 
 
-def test_classification_synthetic_fit_test_predict(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cls_fit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, Path]:
+    """One synthetic classification fit through the CLI (its config, the fit's CLI, its last.ckpt), for the tests that
+    test and predict from it and start a segmentation fit from it."""
+    root = tmp_path_factory.mktemp("cls_fit")
     data = {
         "class_path": "SyntheticClassificationDataModule",
         "init_args": {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 32, "batch_size": 4},
     }
-    cfg = write(tmp_path / "cls.yaml", CLS, data, max_epochs=1, default_root_dir=str(tmp_path / "runs"))  # fmt: skip
+    cfg = write(root / "cls.yaml", CLS, data, max_epochs=1, default_root_dir=str(root / "runs"))  # fmt: skip
+    torch.manual_seed(0)  # as each test is seeded (module fixtures are set up before conftest's seed)
     cli = main(["fit", "--config", str(cfg)])
+    return cfg, cli, root / "runs" / "cls" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_classification_synthetic_fit_test_predict(cls_fit) -> None:
+    cfg, cli, last = cls_fit
     assert cli.model.num_classes == 3 and "val/acc" in cli.trainer.callback_metrics
-    last = tmp_path / "runs" / "cls" / "version_0" / "checkpoints" / "last.ckpt"
     cli = main(["test", "--config", str(cfg), "--ckpt_path", str(last)])
     assert {"test/acc", "test/f1"} <= set(cli.trainer.callback_metrics)
     main(["predict", "--config", str(cfg), "--ckpt_path", str(last)])
-    (csv_file,) = (tmp_path / "runs" / "predictions").glob("cls-*/predictions.csv")
+    (csv_file,) = (cfg.parent / "runs" / "predictions").glob("cls-*/predictions.csv")
     rows = csv_file.read_text().splitlines()
     assert rows[0].startswith("path,label,class_name,score") and len(rows) == 5
 
@@ -85,14 +96,8 @@ def test_detection_coco_folder_and_predict_in_original_pixels(tmp_path: Path) ->
     assert boxes[:, 2].max() > 64  # scaled back from the 64-pixel model input to the 150-pixel original
 
 
-def test_segmentation_fit_from_classification_checkpoint(tmp_path: Path) -> None:
-    data = {
-        "class_path": "SyntheticClassificationDataModule",
-        "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4},
-    }
-    cfg = write(tmp_path / "cls.yaml", CLS, data, max_epochs=1, default_root_dir=str(tmp_path / "runs"))  # fmt: skip
-    main(["fit", "--config", str(cfg)])
-    ckpt = tmp_path / "runs" / "cls" / "version_0" / "checkpoints" / "last.ckpt"
+def test_segmentation_fit_from_classification_checkpoint(tmp_path: Path, cls_fit) -> None:
+    _, _, ckpt = cls_fit
     seg = {
         "class_path": "SegmentationTask",
         "init_args": {"backbone": {**PATCH8_VIT_D4, "pretrained": str(ckpt)}, "head": {"channels": 16}},
