@@ -75,10 +75,11 @@ def test_predictions_hold_rle_masks_at_the_original_size(tmp_path: Path) -> None
 
 
 def test_cli_fit_test_and_predict(tmp_path: Path) -> None:
+    # 32-pixel images, as tests/tiny.py's instance run: nothing checked depends on the size (64 took twice as long)
     cfg = {
         "model": {"class_path": "InstanceSegmentationTask", "init_args": {"backbone": PATCH8_VIT_D4, "head": HEAD}},
         "data": {"class_path": "SyntheticInstanceDataModule",
-                 "init_args": {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 64, "batch_size": 4}},
+                 "init_args": {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 32, "batch_size": 4}},
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
                     "default_root_dir": str(tmp_path / "runs")},
     }  # fmt: skip
