@@ -141,6 +141,25 @@ def test_an_image_the_model_fails_on_fails_alone() -> None:
     assert [mask(a).shape for a in predict_images(task, images[1:2] * 3, max_pixels=2 * 32 * 40)] == [(32, 40)] * 3
 
 
+def test_served_masks_use_the_models_inference_settings() -> None:
+    """A model set to score by windows (or flips, scales) is served the way its val, test and predict ran it, not
+    by one whole-image forward (which gives other masks: the served model would not be the one measured)."""
+    from vitdense.tasks.inference import infer_logits
+
+    task = tiny_segmenter()
+    with torch.no_grad():  # weights that give a varied map (the initial head predicts about one class everywhere)
+        for param in task.parameters():
+            param.normal_(0, 0.3)
+    task.inference_cfg = {**task.inference_cfg, "mode": "slide", "stride": [16, 16], "flip": True}
+    image = np.random.default_rng(1).integers(0, 255, (56, 72, 3), dtype=np.uint8)
+    batch = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        expected = infer_logits(task, batch, task.inference_cfg, task.input_size()).argmax(1)[0].numpy()
+        whole = task(batch).argmax(1)[0].numpy()
+    assert not np.array_equal(expected, whole)  # the settings matter for this model and image
+    assert np.array_equal(mask(predict_images(task, [image])[0]), expected)
+
+
 def test_limits_come_from_the_model_and_its_estimated_memory() -> None:
     from vitdense.cost.estimate import inference_estimate
     from vitdense.deploy.serve import HEADROOM, default_max_pixels, min_image_side

@@ -154,8 +154,11 @@ def _failure(image: np.ndarray, err: Exception) -> dict[str, Any]:
 def _predict_same_size(task: Any, images: list[np.ndarray], device: str) -> list[dict[str, Any]]:
     kind = type(task).__name__.removesuffix("Task").lower()
     batch = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in images]).float().div(255).to(device)
-    if kind == "segmentation":
-        return [_segmentation_answer(task, classes) for classes in task(batch).argmax(1).cpu().numpy()]
+    if kind == "segmentation":  # as val, test and predict compute it: the task's inference (windows, flip, scales)
+        from vitdense.tasks.inference import infer_logits
+
+        logits = infer_logits(task, batch, task.inference_cfg, task.input_size())
+        return [_segmentation_answer(task, classes) for classes in logits.argmax(1).cpu().numpy()]
     if kind == "classification":
         return [{"label": int(probs.argmax()), "class_name": task.class_names[int(probs.argmax())],
                  "score": float(probs.max()), "probs": [round(float(p), 6) for p in probs]}
