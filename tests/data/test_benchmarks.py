@@ -131,15 +131,16 @@ def test_unknown_ids_are_reported(tmp_path: Path) -> None:
 def test_cli_fast_dev_run(tmp_path: Path, name: str) -> None:
     """The real CLI links the benchmark's classes and ignore_index into the task and trains a step."""
     backbone = PATCH8_VIT_D4
+    data = {"root": str(FAKE_LAYOUTS[name](tmp_path / "data")), "crop_size": 32, "batch_size": 2}
+    # ADE20K's default resizes val images to a 512 short side (~5,400 tokens at patch 8): the same resize, to 64
+    if name == "ADE20KDataModule":
+        data["eval_size"] = 64
     cfg = {
         "model": {
             "class_path": "vitdense.SegmentationTask",
             "init_args": {"backbone": backbone, "head": {"channels": 16, "aux_channels": 8}},
         },
-        "data": {
-            "class_path": f"vitdense.data.datamodules.benchmarks.{name}",
-            "init_args": {"root": str(FAKE_LAYOUTS[name](tmp_path / "data")), "crop_size": 32, "batch_size": 2},
-        },
+        "data": {"class_path": f"vitdense.data.datamodules.benchmarks.{name}", "init_args": data},
         "trainer": {"accelerator": "cpu", "precision": "32", "fast_dev_run": True, "enable_progress_bar": False},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
