@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from vitdense.tasks.base import BaseTask
+from vitdense.tasks.inference import windows
 
 
 def inference_copy(task: BaseTask) -> BaseTask:
@@ -42,7 +43,17 @@ def onnx_metadata(task: BaseTask) -> dict[str, Any]:
         "img_size": task.backbone_cfg.get("img_size"),
         "backbone": task.backbone_cfg["name"],
         "vitdense_version": version("vitdense"),
+        **({"inference": segmentation_inference(task)} if name == "segmentation" else {}),
     }
+
+
+def segmentation_inference(task: BaseTask) -> dict[str, Any]:
+    """The segmentation task's inference settings with the window's crop and stride resolved (the graph is one
+    forward; ``OnnxModel`` applies windows, flip and scales around it as the task's val, test and predict did)."""
+    cfg = dict(task.inference_cfg)  # type: ignore[attr-defined]
+    crop, stride = windows(cfg, task.input_size())
+    return {"mode": cfg["mode"], "crop": list(crop), "stride": list(stride), "flip": bool(cfg["flip"]),
+            "scales": [float(s) for s in cfg["scales"]]}  # fmt: skip
 
 
 def example_size(task: BaseTask) -> tuple[int, int]:

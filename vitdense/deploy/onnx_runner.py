@@ -81,10 +81,19 @@ class OnnxModel:
         return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
 
     def logits(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
-        """Raw outputs: (N, K, H, W) segmentation logits or (N, K) class logits."""
+        """Raw outputs: (N, K, H, W) segmentation logits or (N, K) class logits.
+
+        Segmentation runs the exported model's inference settings (metadata ``inference``), as its val, test and
+        predict did: overlapping windows of the training crop (``mode: slide``), the flipped image, several scales;
+        flips and scales come back as log-probabilities (their softmax is the average)."""
         if self.detects:
             raise ValueError(f"'{self.path}' is a {self.task} model: use predict() (boxes, scores, labels).")
-        (out,) = self.session.run(None, {self.input_name: self.prepare(images)})
+        batch = self.prepare(images)
+        cfg = self.metadata.get("inference") if self.task == "segmentation" else None
+        return self._forward(batch) if cfg is None else segmentation_logits(self._forward, batch, cfg)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch)})
         return out
 
     def predict(self, images: np.ndarray | Iterable[np.ndarray]) -> Any:
@@ -111,6 +120,70 @@ class OnnxModel:
         """(H, W, 3) uint8 colours of a class map (the data's class colours, else the palette of the export)."""
         palette = np.array(self.metadata["palette"], np.uint8).reshape(-1, 3)
         return palette[classes % len(palette)]
+
+
+def segmentation_logits(forward: Any, batch: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Logits of (N, C, H, W) ``batch`` by ``cfg`` (``mode`` whole | slide with ``crop`` and ``stride``, ``flip``,
+    ``scales``): numpy's version of ``vitdense.tasks.inference.infer_logits`` (same windows and averaging), for a
+    runner without torch."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return forward(x) if cfg["mode"] == "whole" else _slide(forward, x, cfg["crop"], cfg["stride"])
+
+    scales, flip = [float(s) for s in cfg["scales"]], bool(cfg["flip"])
+    if scales == [1.0] and not flip:
+        return run(batch)
+    height, width = batch.shape[-2:]
+    probs = np.zeros((), np.float32)
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = batch if size == (height, width) else _resize(batch, size)
+        for flipped in (False, True) if flip else (False,):
+            logits = run(scaled[..., ::-1] if flipped else scaled)
+            logits = _resize(logits[..., ::-1] if flipped else logits, (height, width))
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            probs = probs + e / e.sum(1, keepdims=True)
+    return np.log(np.maximum(probs / (len(scales) * (2 if flip else 1)), 1e-12)).astype(np.float32)
+
+
+def _slide(forward: Any, batch: np.ndarray, crop: Sequence[int], stride: Sequence[int]) -> np.ndarray:
+    """Windows every ``stride`` pixels, the last shifted inside the image; a side shorter than the crop is run whole;
+    logits summed and divided by the windows covering each pixel (mmseg's slide inference)."""
+    height, width = batch.shape[-2:]
+    crop_h, crop_w = min(crop[0], height), min(crop[1], width)
+    total = count = None
+    for y in _starts(height, crop_h, stride[0]):
+        for x in _starts(width, crop_w, stride[1]):
+            logits = forward(batch[:, :, y : y + crop_h, x : x + crop_w])
+            if total is None or count is None:
+                total = np.zeros((*logits.shape[:2], height, width), np.float32)
+                count = np.zeros((height, width), np.float32)
+            total[:, :, y : y + crop_h, x : x + crop_w] += logits
+            count[y : y + crop_h, x : x + crop_w] += 1
+    assert total is not None and count is not None
+    return total / count
+
+
+def _starts(size: int, crop: int, stride: int) -> list[int]:
+    steps = max(size - crop + stride - 1, 0) // stride + 1
+    return [min(i * stride + crop, size) - crop for i in range(steps)]
+
+
+def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of the last two axes (PyTorch's ``align_corners=False``, no antialias)."""
+    rows, cols = _interpolation(size[0], x.shape[-2]), _interpolation(size[1], x.shape[-1])
+    return np.einsum("oh,nchw,pw->ncop", rows, x, cols, optimize=True).astype(np.float32)
+
+
+def _interpolation(out_size: int, in_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of PyTorch's bilinear interpolation along one axis."""
+    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    weights = np.zeros((out_size, in_size), np.float64)
+    np.add.at(weights, (np.arange(out_size), low), 1.0 - (src - low))
+    np.add.at(weights, (np.arange(out_size), high), src - low)
+    return weights
 
 
 # The ops that carry weights: int8 there is what speeds a model up. Elementwise ops, norms and softmax stay fp32.

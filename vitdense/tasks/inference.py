@@ -102,15 +102,21 @@ def slide_logits(forward: Logits, images: torch.Tensor, crop: tuple[int, int], s
     return total / count
 
 
+def windows(cfg: dict, default_crop: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The slide window's ``(crop, stride)``: ``inference.crop`` else ``default_crop`` (the training crop);
+    ``inference.stride`` else 2/3 of the crop."""
+    crop = tuple(int(v) for v in (cfg.get("crop") or default_crop))
+    stride = tuple(int(v) for v in (cfg.get("stride") or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))))
+    return (crop[0], crop[1]), (stride[0], stride[1])
+
+
 def infer_logits(forward: Logits, images: torch.Tensor, cfg: dict, default_crop: tuple[int, int]) -> torch.Tensor:
     """Logits (B, K, H, W) of ``images`` by the configured mode, flips and scales (see the module docstring)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
         if cfg["mode"] == "whole":
             return forward(x)
-        crop = tuple(cfg["crop"] or default_crop)
-        stride = tuple(cfg["stride"] or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)))
-        return slide_logits(forward, x, crop, stride)
+        return slide_logits(forward, x, *windows(cfg, default_crop))
 
     scales, flip = [float(s) for s in cfg["scales"]], bool(cfg["flip"])
     if scales == [1.0] and not flip:
