@@ -9,13 +9,15 @@ or on the domains that benchmarks/domains.py builds.
     python benchmarks/recipes.py --peer-only --steps 600 --batch 8
     python benchmarks/recipes.py --domain ccp --peer                # the template and the peer on one domain
     python benchmarks/recipes.py --domain all --peer                # ... on every domain under --data-root
-    python benchmarks/recipes.py --domain ph2 --also-infer '{"mode": "slide"}'   # + a row scored by sliding windows
+    python benchmarks/recipes.py --domain ph2 --also-infer '{"mode": "whole"}'   # + a row scored whole-image
 
 The recipe is the shipped template, configs/segmentation_folder.yaml (model and data settings), with the
 benchmark's budget (--steps, --batch, --crop), a CPU-sized head (--head-channels) and the ViT-Ti ImageNet weights;
 each recipe flag, when given, overrides the template's value and names the row.
 Each run writes its config to <out>/runs/<name>/recipe.yaml and calls `vitdense.cli.entry.main(["fit", ...])` on it:
-training for --steps optimizer steps, then one validation over the whole val split, scored at full resolution.
+training for --steps optimizer steps, then one validation over the whole val split, scored at full resolution the
+way the template scores (its `inference`, recorded in the row: by windows of the crop since the template's change to
+`mode: slide`; rows before it were scored whole-image and record no `inference`).
 The row (val mIoU, pixel accuracy, per-class IoU, train time, the machine's fp32 matmul rate, git commit) replaces
 the row of the same name in <out>/results.json, and <out>/results.md is rewritten from all rows.
 
@@ -261,6 +263,7 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         "crop": args.crop,
         "commit": commit,
         "command": shlex.join(["python", "-m", "vitdense", *cli_args]),
+        "inference": dict(cli.model.inference_cfg),  # how val and test were scored (the template's: by windows)
     }
     rows, trained_with = [row], dict(cli.model.inference_cfg)
     for inference in args.also_infer or []:
