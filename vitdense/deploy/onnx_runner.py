@@ -149,11 +149,13 @@ def segmentation_logits(forward: Any, batch: np.ndarray, cfg: dict[str, Any]) ->
 def _slide(forward: Any, batch: np.ndarray, crop: Sequence[int], stride: Sequence[int]) -> np.ndarray:
     """Windows every ``stride`` pixels, the last shifted inside the image; a side shorter than the crop is run whole;
     logits summed and divided by the windows covering each pixel (mmseg's slide inference)."""
+    from vitdense.inference.scenes import window_starts  # the window positions of slide_logits and of scenes
+
     height, width = batch.shape[-2:]
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)
     total = count = None
-    for y in _starts(height, crop_h, stride[0]):
-        for x in _starts(width, crop_w, stride[1]):
+    for y in window_starts(height, crop_h, stride[0]):
+        for x in window_starts(width, crop_w, stride[1]):
             logits = forward(batch[:, :, y : y + crop_h, x : x + crop_w])
             if total is None or count is None:
                 total = np.zeros((*logits.shape[:2], height, width), np.float32)
@@ -162,11 +164,6 @@ def _slide(forward: Any, batch: np.ndarray, crop: Sequence[int], stride: Sequenc
             count[y : y + crop_h, x : x + crop_w] += 1
     assert total is not None and count is not None
     return total / count
-
-
-def _starts(size: int, crop: int, stride: int) -> list[int]:
-    steps = max(size - crop + stride - 1, 0) // stride + 1
-    return [min(i * stride + crop, size) - crop for i in range(steps)]
 
 
 def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
