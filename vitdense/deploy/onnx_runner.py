@@ -149,7 +149,7 @@ def segmentation_logits(forward: Any, batch: np.ndarray, cfg: dict[str, Any]) ->
 def _slide(forward: Any, batch: np.ndarray, crop: Sequence[int], stride: Sequence[int]) -> np.ndarray:
     """Windows every ``stride`` pixels, the last shifted inside the image; a side shorter than the crop is run whole;
     logits summed and divided by the windows covering each pixel (mmseg's slide inference)."""
-    from vitdense.inference.scenes import window_starts  # the window positions of slide_logits and of scenes
+    from vitdense.tasks.inference import window_starts  # the window positions of slide_logits and of scenes
 
     height, width = batch.shape[-2:]
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)

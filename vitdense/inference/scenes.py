@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vitdense.data.formats.raster import Raster, model_input
-from vitdense.tasks.inference import check_window_stride
+from vitdense.tasks.inference import check_window_stride, window_starts
 
 
 @dataclass
@@ -38,14 +38,6 @@ class SceneSummary:
         probs = f" and {self.probabilities}" if self.probabilities else ""
         return (f"wrote {self.output}{probs}: {self.windows} windows over {self.pixels / 1e6:.1f} Mpx in "
                 f"{self.seconds:.1f} s ({rate:.2f} Mpx/s)")  # fmt: skip
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Starts of ``crop`` windows every ``stride`` pixels along a side of ``size``, the last shifted inside (as
-    ``slide_logits``); one window when the side is at most the crop."""
-    crop = min(crop, size)
-    count = max(size - crop + stride - 1, 0) // stride + 1
-    return [min(i * stride + crop, size) - crop for i in range(count)]
 
 
 def _window_logits(task: Any, images: torch.Tensor, flip: bool) -> torch.Tensor:

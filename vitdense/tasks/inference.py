@@ -76,6 +76,15 @@ def check_inference_config(cfg: dict, default_crop: tuple[int, int] | None = Non
         raise ValueError(f"inference.scales: {cfg['scales']} must be a non-empty list of positive factors.")
 
 
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Starts of ``crop`` windows every ``stride`` pixels along a side of ``size``, the last shifted inside it
+    (mmseg's slide positions); one window when the side is at most the crop. The one formula of slide_logits,
+    tile_windows, scenes and the ONNX runner."""
+    crop = min(crop, size)
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    return [min(i * stride + crop, size) - crop for i in range(count)]
+
+
 def slide_logits(forward: Logits, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
     """Logits of ``images`` (B, 3, H, W) from ``crop`` windows every ``stride`` pixels, averaged where they overlap.
 
@@ -85,13 +94,10 @@ def slide_logits(forward: Logits, images: torch.Tensor, crop: tuple[int, int], s
     check_window_stride(crop, stride)
     height, width = images.shape[-2:]
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)
-    rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
-    cols = max(width - crop_w + stride[1] - 1, 0) // stride[1] + 1
     total = count = None
-    for r in range(rows):
-        for c in range(cols):
-            y2, x2 = min(r * stride[0] + crop_h, height), min(c * stride[1] + crop_w, width)
-            y1, x1 = y2 - crop_h, x2 - crop_w
+    for y1 in window_starts(height, crop_h, stride[0]):
+        for x1 in window_starts(width, crop_w, stride[1]):
+            y2, x2 = y1 + crop_h, x1 + crop_w
             logits = forward(images[:, :, y1:y2, x1:x2])
             if total is None or count is None:
                 total = logits.new_zeros(*logits.shape[:2], height, width)
@@ -171,14 +177,7 @@ def tile_windows(height: int, width: int, crop: tuple[int, int], stride: tuple[i
     it (mmseg's slide positions); a side shorter than the crop is one window. A stride larger than the crop is
     refused (objects in the strips between tiles would be missed)."""
     check_window_stride(crop, stride)
-    crop_h, crop_w = min(crop[0], height), min(crop[1], width)
-    rows = max(height - crop_h + stride[0] - 1, 0) // stride[0] + 1
-    cols = max(width - crop_w + stride[1] - 1, 0) // stride[1] + 1
-    return [
-        (min(r * stride[0] + crop_h, height) - crop_h, min(c * stride[1] + crop_w, width) - crop_w)
-        for r in range(rows)
-        for c in range(cols)
-    ]
+    return [(y, x) for y in window_starts(height, crop[0], stride[0]) for x in window_starts(width, crop[1], stride[1])]
 
 
 def infer_detections(
