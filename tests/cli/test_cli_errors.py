@@ -36,7 +36,7 @@ def test_a_value_the_run_cannot_use_ends_the_output_as_one_message(
 
 
 # A new process each (7-20 s); the default suite checks the same output in-process (the test above, each case), and
-# `python -m vitdense` in a new process by test_cli_messages.py's offline-weights test.
+# `python -m vitdense`'s module (in-process) by test_cli_messages.py's offline-weights test.
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_a_value_the_run_cannot_use_ends_the_output_of_a_new_process_as_one_message(tmp_path: Path, case: str) -> None:

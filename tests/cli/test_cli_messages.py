@@ -1,13 +1,16 @@
 """What `python -m vitdense` prints, run as a user runs it: a config that cannot be built ends the output as one
 message with exit code 2, and Lightning's lines a user cannot act on are left out, real warnings kept.
 
-One test runs a new process (`vitdense`); the others call the entry point in this process as the console script does
-(`in_process`: `main()` reading `sys.argv`, its exit code and everything it prints), which checks the same output
-without importing torch and Lightning again (~11 s a process on 2 cores)."""
+The default suite calls the entry point in this process as the console script does (`in_process`: `main()` reading
+`sys.argv`, its exit code and everything it prints; or `python -m vitdense`'s own module, run as `__main__`), which
+checks the same output without importing torch and Lightning again (~11 s a process on 2 cores); the slow tests run a
+new process (`vitdense`)."""
 
 import os
+import runpy
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,7 +43,11 @@ def vitdense(tmp_path: Path, *args: str, **env: str) -> tuple[int, list[str]]:
 
 
 def in_process(
-    tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    *args: str,
+    entry: Callable[[], object] = main,
 ) -> tuple[int, list[str]]:
     """`vitdense ARGS` as the console script runs it (`main()` with no arguments reads `sys.argv`), in this process:
     its exit code and the lines it printed, stdout then stderr (Lightning's log handler keeps the stream it was made
@@ -50,7 +57,7 @@ def in_process(
     monkeypatch.chdir(tmp_path)
     capfd.readouterr()
     try:
-        main()
+        entry()
         code = 0
     except SystemExit as exit_info:
         code = exit_info.code if isinstance(exit_info.code, int) else 1
@@ -66,12 +73,26 @@ def one_message(code: int, lines: list[str]) -> str:
     return lines[-1].removeprefix("error: ")
 
 
-# The default suite's one new process: `python -m vitdense` itself, and the hub offline as the environment says.
-def test_offline_pretrained_weights_end_the_output_as_one_message(tmp_path: Path) -> None:
-    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
-    code, lines = vitdense(
-        tmp_path, "fit", "--config", str(config(tmp_path, backbone={**backbone, "pretrained": True}))
-    )
+def python_m_vitdense() -> None:
+    """What `python -m vitdense` runs: the package's `__main__` module as the main module."""
+    runpy.run_module("vitdense", run_name="__main__", alter_sys=True)
+
+
+# `python -m vitdense`'s module run as the main module, in this process, with the hub offline (conftest.py sets
+# HF_HUB_OFFLINE=1 before anything imports huggingface_hub, as the environment of a new process would).
+def test_offline_pretrained_weights_end_the_output_as_one_message(tmp_path: Path, capfd, monkeypatch) -> None:
+    cfg = str(config(tmp_path, backbone={**BACKBONE, "pretrained": True}))
+    offline_pretrained_is_one_message(*in_process(tmp_path, capfd, monkeypatch, "fit", "--config", cfg,
+                                                  entry=python_m_vitdense))  # fmt: skip
+
+
+@pytest.mark.slow  # a new process (~11 s); the test above runs the same module in this process
+def test_offline_pretrained_weights_end_the_output_of_a_new_process_as_one_message(tmp_path: Path) -> None:
+    cfg = str(config(tmp_path, backbone={**BACKBONE, "pretrained": True}))
+    offline_pretrained_is_one_message(*vitdense(tmp_path, "fit", "--config", cfg))
+
+
+def offline_pretrained_is_one_message(code: int, lines: list[str]) -> None:
     assert one_message(code, lines).startswith(
         "backbone.pretrained: true needs timm's hub weights for 'vit_tiny_patch16_224', which are not in the local "
         "cache, and HF_HUB_OFFLINE is set. Point backbone.pretrained at a local"
