@@ -38,7 +38,9 @@ def run(out: Path, configs: list[str]) -> None:
         rank, name = cli.trainer.global_rank, Path(cfg).stem
         tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0] if "fsdp" in name else None
         cli.trainer.save_checkpoint(out / f"{name}.ckpt")  # every rank calls it, rank 0 writes
-        if rank == 1:  # a launched process starts seconds after the first: its clock would name another folder
+        # a launched process starts seconds after the first: its clock would name another folder. Once is enough (the
+        # same PredictionWriter names and broadcasts every task's folder): each sleep holds both processes 1.1 s
+        if rank == 1 and cfg == configs[0]:
             time.sleep(1.1)
         predicted = main(["predict", "--config", cfg, "--ckpt_path", str(out / f"{name}.ckpt"),
                           "--trainer.default_root_dir", str(out / "predict" / name)])  # fmt: skip
