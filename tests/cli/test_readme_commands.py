@@ -90,7 +90,7 @@ LIGHTNING = ("fit", "validate", "test", "predict")
 # Sizes put after a command's --config files: small enough for seconds on a CPU, large enough for every head.
 TINY_BACKBONE = {"pretrained": False, "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}}
 TINY_HEAD = {"channels": 16, "aux_channels": 8, "roi_batch_size": 16, "box_head_width": 32}
-TINY_DATA = {"num_train": 4, "num_val": 4, "num_test": 4, "crop_size": 32, "image_size": 64, "batch_size": 2,
+TINY_DATA = {"num_train": 4, "num_val": 2, "num_test": 2, "crop_size": 32, "image_size": 64, "batch_size": 2,
              "num_workers": 0}  # fmt: skip
 # Three steps, a validation after each epoch: on synthetic data (2 batches an epoch) the fit ends at step 3, mid-epoch,
 # after the validation at step 2, where its best checkpoint is: its last.ckpt must still hold step 3.
