@@ -83,7 +83,7 @@ def test_lora_fit_through_the_cli_keeps_the_pretrained_weights(tmp_path: Path) -
         "model": {"class_path": "SegmentationTask", "init_args": {"backbone": backbone, "head": {"channels": 8},
                                                                   "optimizer": {"lr": 1e-2}}},
         "data": {"class_path": "SyntheticSegmentationDataModule",
-                 "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}},
+                 "init_args": {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 32, "batch_size": 4}},
         "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
                     "default_root_dir": str(tmp_path / "runs")},
     }  # fmt: skip

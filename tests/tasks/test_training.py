@@ -45,7 +45,7 @@ def test_optimizer_and_scheduler_replaced_from_yaml_keep_the_groups(tmp_path) ->
     model = {"class_path": "SegmentationTask", "init_args": {
         "backbone": tiny_vit(), "head": {"channels": 16}, "optimizer": sgd, "scheduler": step}}  # fmt: skip
     data = {"class_path": "SyntheticSegmentationDataModule",
-            "init_args": {"num_train": 8, "num_val": 4, "image_size": 32, "batch_size": 4}}  # fmt: skip
+            "init_args": {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 32, "batch_size": 4}}  # fmt: skip
     trainer = {"accelerator": "cpu", "max_epochs": 2, "enable_progress_bar": False,
                "enable_model_summary": False, "default_root_dir": str(tmp_path / "runs")}  # fmt: skip
     cfg = tmp_path / "sgd.yaml"
