@@ -71,7 +71,7 @@ def test_detection_report_per_class_ap_averages_to_the_logged_map(tmp_path: Path
 
 @pytest.mark.slow  # a detector fit + evaluate: 15-20 s
 def test_instance_report_has_per_class_mask_ap_averaging_to_the_logged_mask_map(tmp_path: Path, tiny_run) -> None:
-    config, ckpt = tiny_run(tmp_path, "instance")
+    config, ckpt = tiny_run(tmp_path, "instance_trained")
     report = vitdense.evaluate(config, ckpt, "val")
     with_boxes = [row for row in report.per_class if row["gt_boxes"]]
     assert report.metrics["val/mask_mAP"] > 0

@@ -103,10 +103,10 @@ def test_predicted_rle_masks_rescored_with_pycocotools_give_the_logged_mask_map(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    config, ckpt = tiny_run(tmp_path, "instance")
+    config, ckpt = tiny_run(tmp_path, "instance_trained")
     logged = main(["validate", "--config", str(config), "--ckpt_path", str(ckpt)]).trainer.callback_metrics
     cli = main(["predict", "--config", str(config), "--ckpt_path", str(ckpt)])
-    (out,) = (tmp_path / "runs" / "predictions").glob("instance-*/predictions.jsonl")
+    (out,) = (tmp_path / "runs" / "predictions").glob("instance_trained-*/predictions.jsonl")  # <config stem>-<time>
     val = cli.datamodule.dataset("val")
     images, annotations = [], []
     for i in range(len(val)):
