@@ -16,9 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-# 2 threads for a CI machine of 2 idle cores; VITDENSE_TEST_THREADS=1 where other jobs hold the cores (there two
-# threads wait on each other at every op: the tiny models' tests run 3-5x slower than on one thread).
-torch.set_num_threads(int(os.environ.get("VITDENSE_TEST_THREADS", "2")))
+# One thread per pytest-xdist worker (the default suite runs 2 workers: addopts -n 2), 2 threads in one process
+# (-n 0 or -p no:xdist). The tiny models' ops are too small for two threads: on 2 idle cores the suite took 246 s in
+# one process of 1 thread, 252 s with 2 threads, 152 s on 2 workers of 1 thread (2026-12-07). VITDENSE_TEST_THREADS
+# overrides it (1 where other jobs hold the cores: there two threads wait on each other at every op).
+torch.set_num_threads(
+    int(os.environ.get("VITDENSE_TEST_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"))
+)
 
 
 @pytest.fixture(autouse=True)
