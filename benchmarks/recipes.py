@@ -265,17 +265,26 @@ def run_vitdense(args: argparse.Namespace, name: str, class_names: list[str]) ->
         "command": shlex.join(["python", "-m", "vitdense", *cli_args]),
         "inference": dict(cli.model.inference_cfg),  # how val and test were scored (the template's: by windows)
     }
-    rows, trained_with = [row], dict(cli.model.inference_cfg)
-    for inference in args.also_infer or []:
-        cli.model.inference_cfg = merge_config(inference, trained_with, "inference")
-        check_inference_config(cli.model.inference_cfg, cli.model.input_size())
-        start = time.perf_counter()
-        val = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-        rescored = {**split_scores(val, "val", class_names), **test_scores(args, cli, class_names)}
-        label = ",".join(f"{k}={short(v)}" for k, v in inference.items())
-        rows.append({**row, **rescored, "name": f"{name}, inference {label}", "same_run_as": name,
-                     "val_s": time.perf_counter() - start, "inference": dict(cli.model.inference_cfg)})  # fmt: skip
+    trained_with = dict(cli.model.inference_cfg)
+    rows = [row] + [
+        rescored_row(args, cli, row, trained_with, inference, class_names) for inference in args.also_infer or []
+    ]
     return [{"domain": args.domain, **r} if args.domain else r for r in rows]
+
+
+def rescored_row(
+    args: argparse.Namespace, cli: Any, base: dict, trained_with: dict, inference: dict, class_names: list[str]
+) -> dict:
+    """``base`` (the row of ``cli.model``'s weights) scored again on val (and test, see test_scores) with the
+    inference ``trained_with`` updated by ``inference``: the row ``"<base>, inference <key=value,...>"``."""
+    cli.model.inference_cfg = merge_config(inference, trained_with, "inference")
+    check_inference_config(cli.model.inference_cfg, cli.model.input_size())
+    start = time.perf_counter()
+    val = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    rescored = {**split_scores(val, "val", class_names), **test_scores(args, cli, class_names)}
+    label = ",".join(f"{k}={short(v)}" for k, v in inference.items())
+    return {**base, **rescored, "name": f"{base['name']}, inference {label}", "same_run_as": base["name"],
+            "val_s": time.perf_counter() - start, "inference": dict(cli.model.inference_cfg)}  # fmt: skip
 
 
 def split_scores(metrics: dict, split: str, class_names: list[str]) -> dict:

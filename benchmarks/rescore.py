@@ -17,18 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
 import yaml
 from machine import matmul_gflops  # benchmarks/machine.py
-from recipes import DATA_ROOT, REPO, git_commit, save_row, short, split_scores, test_scores
+from recipes import DATA_ROOT, REPO, git_commit, rescored_row, save_row
 
 from vitdense.cli.entry import main as vitdense_main
-from vitdense.models.config import merge_config
-from vitdense.tasks.inference import check_inference_config
 
 
 def main() -> None:
@@ -64,14 +61,7 @@ def main() -> None:
     args.root = args.data_root / args.domain  # what recipes.test_scores reads
     commit, gflops = git_commit(), matmul_gflops()
     for inference in args.infer:
-        cli.model.inference_cfg = merge_config(inference, trained_with, "inference")
-        check_inference_config(cli.model.inference_cfg, cli.model.input_size())
-        start = time.perf_counter()
-        val = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-        scores = {**split_scores(val, "val", class_names), **test_scores(args, cli, class_names)}
-        label = ",".join(f"{k}={short(v)}" for k, v in inference.items())
-        row = {**rows[args.base], **scores, "name": f"{args.base}, inference {label}", "same_run_as": args.base,
-               "val_s": time.perf_counter() - start, "inference": dict(cli.model.inference_cfg),
+        row = {**rescored_row(args, cli, rows[args.base], trained_with, inference, class_names),
                "rescore_commit": commit, "rescore_gflops": gflops}  # fmt: skip
         save_row(out, row, class_names, meta)
         print(f"{row['name']}: val {row['mIoU']:.3f}, test {row.get('test_mIoU') or float('nan'):.3f}")

@@ -69,10 +69,11 @@ def table(task: str, results: Path) -> list[str]:
             continue
         rows = json.loads(path.read_text())
         template_row = SHIPPED_ROW[task]
-        if not budget_suffixes(rows):  # gains are over the peer: without its rows there is nothing to compare
+        budgets = budget_suffixes(rows)
+        if not budgets:  # gains are over the peer: without its rows there is nothing to compare
             lines.append(f"| {name} | the peer not run yet (template rows only: <set>/{task}.md) | | | | | | |")
             continue
-        shipped = [suffix for suffix in budget_suffixes(rows) if template_row + suffix in rows]
+        shipped = [suffix for suffix in budgets if template_row + suffix in rows]
         if not shipped:
             lines.append(f"| {name} | the shipped template not run here | | | | | | |")
         first = rows[template_row + shipped[0]] if shipped else next(iter(rows.values()))
