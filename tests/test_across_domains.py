@@ -63,3 +63,30 @@ def test_a_built_domain_replaces_its_committed_entry_and_a_domain_with_neither_s
     assert rebuilt["cwfid"]["source"]["commit"] == "b" * 40 and rebuilt["cwfid"]["pixel_shares"] == [0.995, 0.005]
     assert ad.add_rule_rows(table, ad.load_rule_inputs(inputs, empty, ["cwfid"]))["cwfid"].startswith("default: 1 ")
     assert table["cwfid"]["class_weights=auto"] == table["cwfid"]["default"]
+
+
+def test_the_field_table_gives_the_shipped_templates_seed_mean_gain_over_each_trainer() -> None:
+    def run(test: float) -> dict:
+        return {"val": test, "test": test}
+
+    table = {
+        "cwfid": {ad.PEER: run(0.6), "template rerun, inference mode=slide": run(0.80),
+                  "template rerun, seed=1": run(0.70), "template rerun": run(0.5),
+                  "field: terratorch": run(0.70), "field: terratorch, seed=1": run(0.60), "field: torchgeo": run(0.9)},
+        "ph2": {ad.PEER: run(0.9), "template rerun, inference mode=slide": run(0.94),
+                "seed=1,class_weights=off, inference mode=slide": run(0.92), "field: terratorch": run(0.90)},
+        "mtd": {ad.PEER: run(0.2), "template rerun": run(0.3), "field: terratorch": run(0.1)},  # not shipped yet
+    }  # fmt: skip
+    for rows in table.values():  # as load_rows merges a field trainer's seeds
+        ad.merge_peer_seeds(rows, "field: terratorch")
+    gains = ad.field_gains(table)
+    assert set(gains) == {"field: terratorch", "field: torchgeo"}
+    assert gains["field: terratorch"]["cwfid"][1] == pytest.approx(100 * (0.75 - 0.65))  # both sides' seed means
+    assert gains["field: terratorch"]["ph2"][1] == pytest.approx(100 * (0.93 - 0.90))  # PH2's seed-1 row name
+    assert "mtd" not in gains["field: terratorch"]  # no shipped template row there: no gain claimed
+    assert gains["field: torchgeo"]["cwfid"][1] == pytest.approx(-15.0)
+    lines = "\n".join(ad.field_lines(table))
+    assert "| field: terratorch | 0.650 (+10.0; 2 seeds) |  | 0.900 (+3.0) | +3.0 | 2 of 3 |" in lines
+    assert "| field: torchgeo | 0.900 (-15.0) |  |  | -15.0 | 1 of 3 |" in lines
+    assert "| template as shipped (by windows) | 0.750 (2 seeds) |  | 0.930 (2 seeds) | | |" in lines
+    assert ad.field_lines({"cwfid": {ad.PEER: run(0.6), "template rerun": run(0.7)}}) == []
