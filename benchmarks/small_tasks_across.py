@@ -25,6 +25,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "small_tasks"
 # raccoon sample, whose plain "vitdense" rows are RetinaNet before head_lr_mult 10, fab1ed5).
 # Since 9899312 the detection template has layer_decay null (the rows say 1.0: the same lr for every layer) and
 # scale_range auto; "head=faster_rcnn" rows are the Faster R-CNN template before it (layer decay 0.7, zoom 0.5-1.5).
+# Since head.anchor_scale: auto, the shipped row is the run at the scale the rule gives the set at that size: 4 (the
+# runs before it) on bccd, kangaroo and the raccoon sample; on deeppcb 1 at 192 px and 2 at 320 px, set by hand at
+# commit 64f6edd (same settings otherwise), its ",anchor_scale=4" rows being the template before the rule.
 # Instance: configs/instance_coco.yaml as it ships (layer decay 0.7); its "layer_decay=1.0" rows (--set
 # model.init_args.optimizer.layer_decay=1.0: the same lr for every layer, as null) are a variant until it changes.
 SHIPPED_ROW = {
@@ -36,7 +39,8 @@ ROW_NOTES = {
     "classification": {"vitdense": "the template before a4df888"},
     "detection": {"vitdense": "RetinaNet, the template before Faster R-CNN",
                   "vitdense, head_lr_mult=10": "RetinaNet, the template before Faster R-CNN",
-                  "vitdense, head=faster_rcnn": "the template before 9899312: layer decay 0.7, zoom 0.5-1.5"},
+                  "vitdense, head=faster_rcnn": "the template before 9899312: layer decay 0.7, zoom 0.5-1.5",
+                  "vitdense, layer_decay=1.0,scale_range=auto,anchor_scale=4": "the template before anchor_scale auto"},
     "raccoon_sample": {"vitdense": "RetinaNet before head_lr_mult 10"},
 }  # fmt: skip
 SHARED_NAME = {"classification": "hymenoptera_sample", "detection": "raccoon_sample"}  # instance: no shared sample

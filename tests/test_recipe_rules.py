@@ -118,3 +118,70 @@ def test_detection_fit_applies_and_prints_the_scale_rule(spread: float, tmp_path
     else:
         assert "data.scale_range: auto -> [0.5, 1.5]" in caplog.text and "objects at many scales" in caplog.text
         assert min(resize.max_size) == 32 and max(resize.max_size) == 96
+
+
+def test_anchor_scale_rule_keeps_the_default_unless_the_small_boxes_miss_its_smallest_anchor() -> None:
+    from vitdense.data.recipe_rules import anchor_scale_rule
+
+    rng = np.random.default_rng(0)
+    # Faster R-CNN on P2 (stride 4): smallest anchor 8 px per unit of scale, 32 px at the default 4
+    cells = 51 * 2 ** rng.normal(0, 0.2, 400)  # blood cells at 320 px: the 10% quantile ~44 px
+    assert anchor_scale_rule(cells, 8).value == 4.0
+    assert "the default" in anchor_scale_rule(cells, 8).reason
+    defects = 17 * 2 ** rng.normal(0, 0.25, 200)  # PCB defects at 320 px: ~14 px, under 32 / sqrt(2)
+    chosen = anchor_scale_rule(defects, 8)
+    assert chosen.value == 2.0 and "the smallest anchor 16 px" in chosen.reason and "would miss them" in chosen.reason
+    cars = np.full(50, 5.0)  # 5 px cars: even scale 1 (8 px) is too coarse; the finest is chosen and said
+    finest = anchor_scale_rule(cars, 8)
+    assert finest.value == 1.0 and "larger image_size" in finest.reason
+    assert anchor_scale_rule(defects, 16).value == 1.0  # a head whose anchors start coarser (stride 8, x2)
+    assert anchor_scale_rule(np.zeros(0), 8).value == 4.0  # nothing to measure: the default
+
+
+def test_detection_fit_chooses_keeps_and_restores_the_anchor_scale(tmp_path: Path, caplog) -> None:
+    import json
+
+    import torch
+
+    from vitdense.cli.entry import main
+
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        images, annotations = [], []
+        for i in range(2):
+            Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / split / "images" / f"{i}.png")
+            images.append({"id": i, "file_name": f"{i}.png", "width": 64, "height": 64})
+            annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 6, 6], "iscrowd": 0})
+        coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "dot"}]}
+        (tmp_path / split / "annotations.json").write_text(json.dumps(coco))
+    head = {"name": "faster_rcnn", "channels": 16, "anchor_scale": "auto", "box_head_width": 32, "roi_batch_size": 16}
+    backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
+    cfg = {"model": {"class_path": "DetectionTask", "init_args": {"backbone": backbone, "head": head}},
+           "data": {"class_path": "CocoDetectionDataModule", "init_args": {
+               "root": str(tmp_path), "image_size": 64, "batch_size": 2, "num_workers": 0}},
+           "trainer": {"accelerator": "cpu", "max_steps": 1, "limit_val_batches": 1, "default_root_dir": str(tmp_path),
+                       "enable_progress_bar": False, "logger": False}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO):
+        cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+    # 6 px boxes: 8.5 px at most for the smallest anchor, so scale 1 (8 px on P2; the default's 32 px misses them)
+    assert "head.anchor_scale: auto -> 1 (10% of the 2 training boxes are under 6.0 px" in caplog.text
+    sizes = cli.model.detector.rpn.anchor_generator.sizes
+    assert sizes[0] == (8,) and sizes[1] == (16,)
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["head"]["anchor_scale"] == 1.0
+    # the same config (auto) scoring the checkpoint: the anchors it trained with, not the default's
+    again = ["--trainer.default_root_dir", str(tmp_path / "validate"), "--ckpt_path", str(ckpt)]
+    cli = main(["validate", "--config", str(tmp_path / "c.yaml"), *again])
+    assert cli.model.anchor_scale == 1.0 and cli.model.detector.rpn.anchor_generator.sizes[0] == (8,)
+    # ... and so does a model built in Python from the same settings, given the checkpoint by a Trainer
+    from lightning.pytorch import Trainer
+
+    from vitdense import DetectionTask
+
+    model = DetectionTask(num_classes=1, img_size=64, backbone=cli.model.hparams["backbone"], head=head)
+    assert model.anchor_scale == 4.0  # auto, before any data: the default's anchors
+    trainer = Trainer(accelerator="cpu", limit_val_batches=1, logger=False, enable_progress_bar=False,
+                      default_root_dir=str(tmp_path / "python"))  # fmt: skip
+    trainer.validate(model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    assert model.anchor_scale == 1.0 and model.detector.rpn.anchor_generator.sizes[0] == (8,)

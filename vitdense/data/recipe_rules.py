@@ -17,6 +17,10 @@ over the domains of benchmarks/domains.py; docs/recipes.md): they are stated her
   class, averaged over the boxes, under ``FIXED_SCALE_SPREAD`` octaves: microscopy, scans, fixed-altitude aerial
   imagery), else ``DETECTION_SCALE_RANGE``. Zooming teaches sizes a fixed-scale test set never shows, and shrinks
   its smallest objects under the finest anchors; photos come at every scale, and the zoom is what covers them.
+- detection ``head.anchor_scale: auto``: the largest of ``ANCHOR_SCALES`` whose smallest anchor still matches the
+  small training boxes (``anchor_scale_rule``: at most ``ANCHOR_MATCH`` x the 10th percentile of the box sides at the
+  training input size). A box well under the smallest anchor overlaps every anchor too little to be a positive for
+  the proposal or one-stage head; objects are then learned from one forced match each, or not at all.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ RARE_SHARE = 0.01  # a class below this share of the labelled training pixels co
 MIN_SCALE, MAX_SCALE = 0.5, 2.0  # the template's fixed scale_range, and the bounds of the automatic one
 DETECTION_SCALE_RANGE = (0.5, 1.5)  # the detection template's random long-side scale where objects vary in size
 FIXED_SCALE_SPREAD = 0.4  # octaves: under this, objects of a class keep one size (benchmarks/small_tasks.py sets)
+ANCHOR_SCALES = (4.0, 2.0, 1.0)  # head.anchor_scale: the template's (detectron2's 32-512 px on P2-P6), then finer
+ANCHOR_MATCH = 2**0.5  # a square anchor of side <= sqrt(2) s overlaps a centred square box of side s at IoU >= 0.5
+SMALL_BOX_QUANTILE = 0.1  # the box side the smallest anchor must match: the 10th percentile of the training boxes
 AUTO = "auto"
 
 
@@ -112,3 +119,25 @@ def box_scale_rule(relative_sides: np.ndarray, labels: np.ndarray, names: list[s
     if spread < FIXED_SCALE_SPREAD:
         return Choice((1.0, 1.0), f"{measured}, under {FIXED_SCALE_SPREAD}: one fixed scale, no zoom")
     return Choice(DETECTION_SCALE_RANGE, f"{measured}, >= {FIXED_SCALE_SPREAD}: objects at many scales, zoom")
+
+
+def anchor_scale_rule(sides: np.ndarray, smallest_anchor_per_scale: float) -> Choice:
+    """Detection ``head.anchor_scale``: the largest of ``ANCHOR_SCALES`` whose smallest anchor (``scale x
+    smallest_anchor_per_scale`` px) is at most ``ANCHOR_MATCH`` x the ``SMALL_BOX_QUANTILE`` quantile of ``sides``
+    (per training box, ``sqrt(width * height)`` in pixels at the training input size); the finest scale when none is.
+    """
+    sides = np.asarray(sides, np.float64)
+    sides = sides[sides > 0]
+    default = ANCHOR_SCALES[0]
+    if sides.size == 0:
+        return Choice(default, "no training boxes to measure: the default")
+    small = float(np.quantile(sides, SMALL_BOX_QUANTILE))
+    fits = [s for s in ANCHOR_SCALES if s * smallest_anchor_per_scale <= ANCHOR_MATCH * small]
+    scale = fits[0] if fits else ANCHOR_SCALES[-1]
+    measured = (f"{100 * SMALL_BOX_QUANTILE:g}% of the {sides.size} training boxes are under {small:.1f} px at the "
+                f"input size, the smallest anchor {scale * smallest_anchor_per_scale:g} px")  # fmt: skip
+    if scale == default:
+        return Choice(scale, f"{measured}: the default")
+    if not fits:
+        return Choice(scale, f"{measured}, the finest anchors offered: smaller objects need a larger image_size")
+    return Choice(scale, f"{measured} (the default's {default * smallest_anchor_per_scale:g} px would miss them)")

@@ -7,16 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from vitdense.data.formats.coco import write_coco_results
+from vitdense.data.recipe_rules import ANCHOR_SCALES, AUTO, anchor_scale_rule
 from vitdense.models.config import merge_config
 from vitdense.models.heads.detectors import (
     HEAD_DEFAULTS,
     INSTANCE_DETECTORS,
     DetectionBody,
     DetectionHeadConfig,
+    anchor_side,
     build_detector,
+    set_anchor_scale,
 )
 from vitdense.tasks import panels
 from vitdense.tasks.base import BaseTask, group_indices
@@ -75,7 +79,45 @@ class DetectionTask(BaseTask[DetectionMAP]):
             raise ValueError(f"head.name={cfg['name']!r} predicts masks: use InstanceSegmentationTask.")
         # The two-stage detectors' labels are shifted by one for their background class.
         self.label_offset = 1 if cfg["name"] in ("faster_rcnn", "mask_rcnn") else 0
-        self.detector = build_detector(cfg["name"], self.backbone, self.num_classes, cfg)
+        # anchor_scale: auto is chosen from the training boxes in setup("fit"); until then the default's anchors
+        self.anchor_scale = ANCHOR_SCALES[0] if cfg["anchor_scale"] == AUTO else cfg["anchor_scale"]
+        self.detector = build_detector(cfg["name"], self.backbone, self.num_classes,
+                                       {**cfg, "anchor_scale": self.anchor_scale})  # fmt: skip
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.head_cfg["anchor_scale"] == AUTO and self.head_cfg["name"] != "fcos":
+            self.choose_anchor_scale()
+
+    def choose_anchor_scale(self) -> None:
+        """``head.anchor_scale: auto`` resolved from the DataModule's training boxes (``anchor_scale_rule``), printed,
+        and kept in the hyperparameters: the checkpoint, a later ``test`` and an export use the same anchors."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sides = getattr(datamodule, "training_box_sides", None)
+        if sides is None:
+            raise ValueError(
+                f"head.anchor_scale: auto needs a DataModule that can measure its training boxes "
+                f"({type(datamodule).__name__} cannot); give a number (the default is {ANCHOR_SCALES[0]:g})."
+            )
+        name = self.head_cfg["name"]
+        choice = anchor_scale_rule(sides(), anchor_side(name, min(self.body.strides)))
+        rank_zero_info(f"[vitdense] head.anchor_scale: auto -> {choice.value:g} ({choice.reason})")
+        self.use_anchor_scale(choice.value)
+
+    def use_anchor_scale(self, scale: float) -> None:
+        """Anchors at ``anchor_scale`` ``scale`` (no weights change), recorded in the hyperparameters."""
+        if scale != self.anchor_scale:
+            set_anchor_scale(self.detector, self.head_cfg["name"], self.body.strides, scale)
+            self.anchor_scale = scale
+        self.hparams["head"] = {**(self.hparams["head"] or {}), "anchor_scale": scale}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A run fitted with ``anchor_scale: auto`` saved the scale it chose: a model built from the config (``auto``)
+        takes it, so that ``test --ckpt_path`` scores the anchors it trained with."""
+        super().on_load_checkpoint(checkpoint)
+        saved = (checkpoint.get("hyper_parameters", {}).get("head") or {}).get("anchor_scale")
+        if self.head_cfg["anchor_scale"] == AUTO and isinstance(saved, int | float) and self.head_cfg["name"] != "fcos":
+            self.use_anchor_scale(float(saved))
 
     def draw_panel(self, batch: dict[str, Any], min_score: float) -> Any:
         """``truth | prediction`` per image of ``batch`` (boxes, masks, class names, scores of at least

@@ -260,6 +260,12 @@ class CocoDetectionDataModule(SavedSplit, BaseDataModule):
             )
         return self._dataset(images, annotations, fmt, transform)
 
+    def training_box_sides(self) -> np.ndarray:
+        """Per training box, ``sqrt(width * height)`` in pixels at the training input size (its image's long side at
+        ``image_size``): what ``head.anchor_scale: auto`` reads."""
+        sides, _ = _box_sizes(self.dataset("train").records)  # type: ignore[attr-defined]
+        return sides * self.image_size
+
     def _auto_scale_range(self, dataset: DetectionDataset) -> tuple[float, float]:
         """``scale_range: auto`` resolved from the training boxes (``box_scale_rule``), and printed."""
         sides, labels = _box_sizes(dataset.records)

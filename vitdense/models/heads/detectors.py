@@ -34,7 +34,8 @@ class DetectionHeadConfig(TypedDict, total=False):
     simple_fpn or fpn; auto = ViTDet's simple feature pyramid for plain ViTs, an FPN for hierarchical backbones),
     ``channels`` (pyramid width),
     ``anchor_scale`` (RetinaNet: its smallest anchor side / level stride; Faster and Mask R-CNN: half their anchor
-    side / level stride, so the default 4 gives detectron2's 32-512 px on P2-P6), ``min_stride`` (finest pyramid level;
+    side / level stride, so the default 4 gives detectron2's 32-512 px on P2-P6; ``auto``: chosen from the training
+    boxes when fitting, ``vitdense.data.recipe_rules.anchor_scale_rule``), ``min_stride`` (finest pyramid level;
     null = 8 for the one-stage heads, P3-P7, and 4 for Faster/Mask R-CNN, P2-P6), ``score_thresh``, ``nms_thresh``,
     ``detections_per_img``, ``roi_batch_size`` (RoIs sampled per image to train the two-stage box and mask heads;
     512 in detectron2 and ViTDet), ``box_head_width`` (the two-stage box head's two fully connected layers; 1024).
@@ -43,7 +44,7 @@ class DetectionHeadConfig(TypedDict, total=False):
     name: Literal["retinanet", "fcos", "faster_rcnn", "mask_rcnn"]
     neck: Literal["auto", "simple_fpn", "fpn"]
     channels: int
-    anchor_scale: float
+    anchor_scale: float | Literal["auto"]
     min_stride: int | None
     score_thresh: float
     nms_thresh: float
@@ -203,10 +204,32 @@ def detection_neck_name(neck: str, backbone: Backbone) -> str:
     return neck
 
 
+def anchor_side(name: str, stride: int) -> float:
+    """The side of the square anchor at ``anchor_scale`` 1 on the level of ``stride`` (RetinaNet: its smallest of
+    three octave sizes; Faster and Mask R-CNN: their one size)."""
+    return float(stride if name == "retinanet" else 2 * stride)
+
+
+def anchor_generator(name: str, strides: list[int], scale: float) -> AnchorGenerator:
+    """The anchors of the anchor-based heads at ``anchor_scale`` ``scale``: three aspect ratios per place, RetinaNet
+    three octave sizes per level (``scale x stride x 2^(k/3)``), Faster/Mask R-CNN one (``2 x scale x stride``)."""
+    if name == "retinanet":
+        sizes = tuple(tuple(int(scale * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
+    else:
+        sizes = tuple((int(anchor_side(name, s) * scale),) for s in strides)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
+
+
+def set_anchor_scale(detector: nn.Module, name: str, strides: list[int], scale: float) -> None:
+    """Give a built detector the anchors of another ``anchor_scale`` (anchors hold no weights: the heads are
+    unchanged, each place keeps its number of anchors)."""
+    anchors = anchor_generator(name, strides, scale)
+    owner = detector if name == "retinanet" else detector.get_submodule("rpn")
+    owner.anchor_generator = anchors
+
+
 def _retinanet(body: DetectionBody, num_classes: int, cfg: dict, common: dict) -> nn.Module:
-    strides, scale = body.strides, cfg["anchor_scale"]
-    sizes = tuple(tuple(int(scale * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
-    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
+    anchors = anchor_generator("retinanet", body.strides, cfg["anchor_scale"])
     return VitRetinaNet(body, num_classes, anchor_generator=anchors, score_thresh=cfg["score_thresh"],
                         nms_thresh=cfg["nms_thresh"], **common)  # fmt: skip
 
@@ -225,8 +248,8 @@ def _two_stage(body: DetectionBody, num_classes: int, cfg: dict) -> dict:
     head (two fully connected layers) and its predictor (``num_classes`` + background)."""
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
-    strides, scale, width = body.strides, cfg["anchor_scale"], cfg["box_head_width"]
-    anchors = AnchorGenerator(tuple((int(2 * scale * s),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
+    strides, width = body.strides, cfg["box_head_width"]
+    anchors = anchor_generator("faster_rcnn", strides, cfg["anchor_scale"])
     names = [str(i) for i, s in enumerate(strides) if s <= 32]
     return {
         "rpn_anchor_generator": anchors, "box_roi_pool": MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
