@@ -91,23 +91,30 @@ def test_box_scale_rule_turns_the_zoom_off_only_for_objects_of_one_size() -> Non
     assert box_scale_rule(np.array([0.2]), np.array([0])).value == DETECTION_SCALE_RANGE  # nothing to measure
 
 
-@pytest.mark.parametrize("spread", [0.0, 1.0])
-def test_detection_fit_applies_and_prints_the_scale_rule(spread: float, tmp_path: Path, caplog) -> None:
+def write_boxes(root: Path, sides: list[float], size: tuple[int, int], corner: int) -> None:
+    """A COCO dataset of black ``size`` (w, h) images with one square box each, at (``corner``, ``corner``): the first
+    half of ``sides`` in train, the rest in val."""
     import json
 
+    half = len(sides) // 2
+    for split, split_sides in (("train", sides[:half]), ("val", sides[half:])):
+        (root / split / "images").mkdir(parents=True)
+        images, annotations = [], []
+        for i, side in enumerate(split_sides):
+            Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(root / split / "images" / f"{i}.png")
+            images.append({"id": i, "file_name": f"{i}.png", "width": size[0], "height": size[1]})
+            box = [corner, corner, side, side]
+            annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": box, "iscrowd": 0})
+        coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
+        (root / split / "annotations.json").write_text(json.dumps(coco))
+
+
+@pytest.mark.parametrize("spread", [0.0, 1.0])
+def test_detection_fit_applies_and_prints_the_scale_rule(spread: float, tmp_path: Path, caplog) -> None:
     from vitdense.data import CocoDetectionDataModule
 
     rng = np.random.default_rng(1)
-    for split in ("train", "val"):
-        (tmp_path / split / "images").mkdir(parents=True)
-        images, annotations = [], []
-        for i in range(4):
-            Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(tmp_path / split / "images" / f"{i}.png")
-            images.append({"id": i, "file_name": f"{i}.png", "width": 80, "height": 60})
-            side = 16 * 2 ** (spread * rng.normal())
-            annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, side, side], "iscrowd": 0})
-        coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
-        (tmp_path / split / "annotations.json").write_text(json.dumps(coco))
+    write_boxes(tmp_path, [16 * 2 ** (spread * rng.normal()) for _ in range(8)], (80, 60), corner=2)
     dm = CocoDetectionDataModule(root=str(tmp_path), image_size=64, scale_range="auto")
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
@@ -139,21 +146,11 @@ def test_anchor_scale_rule_keeps_the_default_unless_the_small_boxes_miss_its_sma
 
 
 def test_detection_fit_chooses_keeps_and_restores_the_anchor_scale(tmp_path: Path, caplog) -> None:
-    import json
-
     import torch
 
     from vitdense.cli.entry import main
 
-    for split in ("train", "val"):
-        (tmp_path / split / "images").mkdir(parents=True)
-        images, annotations = [], []
-        for i in range(2):
-            Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / split / "images" / f"{i}.png")
-            images.append({"id": i, "file_name": f"{i}.png", "width": 64, "height": 64})
-            annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 6, 6], "iscrowd": 0})
-        coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "dot"}]}
-        (tmp_path / split / "annotations.json").write_text(json.dumps(coco))
+    write_boxes(tmp_path, [6.0] * 4, (64, 64), corner=10)
     head = {"name": "faster_rcnn", "channels": 16, "anchor_scale": "auto", "box_head_width": 32, "roi_batch_size": 16}
     backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
     cfg = {"model": {"class_path": "DetectionTask", "init_args": {"backbone": backbone, "head": head}},
@@ -185,3 +182,14 @@ def test_detection_fit_chooses_keeps_and_restores_the_anchor_scale(tmp_path: Pat
                       default_root_dir=str(tmp_path / "python"))  # fmt: skip
     trainer.validate(model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
     assert model.anchor_scale == 1.0 and model.detector.rpn.anchor_generator.sizes[0] == (8,)
+
+    # a DataModule that cannot measure boxes is told, not silently given the default's anchors
+    from types import SimpleNamespace
+
+    model._trainer = SimpleNamespace(datamodule=SimpleNamespace())
+    with pytest.raises(
+        ValueError,
+        match=r"anchor_scale: auto needs a DataModule that can measure its training boxes "
+        r"\(SimpleNamespace cannot\); give a number \(the default is 4\)",
+    ):
+        model.choose_anchor_scale()

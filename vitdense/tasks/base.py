@@ -216,6 +216,17 @@ class BaseTask(L.LightningModule, Generic[M]):
         text = ", ".join(f"{m:.4g}/{s:.4g}" for m, s in zip(mean, std, strict=True))
         rank_zero_info(f"[vitdense] band mean/std of the training images (saved with the run): {text}")
 
+    def training_statistic(self, method: str, setting: str, needs: str, instead: str) -> Any:
+        """The fitting DataModule's ``method`` (what a setting of ``auto`` reads from the training split), or an error
+        naming the ``setting``, what it ``needs`` the DataModule to do and what to give ``instead``."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        found = getattr(datamodule, method, None)
+        if found is None:
+            raise ValueError(
+                f"{setting} needs a DataModule that can {needs} ({type(datamodule).__name__} cannot); give {instead}."
+            )
+        return found()
+
     def compile_targets(self) -> list[nn.Module]:
         """The modules ``compile: true`` compiles: the tensor-only hot path (backbone, neck, heads)."""
         return [self.backbone, *self.head_modules()]

@@ -92,15 +92,9 @@ class DetectionTask(BaseTask[DetectionMAP]):
     def choose_anchor_scale(self) -> None:
         """``head.anchor_scale: auto`` resolved from the DataModule's training boxes (``anchor_scale_rule``), printed,
         and kept in the hyperparameters: the checkpoint, a later ``test`` and an export use the same anchors."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        sides = getattr(datamodule, "training_box_sides", None)
-        if sides is None:
-            raise ValueError(
-                f"head.anchor_scale: auto needs a DataModule that can measure its training boxes "
-                f"({type(datamodule).__name__} cannot); give a number (the default is {ANCHOR_SCALES[0]:g})."
-            )
-        name = self.head_cfg["name"]
-        choice = anchor_scale_rule(sides(), anchor_side(name, min(self.body.strides)))
+        sides = self.training_statistic("training_box_sides", "head.anchor_scale: auto", "measure its training boxes",
+                                        f"a number (the default is {ANCHOR_SCALES[0]:g})")  # fmt: skip
+        choice = anchor_scale_rule(sides, anchor_side(self.head_cfg["name"], min(self.body.strides)))
         rank_zero_info(f"[vitdense] head.anchor_scale: auto -> {choice.value:g} ({choice.reason})")
         self.use_anchor_scale(choice.value)
 

@@ -135,14 +135,10 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
         rule = self.loss_cfg["class_weights"]
         if stage != "fit" or not isinstance(rule, str):
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        counts = getattr(datamodule, "class_pixel_counts", None)
-        if counts is None:
-            raise ValueError(
-                f"loss.class_weights: {rule} needs a DataModule that can count the pixels of each class in its "
-                f"training masks ({type(datamodule).__name__} cannot); give a list of {self.num_classes} weights."
-            )
-        pixels, image_pixels = counts()
+        pixels, image_pixels = self.training_statistic(
+            "class_pixel_counts", f"loss.class_weights: {rule}", "count the pixels of each class in its training masks",
+            f"a list of {self.num_classes} weights",
+        )  # fmt: skip
         if rule == AUTO:
             choice = class_weight_rule(pixels, list(self.class_names))
             rank_zero_info(f"[vitdense] loss.class_weights: auto -> {choice.value} ({choice.reason})")
