@@ -84,9 +84,14 @@ class DetectionTask(BaseTask[DetectionMAP]):
         self.detector = build_detector(cfg["name"], self.backbone, self.num_classes,
                                        {**cfg, "anchor_scale": self.anchor_scale})  # fmt: skip
 
+    @property
+    def anchors_from_data(self) -> bool:
+        """``head.anchor_scale: auto`` on a head with anchors (FCOS has none to size)."""
+        return self.head_cfg["anchor_scale"] == AUTO and self.head_cfg["name"] != "fcos"
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit" and self.head_cfg["anchor_scale"] == AUTO and self.head_cfg["name"] != "fcos":
+        if stage == "fit" and self.anchors_from_data:
             self.choose_anchor_scale()
 
     def choose_anchor_scale(self) -> None:
@@ -110,7 +115,7 @@ class DetectionTask(BaseTask[DetectionMAP]):
         takes it, so that ``test --ckpt_path`` scores the anchors it trained with."""
         super().on_load_checkpoint(checkpoint)
         saved = (checkpoint.get("hyper_parameters", {}).get("head") or {}).get("anchor_scale")
-        if self.head_cfg["anchor_scale"] == AUTO and isinstance(saved, int | float) and self.head_cfg["name"] != "fcos":
+        if self.anchors_from_data and isinstance(saved, int | float):
             self.use_anchor_scale(float(saved))
 
     def draw_panel(self, batch: dict[str, Any], min_score: float) -> Any:
