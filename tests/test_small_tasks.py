@@ -72,17 +72,20 @@ def test_scorer_gives_box_and_mask_map_apart(tmp_path: Path) -> None:
 
 def test_across_compares_instance_rows_on_mask_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(across.DATASETS, "shapes", {"task": "instance", "epochs": 2, "size": 64, "batch": 1})
+    monkeypatch.setitem(across.ROW_NOTES, "shapes", {"vitdense, layer_decay=1.0": "the variant"})
 
     def row(mask_map: float) -> dict:
         return {"test_mask_mAP": mask_map, "test_mAP": 0.9, "mask_mAP": 0.0, "epochs": 2, "batch": 1, "size": 64,
                 "gflops": 50.0}  # fmt: skip
 
     rows = {"vitdense": {"0": row(0.3), "1": row(0.5)}, "peer": {"0": row(0.2)},
-            "vitdense, layer_decay=1.0": {"0": row(0.6)}}  # fmt: skip
+            "vitdense, layer_decay=1.0": {"0": row(0.6)},
+            "vitdense, layer_decay=1.0 @4x1, 64": {"0": row(0.7)}}  # fmt: skip
     (tmp_path / "shapes").mkdir()
     (tmp_path / "shapes" / "instance.json").write_text(json.dumps(rows))
     lines = across.table("instance", tmp_path)
     assert lines[0].startswith("## instance (mask_mAP")
     assert "| shapes | test | 0.400 | 0.200 | +20.0 | 2 / 1 | 2x1, 64 | 50-50 |" in lines
-    assert "- shapes, vitdense, layer_decay=1.0: 0.600 test (1 seeds)" in lines
+    assert "- shapes, vitdense, layer_decay=1.0 (the variant): 0.600 test (1 seeds)" in lines
+    assert "- shapes, vitdense, layer_decay=1.0 @4x1, 64 (the variant): 0.700 test (1 seeds)" in lines  # same note
     assert not any("hymenoptera" in line or "raccoon" in line for line in lines)
