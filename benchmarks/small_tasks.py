@@ -7,12 +7,16 @@
     python benchmarks/small_tasks.py --task instance --root SET --seeds 0   # a COCO instance set: polygons or RLE
     python benchmarks/small_tasks.py --task instance --root SET --only vitdense \
         --set model.init_args.optimizer.layer_decay=1.0 --variant layer_decay=1.0   # a template row with an override
+    python benchmarks/small_tasks.py --task detection --dataset bccd --only vitdense \
+        --also-infer '{"flip": true}' --also-infer '{"nms_thresh": 0.6}'   # + the same weights scored two more ways
 
 ``--dataset NAME`` reads a set that benchmarks/task_datasets.py built into /work/bench_data/tasks/NAME (sign_digits,
 brain_mri, clothing: classification; bccd, kangaroo, deeppcb, aerial_cars: detection; cwfid_plants: instance), at the
 budget in DATASETS below, and writes its rows to <out>/NAME/<task>.{json,md}. Where the set has a test split both
 sides are also scored on it after the same last epoch (nothing is chosen on val or test: there is nothing to choose).
-benchmarks/small_tasks_across.py gathers the sets into one table per task.
+benchmarks/small_tasks_across.py gathers the sets into one table per task. ``--also-infer`` (detection) scores the
+weights of each template run again another way (flipped views, NMS or score threshold): rows of their own, to compare
+on val before any becomes the template's.
 
 Both sides start from the same ImageNet ViT-Ti weights (../shared/weights/vit_tiny_patch16_224.safetensors), see
 the same training images for the same epochs, batch and input size, and are scored on the same val split after the
@@ -104,8 +108,11 @@ def held_out_splits(root: Path) -> list[tuple[str, str]]:
     return [("val", ""), *([("test", "test_")] if (root / "test").is_dir() else [])]
 
 
-def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> dict[str, float]:
-    """Fine-tune the shipped template through the CLI; the val (and test) metrics after the last epoch."""
+def run_vitdense(
+    task: str, args: argparse.Namespace, seed: int, work: Path
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Fine-tune the shipped template through the CLI; the val (and test) metrics after the last epoch, and those of
+    the same weights scored again with each ``--also-infer`` change (by its label)."""
     spec = TASKS[task]
     argv = [
         "fit", "--config", str(REPO / "configs" / spec["config"]), "--seed_everything", str(seed),
@@ -122,10 +129,48 @@ def run_vitdense(task: str, args: argparse.Namespace, seed: int, work: Path) -> 
         argv += [f"--{key}", value]
     cli = vitdense_main(argv)
     scores = {m: float(cli.trainer.callback_metrics[f"val/{m}"]) for m in spec["metrics"]}
-    if ("test", "test_") in held_out_splits(args.root):
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the weights after the last epoch
-        scores |= {f"test_{m}": float(cli.trainer.callback_metrics[f"test/{m}"]) for m in spec["metrics"]}
-    return scores
+    scores |= scores_on_test(cli, args.root, spec["metrics"])  # the weights after the last epoch
+    rescored = {}
+    for change in args.also_infer or []:
+        set_detection_inference(cli.model, change)
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+        again = {m: float(cli.trainer.callback_metrics[f"val/{m}"]) for m in spec["metrics"]}
+        rescored[inference_label(change)] = again | scores_on_test(cli, args.root, spec["metrics"])
+    return scores, rescored
+
+
+def scores_on_test(cli: Any, root: Path, metrics: tuple[str, ...]) -> dict[str, float]:
+    """The model's test metrics (``test_<metric>``) where the set has a test split, else none."""
+    if ("test", "test_") not in held_out_splits(root):
+        return {}
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    return {f"test_{m}": float(cli.trainer.callback_metrics[f"test/{m}"]) for m in metrics}
+
+
+# Head keys that change only which boxes a trained detector keeps (the rest of ``--also-infer`` is ``inference``).
+POSTPROCESS_KEYS = ("score_thresh", "nms_thresh", "detections_per_img")
+
+
+def set_detection_inference(model: Any, change: dict[str, Any]) -> None:
+    """Make a trained DetectionTask score another way: ``change``'s POSTPROCESS_KEYS set on its detector (torchvision
+    keeps them on ``roi_heads`` for the two-stage heads, on itself for RetinaNet and FCOS) and its other keys on the
+    ``inference`` setting (mode, crop, stride, flip). The weights are not touched."""
+    from vitdense.models.config import merge_config
+    from vitdense.tasks.inference import check_detection_inference_config
+
+    head = {k: v for k, v in change.items() if k in POSTPROCESS_KEYS}
+    inference = {k: v for k, v in change.items() if k not in POSTPROCESS_KEYS}
+    model.inference_cfg = merge_config(inference, dict(model.inference_cfg), "inference")
+    check_detection_inference_config(model.inference_cfg, model.input_size())
+    model.head_cfg.update(head)  # nms_thresh also merges flipped views and tiles
+    owner = getattr(model.detector, "roi_heads", model.detector)
+    for key, value in head.items():
+        setattr(owner, key, value)
+
+
+def inference_label(change: dict[str, Any]) -> str:
+    """``--also-infer``'s row label: ``inference flip=true,score_thresh=0.001``."""
+    return "inference " + ",".join(f"{k}={json.dumps(v)}" for k, v in change.items())
 
 
 # ---- the plain loop ------------------------------------------------------------------------------------------------
@@ -328,6 +373,15 @@ def main() -> None:
         help="CLI override of the vitdense side, repeatable (e.g. model.init_args.optimizer.head_lr_mult=10)",
     )
     p.add_argument("--variant", help="name of the vitdense row when --set changes the template")
+    p.add_argument(
+        "--also-infer",
+        action="append",
+        type=json.loads,
+        metavar="JSON",
+        help="detection: after a vitdense run, score its weights again with these inference keys (flip, mode, ...) or "
+        "box post-processing keys (score_thresh, nms_thresh, detections_per_img), e.g. '{\"flip\": true}'; each is "
+        "a row '<row>, inference key=value' with same_run_as <row>",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "small_tasks")
     args = p.parse_args()
@@ -349,6 +403,8 @@ def main() -> None:
     args.root, args.epochs = args.root or spec["root"], args.epochs or spec["epochs"]
     if args.root is None:
         p.error(f"--task {args.task} has no shared sample: give --root (a COCO layout) or --dataset")
+    if args.also_infer and args.task != "detection":
+        p.error("--also-infer scores a detector again: it needs --task detection")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.task}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -361,17 +417,22 @@ def main() -> None:
             gflops, commit = matmul_gflops(), git_commit()  # the machine and the code this run starts from
             start = time.perf_counter()
             L.seed_everything(seed)
+            rescored: dict[str, dict[str, float]] = {}
             with tempfile.TemporaryDirectory() as work:
                 if side == "vitdense":
-                    scores = run_vitdense(args.task, args, seed, Path(work))
+                    scores, rescored = run_vitdense(args.task, args, seed, Path(work))
                 else:
                     scores = PEERS[args.task](args, seed)
             row = {**scores, "seconds": round(time.perf_counter() - start, 1), "gflops": round(gflops, 1),
                    "epochs": args.epochs, "batch": args.batch or spec["batch"],
                    "size": args.size or spec["size"], "commit": commit,
                    "command": shlex.join(["python", "benchmarks/small_tasks.py", *sys.argv[1:]])}  # fmt: skip
-            results.setdefault(row_name, {})[str(seed)] = row
-            print(f"[small_tasks] {args.task} {row_name} seed {seed}: {row}", flush=True)
+            base = row_name.removesuffix(suffix)
+            for name, again in [(base, scores), *((f"{base}, {label}", s) for label, s in rescored.items())]:
+                # the budget suffix stays last: the across table reads the budget from it
+                same_run = {"same_run_as": base + suffix} if name != base else {}
+                results.setdefault(name + suffix, {})[str(seed)] = {**row, **again, **same_run}
+                print(f"[small_tasks] {args.task} {name + suffix} seed {seed}: {row | again}", flush=True)
             path.write_text(json.dumps(results, indent=1))
     write_table(args, results, spec["metrics"])
 

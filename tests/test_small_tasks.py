@@ -89,3 +89,49 @@ def test_across_compares_instance_rows_on_mask_map(tmp_path: Path, monkeypatch: 
     assert "- shapes, vitdense, layer_decay=1.0 (the variant): 0.600 test (1 seeds)" in lines
     assert "- shapes, vitdense, layer_decay=1.0 @4x1, 64 (the variant): 0.700 test (1 seeds)" in lines  # same note
     assert not any("hymenoptera" in line or "raccoon" in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn", "retinanet"])
+def test_also_infer_changes_how_a_trained_detector_keeps_boxes(name: str) -> None:
+    from tests.tiny import PATCH8_VIT_D2
+    from vitdense import DetectionTask
+
+    head = {"name": name, "channels": 32, "score_thresh": 0.0, "box_head_width": 64}
+    task = DetectionTask(backbone={**PATCH8_VIT_D2, "img_size": 64}, num_classes=3, head=head).eval()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert len(task(image)[0]["boxes"]) > 0
+        before = {k: v.clone() for k, v in task.state_dict().items()}
+        st.set_detection_inference(task, {"score_thresh": 1.0, "flip": True})
+        assert len(task(image)[0]["boxes"]) == 0  # no score exceeds 1: the detector itself applies the threshold
+        assert task.inference_cfg["flip"] is True and task.inference_cfg["mode"] == "whole"
+        st.set_detection_inference(task, {"score_thresh": 0.0, "detections_per_img": 2})
+        assert len(task(image)[0]["boxes"]) == 2 and task.inference_cfg["flip"] is True  # earlier keys kept
+    assert all(torch.equal(v, task.state_dict()[k]) for k, v in before.items())  # the weights untouched
+    with pytest.raises(ValueError, match="mode"):
+        st.set_detection_inference(task, {"mode": "sideways"})
+
+
+def test_also_infer_rows_keep_the_budget_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rescored row is '<row>, inference k=v' before the budget suffix, records its base row, and the base row is
+    the run's own scores."""
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+
+    def fake_run(task: str, args: object, seed: int, work: Path) -> tuple[dict, dict]:
+        return {"mAP": 0.25, "mAP_50": 0.5}, {"inference flip=true": {"mAP": 0.3, "mAP_50": 0.6}}
+
+    monkeypatch.setattr(st, "run_vitdense", fake_run)
+    monkeypatch.setattr(st, "matmul_gflops", lambda: 50.0)
+    argv = ["small_tasks.py", "--task", "detection", "--root", str(tmp_path / "data"), "--only", "vitdense",
+            "--seeds", "0", "--epochs", "2", "--size", "64", "--variant", "x=1", "--also-infer", '{"flip": true}',
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    st.main()
+    rows = json.loads((tmp_path / "out" / "detection.json").read_text())
+    suffix = " @2x4, 64"
+    assert set(rows) == {"vitdense, x=1" + suffix, "vitdense, x=1, inference flip=true" + suffix}
+    base, again = rows["vitdense, x=1" + suffix]["0"], rows["vitdense, x=1, inference flip=true" + suffix]["0"]
+    assert base["mAP"] == 0.25 and "same_run_as" not in base
+    assert again["mAP"] == 0.3 and again["same_run_as"] == "vitdense, x=1" + suffix
+    assert again["seconds"] == base["seconds"] and again["epochs"] == 2
