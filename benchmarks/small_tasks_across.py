@@ -28,12 +28,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "small_tasks"
 # Since head.anchor_scale: auto, the shipped row is the run at the scale the rule gives the set at that size: 4 (the
 # runs before it) on bccd, kangaroo and the raccoon sample; on deeppcb 1 at 192 px and 2 at 320 px, set by hand at
 # commit 64f6edd (same settings otherwise), its ",anchor_scale=4" rows being the template before the rule.
-# Instance: configs/instance_coco.yaml as it ships (layer decay 0.7); its "layer_decay=1.0" rows (--set
-# model.init_args.optimizer.layer_decay=1.0: the same lr for every layer, as null) are a variant until it changes.
+# Instance: since 139cb40 configs/instance_coco.yaml has the detection template's optimizer (layer_decay null, the
+# rows say 1.0; heads at 10x) and its scale_range and anchor_scale auto (the first run set the optimizer and
+# scale_range with --set; anchor_scale auto gives that set the 4 it ran with). Plain "vitdense" rows before 139cb40 are
+# the template with ViTDet's layer decay 0.7 and heads at 1x.
 SHIPPED_ROW = {
     "classification": "vitdense, lr=3e-4,layer_decay=0.9,head_lr_mult=10",
     "detection": "vitdense, layer_decay=1.0,scale_range=auto",
-    "instance": "vitdense",
+    "instance": "vitdense, layer_decay=1.0,head_lr_mult=10,scale_range=auto",
 }
 ROW_NOTES = {
     "classification": {"vitdense": "the template before a4df888"},
@@ -42,6 +44,7 @@ ROW_NOTES = {
                   "vitdense, head=faster_rcnn": "the template before 9899312: layer decay 0.7, zoom 0.5-1.5",
                   "vitdense, layer_decay=1.0,scale_range=auto,anchor_scale=4": "the template before anchor_scale auto"},
     "raccoon_sample": {"vitdense": "RetinaNet before head_lr_mult 10"},
+    "instance": {"vitdense": "the template before 139cb40: layer decay 0.7, heads at 1x"},
 }  # fmt: skip
 SHARED_NAME = {"classification": "hymenoptera_sample", "detection": "raccoon_sample"}  # instance: no shared sample
 

@@ -78,7 +78,7 @@ def test_across_compares_instance_rows_on_mask_map(tmp_path: Path, monkeypatch: 
         return {"test_mask_mAP": mask_map, "test_mAP": 0.9, "mask_mAP": 0.0, "epochs": 2, "batch": 1, "size": 64,
                 "gflops": 50.0}  # fmt: skip
 
-    rows = {"vitdense": {"0": row(0.3), "1": row(0.5)}, "peer": {"0": row(0.2)},
+    rows = {across.SHIPPED_ROW["instance"]: {"0": row(0.3), "1": row(0.5)}, "peer": {"0": row(0.2)},
             "vitdense, layer_decay=1.0": {"0": row(0.6)},
             "vitdense, layer_decay=1.0 @4x1, 64": {"0": row(0.7)}}  # fmt: skip
     (tmp_path / "shapes").mkdir()
