@@ -98,9 +98,9 @@ def table(task: str, results: Path) -> list[str]:
             lines.append(f"| {name} | {split} | {t:.3f} | {p:.3f} | {100 * (t - p):+.1f} | "
                          f"{len(template)} / {len(peer)} | {budget} | {rate} |")  # fmt: skip
         for side in rows:
-            if side.split(" @")[0] != template_row and side.startswith("vitdense"):
+            variant = side.split(" @")[0]  # a row at another budget is the same variant as its default's
+            if variant != template_row and side.startswith("vitdense"):
                 v = mean_of(rows[side], key) if all(key in r for r in rows[side].values()) else float("nan")
-                variant = side.split(" @")[0]  # a row at another budget is the same variant as its default's
                 note = ROW_NOTES.get(name, {}).get(variant) or ROW_NOTES.get(task, {}).get(variant)
                 note = f" ({note})" if note else ""
                 variants.append(f"- {name}, {side}{note}: {v:.3f} {split} ({len(rows[side])} seeds)")
