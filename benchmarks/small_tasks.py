@@ -128,14 +128,13 @@ def run_vitdense(
         key, _, value = item.partition("=")
         argv += [f"--{key}", value]
     cli = vitdense_main(argv)
-    scores = {m: float(cli.trainer.callback_metrics[f"val/{m}"]) for m in spec["metrics"]}
-    scores |= scores_on_test(cli, args.root, spec["metrics"])  # the weights after the last epoch
+    scores = logged_scores(cli, "val", spec["metrics"]) | scores_on_test(cli, args.root, spec["metrics"])
     rescored = {}
     for change in args.also_infer or []:
         set_detection_inference(cli.model, change)
         cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
-        again = {m: float(cli.trainer.callback_metrics[f"val/{m}"]) for m in spec["metrics"]}
-        rescored[inference_label(change)] = again | scores_on_test(cli, args.root, spec["metrics"])
+        again = logged_scores(cli, "val", spec["metrics"]) | scores_on_test(cli, args.root, spec["metrics"])
+        rescored[inference_label(change)] = again
     return scores, rescored
 
 
@@ -144,7 +143,13 @@ def scores_on_test(cli: Any, root: Path, metrics: tuple[str, ...]) -> dict[str, 
     if ("test", "test_") not in held_out_splits(root):
         return {}
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    return {f"test_{m}": float(cli.trainer.callback_metrics[f"test/{m}"]) for m in metrics}
+    return logged_scores(cli, "test", metrics)
+
+
+def logged_scores(cli: Any, split: str, metrics: tuple[str, ...]) -> dict[str, float]:
+    """The metrics the last val or test pass logged, under the rows' keys (val: ``mAP``; test: ``test_mAP``)."""
+    prefix = "" if split == "val" else f"{split}_"
+    return {f"{prefix}{m}": float(cli.trainer.callback_metrics[f"{split}/{m}"]) for m in metrics}
 
 
 # Head keys that change only which boxes a trained detector keeps (the rest of ``--also-infer`` is ``inference``).
