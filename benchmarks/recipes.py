@@ -50,6 +50,7 @@ from machine import matmul_gflops  # benchmarks/machine.py
 
 from vitdense.cli.entry import main as vitdense_main
 from vitdense.data import SegmentationFolderDataModule
+from vitdense.data.recipe_rules import single_object_rule
 from vitdense.models.config import merge_config
 from vitdense.tasks.inference import check_inference_config
 
@@ -276,8 +277,13 @@ def rescored_row(
     args: argparse.Namespace, cli: Any, base: dict, trained_with: dict, inference: dict, class_names: list[str]
 ) -> dict:
     """``base`` (the row of ``cli.model``'s weights) scored again on val (and test, see test_scores) with the
-    inference ``trained_with`` updated by ``inference``: the row ``"<base>, inference <key=value,...>"``."""
-    cli.model.inference_cfg = merge_config(inference, trained_with, "inference")
+    inference ``trained_with`` updated by ``inference``: the row ``"<base>, inference <key=value,...>"``.
+    ``keep_largest: auto`` is what the rule chooses from the training masks, as fitting with it would."""
+    resolved = dict(inference)
+    if inference.get("keep_largest") == "auto":
+        present, solid = cli.datamodule.class_object_counts()
+        resolved["keep_largest"] = single_object_rule(present, solid, class_names).value
+    cli.model.inference_cfg = merge_config(resolved, trained_with, "inference")
     check_inference_config(cli.model.inference_cfg, cli.model.input_size())
     start = time.perf_counter()
     val = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]

@@ -49,4 +49,26 @@ def test_export_metadata_holds_the_resolved_windows() -> None:
     task = SegmentationTask(backbone=VIT_D2_W32, num_classes=3, img_size=48, head={"channels": 8},
                             inference={"mode": "slide", "flip": True})  # fmt: skip
     assert onnx_metadata(task)["inference"] == {"mode": "slide", "crop": [48, 48], "stride": [32, 32], "flip": True,
-                                                "scales": [1.0]}  # fmt: skip
+                                                "scales": [1.0], "keep_largest": []}  # fmt: skip
+
+
+def test_runner_keeps_the_largest_region_of_the_classes_the_export_names() -> None:
+    """``keep_largest`` goes into the file as class ids (names resolved), and ``OnnxModel.predict`` reshapes those
+    classes as the task's val, test and predict do (``SegmentationTask.classes_of``)."""
+    from vitdense.deploy.onnx_runner import OnnxModel
+
+    task = SegmentationTask(backbone=VIT_D2_W32, num_classes=3, img_size=48, head={"channels": 8},
+                            class_names=["bg", "lesion", "hair"], inference={"keep_largest": ["lesion"]})  # fmt: skip
+    metadata = onnx_metadata(task)
+    assert metadata["inference"]["keep_largest"] == [1]
+    logits = np.zeros((2, 3, 20, 24), np.float32)
+    logits[:, 1, 2:9, 2:9] = 2  # a large region of class 1 in each image ...
+    logits[:, 1, 13:16, 15:18] = 2  # ... and a small one, whose next class is 2
+    logits[:, 2, 13:16, 15:18] = 1
+    runner = OnnxModel.__new__(OnnxModel)  # the runner without an onnxruntime session: its logits given
+    runner.task, runner.metadata, runner.detects = "segmentation", metadata, False
+    runner.logits = lambda images: logits  # type: ignore[method-assign]
+    ids = runner.predict(np.zeros((2, 20, 24, 3), np.uint8))
+    expected = task.classes_of(torch.from_numpy(logits)).numpy()
+    assert (ids == expected).all() and (ids[:, 13:16, 15:18] == 2).all() and (ids[:, 2:9, 2:9] == 1).all()
+    assert (logits.argmax(1)[:, 13:16, 15:18] == 1).all()  # without keep_largest the small region stays class 1

@@ -193,3 +193,121 @@ def test_detection_fit_chooses_keeps_and_restores_the_anchor_scale(tmp_path: Pat
         r"\(SimpleNamespace cannot\); give a number \(the default is 4\)",
     ):
         model.choose_anchor_scale()
+
+
+def test_solid_object_is_one_region_without_holes() -> None:
+    from vitdense.data.regions import holes, solid_object
+
+    region = np.zeros((9, 9), bool)
+    region[2:7, 2:7] = True
+    assert solid_object(region)
+    ring = region.copy()
+    ring[4, 4] = False  # an enclosed pixel: a hole
+    assert not solid_object(ring) and holes(ring).sum() == 1
+    notch = region.copy()
+    notch[4, 2:5] = False  # open to the outside through the left edge of the square: no hole
+    assert solid_object(notch)
+    diagonal = np.zeros((9, 9), bool)
+    diagonal[1, 1] = diagonal[2, 2] = True  # touching at a corner: one 8-connected region
+    assert solid_object(diagonal)
+    two = diagonal.copy()
+    two[6, 6] = True
+    assert not solid_object(two)
+    # a hole may not leak out between two diagonal pixels of the region (4-connected outside)
+    diamond = np.zeros((5, 5), bool)
+    diamond[[1, 2, 2, 3], [2, 1, 3, 2]] = True
+    assert holes(diamond)[2, 2] and not solid_object(diamond)
+
+
+def test_keep_largest_keeps_one_solid_region_and_gives_the_rest_their_next_class() -> None:
+    from vitdense.data.regions import keep_largest
+
+    classes = np.zeros((10, 12), np.int64)
+    classes[1:6, 1:6] = 1  # the large region, with a hole
+    classes[3, 3] = 0
+    classes[7:9, 8:10] = 1  # a small second region
+    scores = np.zeros((3, 10, 12), np.float32)
+    scores[1] = 1.0
+    scores[2, 7:9, 8:10] = 0.5  # its next most likely class is 2, not the background
+    out = keep_largest(classes, scores, [1])
+    assert out[3, 3] == 1  # hole filled
+    assert (out[7:9, 8:10] == 2).all()  # the small region's next class
+    assert (out[1:6, 1:6] == 1).all() and out.sum() == 25 + 2 * 4
+    # classes not listed, and a listed class not predicted, are left as they are
+    assert (keep_largest(classes, scores, [2]) == classes).all()
+    assert (keep_largest(classes, scores, []) == classes).all()
+
+
+def test_single_object_rule_needs_every_mask_and_enough_of_them() -> None:
+    from vitdense.data.recipe_rules import MIN_OBJECT_MASKS, single_object_rule
+
+    names = ["skin", "lesion", "hair"]
+    enough = MIN_OBJECT_MASKS
+    chosen = single_object_rule(np.array([enough, enough, enough]), np.array([enough - 5, enough, enough - 1]), names)
+    assert chosen.value == [1] and f"lesion ({enough} masks)" in chosen.reason
+    one_off = single_object_rule(np.array([enough, enough, 0]), np.array([3, enough - 1, 0]), names)
+    assert one_off.value == []
+    assert f"closest: lesion, one solid object in {enough - 1} of {enough} masks" in one_off.reason
+    few = single_object_rule(np.array([enough - 1, 0, 0]), np.array([enough - 1, 0, 0]), names)
+    assert few.value == []
+
+
+def write_objects(root: Path) -> Path:
+    """A 2-class folder dataset: one solid square of class 1 in every mask (``MIN_OBJECT_MASKS`` training masks)."""
+    from vitdense.data.recipe_rules import MIN_OBJECT_MASKS
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", MIN_OBJECT_MASKS), ("val", 2)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(count):
+            mask = np.zeros((40, 40), np.uint8)
+            top, left = rng.integers(0, 20, 2)
+            mask[top : top + 15, left : left + 15] = 1
+            image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
+    return root
+
+
+def test_fit_chooses_keeps_and_restores_keep_largest(tmp_path: Path, caplog) -> None:
+    import torch
+
+    from vitdense.cli.entry import main
+
+    root = write_objects(tmp_path / "data")
+    cfg = {"model": {"class_path": "SegmentationTask", "init_args": {
+               "backbone": PATCH8_VIT_D2, "head": {"channels": 8}, "inference": {"keep_largest": "auto"}}},
+           "data": {"class_path": "SegmentationFolderDataModule", "init_args": {
+               "root": str(root), "num_classes": 2, "class_names": ["background", "object"], "crop_size": 32,
+               "batch_size": 2}},
+           "trainer": {"accelerator": "cpu", "max_steps": 1, "limit_val_batches": 1, "default_root_dir": str(tmp_path),
+                       "enable_progress_bar": False, "logger": False}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO):
+        cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+    assert "inference.keep_largest: auto -> ['object'] (one solid object in every training mask" in caplog.text
+    assert cli.model.keep_largest == [1]
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["inference"]["keep_largest"] == [1]
+    # a model built from the same settings (auto) takes the choice from the checkpoint it is given
+    from lightning.pytorch import Trainer
+
+    from vitdense import SegmentationTask
+
+    model = SegmentationTask(num_classes=2, backbone=cli.model.hparams["backbone"], head={"channels": 8},
+                             inference={"keep_largest": "auto"}, class_names=["background", "object"])  # fmt: skip
+    assert model.keep_largest == []  # auto, before any data
+    trainer = Trainer(accelerator="cpu", limit_val_batches=1, logger=False, enable_progress_bar=False,
+                      default_root_dir=str(tmp_path / "python"))  # fmt: skip
+    trainer.validate(model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    assert model.keep_largest == [1]
+    # what validation scores is the reshaped prediction: one region of class 1 at most
+    logits = torch.randn(1, 2, 24, 24)
+    import cv2
+
+    ids = model.classes_of(logits)[0].numpy().astype(np.uint8)
+    assert cv2.connectedComponents((ids == 1).astype(np.uint8), connectivity=8)[0] - 1 <= 1
+    with pytest.raises(ValueError, match=r"inference.keep_largest: 'lesion' is neither a class name \(background, "):
+        SegmentationTask(num_classes=2, backbone=cli.model.hparams["backbone"], head={"channels": 8},
+                         inference={"keep_largest": ["lesion"]}, class_names=["background", "object"])  # fmt: skip

@@ -33,6 +33,7 @@ def test_data_report_lists_every_problem_and_draws_class_colours(tmp_path: Path)
     # what the template's automatic settings would choose from this train split (those a fit prints)
     assert "loss.class_weights: auto -> " in text
     assert "data.scale_range: auto -> [1.0, 2.0] (median short side 16 px, crop 512" in text
+    assert "inference.keep_largest: auto -> [] (no class is one solid object in every one of >= 20" in text
     for split in ("train", "val"):
         block = [r for r in text.split(f"{split}: ")[1].split("missing from")[0].splitlines()[2:] if r.strip()]
         assert abs(sum(float(line.split()[2]) for line in block) - 1) < 1e-3

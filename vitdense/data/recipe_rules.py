@@ -21,6 +21,10 @@ over the domains of benchmarks/domains.py; docs/recipes.md): they are stated her
   small training boxes (``anchor_scale_rule``: at most ``ANCHOR_MATCH`` x the 10th percentile of the box sides at the
   training input size). A box well under the smallest anchor overlaps every anchor too little to be a positive for
   the proposal or one-stage head; objects are then learned from one forced match each, or not at all.
+- segmentation ``inference.keep_largest: auto``: the classes that are one solid object in every training mask that
+  holds them (``single_object_rule``: one 8-connected region without holes, in at least ``MIN_OBJECT_MASKS`` masks):
+  a skin lesion, an organ, a salient object. Their predictions then keep the largest region, holes filled
+  (nnU-Net's largest-component post-processing, decided here by the training masks instead of by validation).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ FIXED_SCALE_SPREAD = 0.4  # octaves: under this, objects of a class keep one siz
 ANCHOR_SCALES = (4.0, 2.0, 1.0)  # head.anchor_scale: the template's (detectron2's 32-512 px on P2-P6), then finer
 ANCHOR_MATCH = 2**0.5  # a square anchor of side <= sqrt(2) s overlaps a centred square box of side s at IoU >= 0.5
 SMALL_BOX_QUANTILE = 0.1  # the box side the smallest anchor must match: the 10th percentile of the training boxes
+MIN_OBJECT_MASKS = 20  # a class must be one solid object in at least this many training masks (and in all of them)
 AUTO = "auto"
 
 
@@ -141,3 +146,22 @@ def anchor_scale_rule(sides: np.ndarray, smallest_anchor_per_scale: float) -> Ch
     if not fits:
         return Choice(scale, f"{measured}, the finest anchors offered: smaller objects need a larger image_size")
     return Choice(scale, f"{measured} (the default's {default * smallest_anchor_per_scale:g} px would miss them)")
+
+
+def single_object_rule(present: np.ndarray, solid: np.ndarray, names: list[str] | None = None) -> Choice:
+    """Segmentation ``inference.keep_largest``: the ids of the classes that are one solid object (one 8-connected
+    region without holes) in every training mask that holds them, and in at least ``MIN_OBJECT_MASKS`` masks.
+
+    ``present``: per class, the training masks holding it; ``solid``: those where it is one solid object."""
+    present, solid = np.asarray(present, np.int64), np.asarray(solid, np.int64)
+    names = names or [f"class_{i}" for i in range(len(present))]
+    chosen = [int(k) for k in np.flatnonzero((present >= MIN_OBJECT_MASKS) & (solid == present))]
+    if chosen:
+        listed = ", ".join(f"{names[k]} ({present[k]} masks)" for k in chosen)
+        return Choice(chosen, f"one solid object in every training mask that holds it: {listed}")
+    seen = np.flatnonzero(present > 0)
+    if seen.size == 0:
+        return Choice([], "no labelled training masks")
+    best = max(seen, key=lambda k: (solid[k] / present[k], present[k]))
+    closest = f"closest: {names[best]}, one solid object in {solid[best]} of {present[best]} masks"
+    return Choice([], f"no class is one solid object in every one of >= {MIN_OBJECT_MASKS} training masks ({closest})")

@@ -19,7 +19,8 @@ from PIL import Image
 
 from vitdense.data.formats.io import image_size, load_image
 from vitdense.data.formats.raster import Raster
-from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule
+from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule, single_object_rule
+from vitdense.data.regions import solid_object
 from vitdense.data.transforms import crop_exceeds_images
 
 SPLITS = ("train", "val", "test")
@@ -33,6 +34,7 @@ class SplitSummary:
     sizes: Counter = field(default_factory=Counter)
     pixels: np.ndarray | None = None
     images: np.ndarray | None = None
+    solid: np.ndarray | None = None  # per class, the masks where it is one solid object (mask folders, not scenes)
     samples: list[tuple[Path, Any]] = field(default_factory=list)
     error: str | None = None
     dataset: Any = None
@@ -58,6 +60,9 @@ class DataReport:
             sides = [min(size) for size, count in train.sizes.items() for _ in range(count)]
             scale = scale_range_rule(sides, self.crop_size)
             lines.append(f"  data.scale_range: auto -> {list(scale.value)} ({scale.reason})")
+        if train.solid is not None and train.images is not None:
+            objects = single_object_rule(train.images, train.solid, self.class_names)
+            lines.append(f"  inference.keep_largest: auto -> {objects.value} ({objects.reason})")
         return lines
 
     def table(self) -> str:
@@ -172,6 +177,7 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                 problems.append(f"{name}: {err}")
             continue
         summary.pixels, summary.images = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        summary.solid = None if hasattr(dataset, "class_counts") else np.zeros(k, np.int64)
         summary.dataset = dataset
 
         def one(sample: tuple[Path, Any], dataset: Any = dataset) -> tuple[tuple[int, int] | None, np.ndarray | str]:
@@ -186,7 +192,12 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                     return size, f"'{image_path}' is {size[0]}x{size[1]} but {dataset.describe(key)} is {w}x{h}"
                 if hasattr(dataset, "class_counts"):
                     return size, dataset.class_counts(image_path, key, k)
-                return size, _counts(dataset.load_mask(key), k, ignore)
+                mask = dataset.load_mask(key)
+                counts = _counts(mask, k, ignore)
+                solid = np.zeros(k, np.int64)
+                for c in np.flatnonzero(counts):
+                    solid[c] = solid_object(mask == c)
+                return size, np.stack([counts, solid])
             except (ValueError, OSError) as err:
                 return size, str(err)
 
@@ -198,6 +209,9 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                     problems.append(stats)
                     continue
                 summary.samples.append(sample)
+                if summary.solid is not None:
+                    stats, solid = stats
+                    summary.solid += solid
                 summary.pixels += stats
                 summary.images += stats > 0
     datamodule.problems = None

@@ -49,11 +49,12 @@ def onnx_metadata(task: BaseTask) -> dict[str, Any]:
 
 def segmentation_inference(task: BaseTask) -> dict[str, Any]:
     """The segmentation task's inference settings with the window's crop and stride resolved (the graph is one
-    forward; ``OnnxModel`` applies windows, flip and scales around it as the task's val, test and predict did)."""
+    forward; ``OnnxModel`` applies windows, flip, scales and keep_largest around it as the task's val, test and
+    predict did)."""
     cfg: dict[str, Any] = getattr(task, "inference_cfg")  # noqa: B009  (segmentation tasks only)
     crop, stride = windows(cfg, task.input_size())
     return {"mode": cfg["mode"], "crop": list(crop), "stride": list(stride), "flip": bool(cfg["flip"]),
-            "scales": [float(s) for s in cfg["scales"]]}  # fmt: skip
+            "scales": [float(s) for s in cfg["scales"]], "keep_largest": getattr(task, "keep_largest")}  # noqa: B009  # fmt: skip
 
 
 def example_size(task: BaseTask) -> tuple[int, int]:

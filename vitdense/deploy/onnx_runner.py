@@ -103,7 +103,13 @@ class OnnxModel:
             batch = self.prepare(images)
             found = [self.detect(image) for image in batch]
             return found[0] if isinstance(images, np.ndarray) and images.ndim == 3 else found
-        ids = self.logits(images).argmax(1)
+        logits = self.logits(images)
+        ids = logits.argmax(1)
+        keep = (self.metadata.get("inference") or {}).get("keep_largest") if self.task == "segmentation" else None
+        if keep:  # the classes the model keeps as one solid object, as its val, test and predict did
+            from vitdense.data.regions import keep_largest  # numpy and OpenCV only
+
+            ids = np.stack([keep_largest(i, s, keep) for i, s in zip(ids, logits, strict=True)])
         single = isinstance(images, np.ndarray) and images.ndim == 3
         return ids[0] if single else ids
 

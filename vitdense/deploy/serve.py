@@ -158,7 +158,7 @@ def _predict_same_size(task: Any, images: list[np.ndarray], device: str) -> list
         from vitdense.tasks.inference import infer_logits
 
         logits = infer_logits(task, batch, task.inference_cfg, task.input_size())
-        return [_segmentation_answer(task, classes) for classes in logits.argmax(1).cpu().numpy()]
+        return [_segmentation_answer(task, classes) for classes in task.classes_of(logits).cpu().numpy()]
     if kind == "classification":
         return [{"label": int(probs.argmax()), "class_name": task.class_names[int(probs.argmax())],
                  "score": float(probs.max()), "probs": [round(float(p), 6) for p in probs]}

@@ -77,7 +77,7 @@ class EvaluationReport:
                 ((_, logits),) = self.model.logits_per_size(
                     image[None].to(self.model.device), [tuple(shown.shape[-2:])], [tuple(mask.shape[-2:])]
                 )
-            out |= {"truth": mask.numpy(), "pred": logits.argmax(1)[0].cpu().numpy()}
+            out |= {"truth": mask.numpy(), "pred": self.model.classes_of(logits)[0].cpu().numpy()}
         elif self.task == "classification":
             out |= {"truth": self.class_names[record["label"]], "pred": self.class_names[record["pred"]],
                     "confidence": float(record["probs"][record["pred"]])}  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from vitdense.data.formats.raster import Raster, model_input
 from vitdense.tasks.inference import check_window_stride, window_starts
@@ -160,6 +161,10 @@ def predict_scene(
     cfg = getattr(task, "inference_cfg", {}) or {}
     if [float(s) for s in cfg.get("scales", [1.0])] != [1.0]:
         raise ValueError(f"inference.scales: {cfg['scales']} is not applied to scenes; predict scenes at scale 1.0.")
+    if getattr(task, "keep_largest", None):
+        rank_zero_warn(f"inference.keep_largest: the model keeps {[task.class_names[k] for k in task.keep_largest]} as "
+                       "one solid object per image; a scene holds many, so its class map is the most likely class of "
+                       "each pixel, every region kept.")  # fmt: skip
     crop = tuple(crop or cfg.get("crop") or task.input_size())
     stride = tuple(stride or cfg.get("stride") or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)))
     output = Path(output)

@@ -10,6 +10,10 @@ One setting, ``model.init_args.inference``, serves val, test and predict:
 - ``flip: true`` adds the horizontally flipped image; ``scales: [0.75, 1.0, 1.25]`` runs the image resized by each
   factor. Their softmax probabilities, resized back to the image, are averaged; the result is returned as log
   probabilities (valid logits: their softmax is the average, their cross-entropy its negative log).
+- ``keep_largest: [lesion]`` (class names or ids) makes each listed class one solid object in every prediction: its
+  largest region, holes filled; its other regions take their next most likely class (``vitdense.data.regions``).
+  ``auto``: the classes that are one solid object in every training mask (``recipe_rules.single_object_rule``),
+  chosen when fitting and kept in the checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class InferenceConfig(TypedDict, total=False):
 
     Keys: ``mode`` (whole | slide), ``crop`` ([h, w] window of slide; default the backbone's img_size), ``stride``
     ([h, w] between windows; default 2/3 of the crop, as mmseg's 512/341), ``flip`` (add the horizontal flip),
-    ``scales`` (image resize factors, averaged).
+    ``scales`` (image resize factors, averaged), ``keep_largest`` (classes kept as their largest solid region, or
+    ``auto``).
     """
 
     mode: Literal["whole", "slide"]
@@ -38,9 +43,12 @@ class InferenceConfig(TypedDict, total=False):
     stride: list[int] | None
     flip: bool
     scales: list[float]
+    keep_largest: list[int | str] | Literal["auto"]
 
 
-INFERENCE_DEFAULTS: InferenceConfig = {"mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0]}
+INFERENCE_DEFAULTS: InferenceConfig = {
+    "mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0], "keep_largest": [],
+}  # fmt: skip
 
 
 def check_window_stride(crop: tuple[int, int], stride: tuple[int, int], default_crop: bool = False) -> None:
@@ -74,6 +82,9 @@ def check_inference_config(cfg: dict, default_crop: tuple[int, int] | None = Non
     _check_modes_and_windows(cfg, ("whole", "slide"), default_crop)
     if not cfg["scales"] or min(cfg["scales"]) <= 0:
         raise ValueError(f"inference.scales: {cfg['scales']} must be a non-empty list of positive factors.")
+    keep = cfg.get("keep_largest") or []
+    if keep != "auto" and (isinstance(keep, str) or not all(isinstance(k, int | str) for k in keep)):
+        raise ValueError(f"inference.keep_largest: {keep!r} must be 'auto' or a list of class names or ids.")
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:

@@ -13,7 +13,8 @@ from PIL import Image
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from vitdense.data.recipe_rules import AUTO, class_weight_rule
+from vitdense.data.recipe_rules import AUTO, class_weight_rule, single_object_rule
+from vitdense.data.regions import keep_largest
 from vitdense.models.config import merge_config
 from vitdense.models.heads import FCNHead, LinearHead, UPerHead
 from vitdense.models.losses import cross_entropy, frequency_weights, ohem_cross_entropy
@@ -64,7 +65,8 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
             head: decode head (name: upernet | linear; channels, pool_scales, dropout, aux_weight, ...).
             loss: loss terms (ce_weight, dice_weight, focal_weight, lovasz_weight, class_weights, label_smoothing,
                 ohem_thresh, ohem_min_kept).
-            inference: how val, test and predict compute logits (mode: whole|slide, crop, stride, flip, scales).
+            inference: how val, test and predict compute logits (mode: whole|slide, crop, stride, flip, scales) and
+                which classes they keep as one solid object (keep_largest: class names or ids, or auto).
             overlays: ``predict`` also writes ``overlays/<image>.png``, each image half-blended with its predicted
                 mask's class colours, to look at.
             class_colors: RGB colour of each class for predicted masks and overlays (linked from the DataModule's
@@ -85,6 +87,7 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
         self.loss_cfg = merge_config(hp["loss"], dict(LOSS_DEFAULTS), "loss")
         self.inference_cfg = merge_config(hp.get("inference"), dict(INFERENCE_DEFAULTS), "inference")
         check_inference_config(self.inference_cfg, self.input_size())
+        self.keep_largest  # noqa: B018  (an unknown class name or id fails here, not at the first validation)
         self.neck = build_neck(
             hp["neck"], self.backbone.out_channels, self.backbone.strides, self.backbone.hierarchical
         )
@@ -130,8 +133,55 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
             smp.losses.LovaszLoss("multiclass", ignore_index=self.ignore_index) if cfg["lovasz_weight"] > 0 else None
         )
 
+    @property
+    def keep_largest(self) -> list[int]:
+        """Class ids that predictions keep as one solid object (``inference.keep_largest``; ``auto`` before it was
+        chosen at fit time keeps none)."""
+        keep = self.inference_cfg.get("keep_largest") or []
+        if keep == AUTO:
+            return []
+        ids = []
+        for k in keep:
+            if isinstance(k, str) and k in self.class_names:
+                ids.append(self.class_names.index(k))
+            elif isinstance(k, int) and 0 <= k < self.num_classes:
+                ids.append(k)
+            else:
+                names = ", ".join(self.class_names)
+                raise ValueError(
+                    f"inference.keep_largest: {k!r} is neither a class name ({names}) nor a class id in "
+                    f"[0, {self.num_classes})."
+                )
+        return ids
+
+    def use_keep_largest(self, ids: list[int]) -> None:
+        """Keep the classes ``ids`` as one solid object from now on, recorded in the hyperparameters: the checkpoint,
+        a later ``test`` and an export do the same."""
+        self.inference_cfg["keep_largest"] = list(ids)
+        self.hparams["inference"] = {**(self.hparams.get("inference") or {}), "keep_largest": list(ids)}
+
+    def classes_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class ids (B, H, W) of logits (B, K, H, W): the most likely class, each class of ``keep_largest`` then
+        reshaped into one solid object (``vitdense.data.regions.keep_largest``)."""
+        pred = logits.argmax(1)
+        keep = self.keep_largest
+        if not keep:
+            return pred
+        scores = logits.detach().float().cpu().numpy()
+        out = [keep_largest(p, s, keep) for p, s in zip(pred.cpu().numpy(), scores, strict=True)]
+        return torch.from_numpy(np.stack(out)).to(pred.device)
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage == "fit" and self.inference_cfg.get("keep_largest") == AUTO:
+            present, solid = self.training_statistic(
+                "class_object_counts", "inference.keep_largest: auto",
+                "find the connected regions of its training masks", "a list of class names",
+            )  # fmt: skip
+            objects = single_object_rule(present, solid, list(self.class_names))
+            kept = [self.class_names[k] for k in objects.value]
+            rank_zero_info(f"[vitdense] inference.keep_largest: auto -> {kept} ({objects.reason})")
+            self.use_keep_largest(objects.value)
         rule = self.loss_cfg["class_weights"]
         if stage != "fit" or not isinstance(rule, str):
             return
@@ -160,7 +210,12 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
             checkpoint[CLASS_WEIGHTS_KEY] = self.ce_class_weights.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Class weights and ``keep_largest: auto`` chosen at fit time come back into a model built from the config,
+        so that ``test --ckpt_path`` scores what fit chose."""
         super().on_load_checkpoint(checkpoint)
+        saved = (checkpoint.get("hyper_parameters", {}).get("inference") or {}).get("keep_largest")
+        if self.inference_cfg.get("keep_largest") == AUTO and isinstance(saved, list):
+            self.use_keep_largest(saved)
         weights = checkpoint.get(CLASS_WEIGHTS_KEY)
         if weights is not None:
             self.ce_class_weights = torch.tensor(weights, dtype=torch.float)
@@ -172,7 +227,7 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
         valid = batch.get("valid_size") or [tuple(batch["image"].shape[-2:])] * mask.shape[0]
         preds: dict[int, np.ndarray] = {}
         for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), mask_sizes):
-            preds |= {i: p for i, p in zip(idx, logits.argmax(1).cpu().numpy(), strict=True)}
+            preds |= {i: p for i, p in zip(idx, self.classes_of(logits).cpu().numpy(), strict=True)}
         rgb = self.backbone.cfg.get("rgb_bands")
         images, truths = [], []
         for i in range(mask.shape[0]):
@@ -258,7 +313,7 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
             h, w = mask_sizes[idx[0]]
             target = mask[idx, :h, :w]
             loss = loss + self.compute_loss(logits, target) * len(idx) / mask.shape[0]
-            pred = logits.argmax(1)
+            pred = self.classes_of(logits)
             self.stage_metric(stage).update(pred, target)
             if self.eval_records is not None:
                 records |= {i: self._image_counts(p, t) for i, p, t in zip(idx, pred, target, strict=True)}
@@ -297,7 +352,7 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
         """Class-id masks at each image's original size: ``[{"path", "mask"}, ...]``."""
         out: list[dict[str, Any]] = [{} for _ in batch["path"]]
         for idx, logits in self.logits_per_size(batch["image"], batch.get("valid_size"), batch["orig_size"]):
-            for i, pred in zip(idx, logits.argmax(1).cpu(), strict=True):
+            for i, pred in zip(idx, self.classes_of(logits).cpu(), strict=True):
                 name = batch["name"][i] if "name" in batch else Path(batch["path"][i]).stem
                 out[i] = {"path": batch["path"][i], "name": name, "mask": pred}
         return out

@@ -351,6 +351,10 @@ class SegmentationFolderDataModule(SegmentationInputs, SavedSplit, BaseDataModul
         """Per class, its pixels and those of the images it appears in, over the training masks (one pass)."""
         return self.dataset("train").class_pixel_counts()  # type: ignore[attr-defined]
 
+    def class_object_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class, the training masks holding it and those where it is one solid object (the same one pass)."""
+        return self.dataset("train").class_object_counts()  # type: ignore[attr-defined]
+
     def get_collate_fn(self, split: Split) -> Callable[[list[Any]], Any]:
         """Pad each batch to its largest image (masks padded with ``ignore_index``)."""
         return partial(pad_collate, ignore_index=self.ignore_index)

@@ -15,6 +15,7 @@ from vitdense.data.formats.folders import pair_folders
 from vitdense.data.formats.io import image_size, load_image, load_mask
 from vitdense.data.formats.masks import MaskReader
 from vitdense.data.formats.raster import load_raster
+from vitdense.data.regions import solid_object
 from vitdense.data.transforms import apply_transform, segmentation_eval_transform
 
 LAYOUT = "root/{split}/images/*.png (or .jpg, ...) + root/{split}/masks/*.png with the same file stems"
@@ -75,6 +76,7 @@ class SegmentationFolderDataset(Dataset):
         self.reader = reader
         self.given_samples = samples
         self.bands, self.nodata = bands, nodata
+        self._mask_statistics: dict[str, np.ndarray] | None = None
         self.image_sizes: dict[Path, tuple[int, int]] = {}  # (width, height) of the images whose headers were read
         self.samples = self._scan() if check_sizes else self.find_pairs()
 
@@ -143,15 +145,31 @@ class SegmentationFolderDataset(Dataset):
 
         What median-frequency class weights need (SegNet; ``loss.class_weights: median_frequency``).
         """
-        pixels = np.zeros(self.num_classes, np.int64)
-        image_pixels = np.zeros(self.num_classes, np.int64)
-        for _, key in self.samples:
-            mask = self.load_mask(key)
-            labelled = mask[mask != self.ignore_index].astype(np.int64)
-            counts = np.bincount(labelled, minlength=self.num_classes)[: self.num_classes]
-            pixels += counts
-            image_pixels += (counts > 0) * labelled.size
-        return pixels, image_pixels
+        stats = self.mask_statistics()
+        return stats["pixels"], stats["image_pixels"]
+
+    def class_object_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class: the masks of the split that hold it, and those where it is one solid object (one 8-connected
+        region without holes): what ``inference.keep_largest: auto`` reads."""
+        stats = self.mask_statistics()
+        return stats["present"], stats["solid"]
+
+    def mask_statistics(self) -> dict[str, np.ndarray]:
+        """``class_pixel_counts`` and ``class_object_counts`` of the split, from one read of its masks (kept)."""
+        if self._mask_statistics is None:
+            k = self.num_classes
+            stats = {name: np.zeros(k, np.int64) for name in ("pixels", "image_pixels", "present", "solid")}
+            for _, key in self.samples:
+                mask = self.load_mask(key)
+                labelled = mask[mask != self.ignore_index].astype(np.int64)
+                counts = np.bincount(labelled, minlength=k)[:k]
+                stats["pixels"] += counts
+                stats["image_pixels"] += (counts > 0) * labelled.size
+                stats["present"] += counts > 0
+                for c in np.flatnonzero(counts):
+                    stats["solid"][c] += solid_object(mask == c)
+            self._mask_statistics = stats
+        return self._mask_statistics
 
     def _check_mask(self, mask: np.ndarray, path: Any) -> None:
         if mask.min(initial=0) >= 0 and mask.max(initial=0) < self.num_classes:
