@@ -105,7 +105,7 @@ def test_inference_is_set_from_the_command_line() -> None:
     setting = "{mode: slide, crop: [48, 48], stride: [32, 32], flip: true, scales: [0.75, 1.0]}"
     cli = main(["--config", str(config), "--model.init_args.inference", setting], run=False)
     assert cli.model.inference_cfg == {"mode": "slide", "crop": [48, 48], "stride": [32, 32], "flip": True,
-                                       "scales": [0.75, 1.0]}  # fmt: skip
+                                       "scales": [0.75, 1.0], "keep_largest": []}  # fmt: skip
 
 
 def test_inference_from_the_command_line_wins_over_the_checkpoints(tmp_path, tiny_run) -> None:

@@ -62,7 +62,8 @@ class DataReport:
             lines.append(f"  data.scale_range: auto -> {list(scale.value)} ({scale.reason})")
         if train.solid is not None and train.images is not None:
             objects = single_object_rule(train.images, train.solid, self.class_names)
-            lines.append(f"  inference.keep_largest: auto -> {objects.value} ({objects.reason})")
+            kept = [self.class_names[k] for k in objects.value]
+            lines.append(f"  inference.keep_largest: auto -> {kept} ({objects.reason})")
         return lines
 
     def table(self) -> str:
