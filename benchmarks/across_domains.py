@@ -54,10 +54,12 @@ RULE_INPUTS_ABOUT = (
     "benchmarks/domains.py built from the source (repo, commit); written by benchmarks/across_domains.py"
 )
 SOURCE_KEYS = ("repo", "commit")  # of domain.json: where its pixel shares were counted (CamVid has no commit)
-# The template as shipped (windowed inference) at each seed: its first-named row that a domain has. PH2's second seed
-# ran as `seed=1,class_weights=off` before the rule chose off there (the same settings as the template on PH2).
-SHIPPED_ROWS = {0: ("template rerun, inference mode=slide",),
-                1: ("template rerun, seed=1", "seed=1,class_weights=off, inference mode=slide")}  # fmt: skip
+# The template as shipped (windows, keep_largest: auto) at each seed: its first-named row that a domain has. PH2's
+# second seed ran as `seed=1,class_weights=off` before the rule chose off there (the same settings as the template on
+# PH2); the seed-1 rows of CWFID and the magnetic tiles were trained scoring by windows.
+SHIPPED_ROWS = {0: ("template rerun, inference mode=slide,keep_largest=auto",),
+                1: ("template rerun, seed=1, inference keep_largest=auto",
+                    "seed=1,class_weights=off, inference mode=slide,keep_largest=auto")}  # fmt: skip
 
 
 def seed_row(name: str, seed: int) -> str:
