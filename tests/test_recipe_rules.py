@@ -3,6 +3,7 @@ what they chose."""
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,20 +48,27 @@ def write_data(root: Path, rare: bool) -> Path:
     return root
 
 
-@pytest.mark.parametrize("rare", [True, False])
-def test_fit_applies_and_prints_the_automatic_choices(rare: bool, tmp_path: Path, caplog) -> None:
+def fit_logged(tmp_path: Path, caplog, model: dict, data: dict, **trainer) -> Any:
+    """``vitdense fit`` of ``model`` and ``data`` (class path, init args) on the CPU in ``tmp_path``, log captured."""
     from vitdense.cli.entry import main
 
-    root = write_data(tmp_path / "data", rare)
-    cfg = {"model": {"class_path": "SegmentationTask", "init_args": {
-               "backbone": PATCH8_VIT_D2, "head": {"channels": 8}, "loss": {"class_weights": "auto"}}},
-           "data": {"class_path": "SegmentationFolderDataModule", "init_args": {
-               "root": str(root), "num_classes": 3, "crop_size": 32, "batch_size": 2, "scale_range": "auto"}},
-           "trainer": {"accelerator": "cpu", "fast_dev_run": True, "default_root_dir": str(tmp_path),
-                       "enable_progress_bar": False, "logger": False}}  # fmt: skip
+    cfg = {"model": {"class_path": model.pop("class_path"), "init_args": model},
+           "data": {"class_path": data.pop("class_path"), "init_args": data},
+           "trainer": {"accelerator": "cpu", "default_root_dir": str(tmp_path), "enable_progress_bar": False,
+                       "logger": False, **trainer}}  # fmt: skip
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     with caplog.at_level(logging.INFO):
-        cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+        return main(["fit", "--config", str(tmp_path / "c.yaml")])
+
+
+@pytest.mark.parametrize("rare", [True, False])
+def test_fit_applies_and_prints_the_automatic_choices(rare: bool, tmp_path: Path, caplog) -> None:
+    root = write_data(tmp_path / "data", rare)
+    model = {"class_path": "SegmentationTask", "backbone": PATCH8_VIT_D2, "head": {"channels": 8},
+             "loss": {"class_weights": "auto"}}  # fmt: skip
+    data = {"class_path": "SegmentationFolderDataModule", "root": str(root), "num_classes": 3, "crop_size": 32,
+            "batch_size": 2, "scale_range": "auto"}  # fmt: skip
+    cli = fit_logged(tmp_path, caplog, model, data, fast_dev_run=True)
     text = caplog.text
     assert "data.scale_range: auto -> [0.64, 2.0] (median short side 50 px, crop 32" in text
     transform = cli.datamodule.dataset("train").transform
@@ -153,14 +161,10 @@ def test_detection_fit_chooses_keeps_and_restores_the_anchor_scale(tmp_path: Pat
     write_boxes(tmp_path, [6.0] * 4, (64, 64), corner=10)
     head = {"name": "faster_rcnn", "channels": 16, "anchor_scale": "auto", "box_head_width": 32, "roi_batch_size": 16}
     backbone = {k: v for k, v in PATCH8_VIT_D2.items() if k != "img_size"}
-    cfg = {"model": {"class_path": "DetectionTask", "init_args": {"backbone": backbone, "head": head}},
-           "data": {"class_path": "CocoDetectionDataModule", "init_args": {
-               "root": str(tmp_path), "image_size": 64, "batch_size": 2, "num_workers": 0}},
-           "trainer": {"accelerator": "cpu", "max_steps": 1, "limit_val_batches": 1, "default_root_dir": str(tmp_path),
-                       "enable_progress_bar": False, "logger": False}}  # fmt: skip
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    with caplog.at_level(logging.INFO):
-        cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+    data = {"class_path": "CocoDetectionDataModule", "root": str(tmp_path), "image_size": 64, "batch_size": 2,
+            "num_workers": 0}  # fmt: skip
+    model = {"class_path": "DetectionTask", "backbone": backbone, "head": dict(head)}
+    cli = fit_logged(tmp_path, caplog, model, data, max_steps=1, limit_val_batches=1)
     # 6 px boxes: 8.5 px at most for the smallest anchor, so scale 1 (8 px on P2; the default's 32 px misses them)
     assert "head.anchor_scale: auto -> 1 (10% of the 2 training boxes are under 6.0 px" in caplog.text
     sizes = cli.model.detector.rpn.anchor_generator.sizes
@@ -273,19 +277,12 @@ def write_objects(root: Path) -> Path:
 def test_fit_chooses_keeps_and_restores_keep_largest(tmp_path: Path, caplog) -> None:
     import torch
 
-    from vitdense.cli.entry import main
-
     root = write_objects(tmp_path / "data")
-    cfg = {"model": {"class_path": "SegmentationTask", "init_args": {
-               "backbone": PATCH8_VIT_D2, "head": {"channels": 8}, "inference": {"keep_largest": "auto"}}},
-           "data": {"class_path": "SegmentationFolderDataModule", "init_args": {
-               "root": str(root), "num_classes": 2, "class_names": ["background", "object"], "crop_size": 32,
-               "batch_size": 2}},
-           "trainer": {"accelerator": "cpu", "max_steps": 1, "limit_val_batches": 1, "default_root_dir": str(tmp_path),
-                       "enable_progress_bar": False, "logger": False}}  # fmt: skip
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    with caplog.at_level(logging.INFO):
-        cli = main(["fit", "--config", str(tmp_path / "c.yaml")])
+    model = {"class_path": "SegmentationTask", "backbone": PATCH8_VIT_D2, "head": {"channels": 8},
+             "inference": {"keep_largest": "auto"}}  # fmt: skip
+    data = {"class_path": "SegmentationFolderDataModule", "root": str(root), "num_classes": 2,
+            "class_names": ["background", "object"], "crop_size": 32, "batch_size": 2}  # fmt: skip
+    cli = fit_logged(tmp_path, caplog, model, data, max_steps=1, limit_val_batches=1)
     assert "inference.keep_largest: auto -> ['object'] (one solid object in every training mask" in caplog.text
     assert cli.model.keep_largest == [1]
     ckpt = next(tmp_path.rglob("*.ckpt"))
