@@ -128,3 +128,14 @@ def test_scene_is_a_vitdense_subcommand(tmp_path: Path) -> None:
     scene = write_geotiff(tmp_path / "s.tif", np.zeros((33, 47, 3), np.uint8))
     text = main(["scene", "--model", str(model), "--input", str(scene), "--output", str(tmp_path / "maps")])
     assert "wrote" in text and (tmp_path / "maps" / "s.tif").is_file()
+
+
+def test_a_scene_keeps_every_region_and_says_so(tmp_path: Path) -> None:
+    """A model that keeps a class as one solid object per image (``keep_largest``) is told, for a scene of many
+    objects, that the scene's class map keeps every region: the most likely class of each pixel."""
+    source = write_geotiff(tmp_path / "scene.tif", np.random.default_rng(2).integers(0, 255, (40, 50, 3), np.uint8))
+    plain = predict_scene(seg_task(), source, tmp_path / "plain.tif")
+    with pytest.warns(UserWarning, match=r"keep_largest: the model keeps \['class_1'\] as one solid object per image"):
+        kept = predict_scene(seg_task(keep_largest=[1]), source, tmp_path / "kept.tif")
+    with rasterio.open(plain.output) as a, rasterio.open(kept.output) as b:
+        assert np.array_equal(a.read(1), b.read(1))
