@@ -25,6 +25,16 @@ def solid_object(region: np.ndarray) -> bool:
     return count == 1 and not holes(region).any()
 
 
+def class_objects(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class of one class-id ``mask``: its labelled pixels, and whether it is one solid object there (1 or 0)."""
+    labelled = mask[mask != ignore_index].astype(np.int64)
+    pixels = np.bincount(labelled, minlength=num_classes)[:num_classes]
+    solid = np.zeros(num_classes, np.int64)
+    for c in np.flatnonzero(pixels):
+        solid[c] = solid_object(mask == c)
+    return pixels, solid
+
+
 def keep_largest(classes: np.ndarray, scores: np.ndarray, keep: Sequence[int]) -> np.ndarray:
     """``classes`` (H, W) class ids with each class of ``keep`` one solid object: its largest 8-connected region,
     holes filled with it; the pixels of its other regions take their next most likely class by ``scores`` (K, H, W).

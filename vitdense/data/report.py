@@ -20,7 +20,7 @@ from PIL import Image
 from vitdense.data.formats.io import image_size, load_image
 from vitdense.data.formats.raster import Raster
 from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule, single_object_rule
-from vitdense.data.regions import solid_object
+from vitdense.data.regions import class_objects
 from vitdense.data.transforms import crop_exceeds_images
 
 SPLITS = ("train", "val", "test")
@@ -193,12 +193,7 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                     return size, f"'{image_path}' is {size[0]}x{size[1]} but {dataset.describe(key)} is {w}x{h}"
                 if hasattr(dataset, "class_counts"):
                     return size, dataset.class_counts(image_path, key, k)
-                mask = dataset.load_mask(key)
-                counts = _counts(mask, k, ignore)
-                solid = np.zeros(k, np.int64)
-                for c in np.flatnonzero(counts):
-                    solid[c] = solid_object(mask == c)
-                return size, np.stack([counts, solid])
+                return size, np.stack(class_objects(dataset.load_mask(key), k, ignore))
             except (ValueError, OSError) as err:
                 return size, str(err)
 

@@ -15,7 +15,7 @@ from vitdense.data.formats.folders import pair_folders
 from vitdense.data.formats.io import image_size, load_image, load_mask
 from vitdense.data.formats.masks import MaskReader
 from vitdense.data.formats.raster import load_raster
-from vitdense.data.regions import solid_object
+from vitdense.data.regions import class_objects
 from vitdense.data.transforms import apply_transform, segmentation_eval_transform
 
 LAYOUT = "root/{split}/images/*.png (or .jpg, ...) + root/{split}/masks/*.png with the same file stems"
@@ -160,14 +160,11 @@ class SegmentationFolderDataset(Dataset):
             k = self.num_classes
             stats = {name: np.zeros(k, np.int64) for name in ("pixels", "image_pixels", "present", "solid")}
             for _, key in self.samples:
-                mask = self.load_mask(key)
-                labelled = mask[mask != self.ignore_index].astype(np.int64)
-                counts = np.bincount(labelled, minlength=k)[:k]
+                counts, solid = class_objects(self.load_mask(key), k, self.ignore_index)
                 stats["pixels"] += counts
-                stats["image_pixels"] += (counts > 0) * labelled.size
+                stats["image_pixels"] += (counts > 0) * int(counts.sum())
                 stats["present"] += counts > 0
-                for c in np.flatnonzero(counts):
-                    stats["solid"][c] += solid_object(mask == c)
+                stats["solid"] += solid
             self._mask_statistics = stats
         return self._mask_statistics
 
