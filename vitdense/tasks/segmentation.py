@@ -176,7 +176,7 @@ class SegmentationTask(BaseTask[MulticlassConfusionMatrix]):
         if stage == "fit" and self.inference_cfg.get("keep_largest") == AUTO:
             present, solid = self.training_statistic(
                 "class_object_counts", "inference.keep_largest: auto",
-                "find the connected regions of its training masks", "a list of class names",
+                "find the connected regions of its training masks", "a list of class names, or [] for none",
             )  # fmt: skip
             objects = single_object_rule(present, solid, list(self.class_names))
             kept = [self.class_names[k] for k in objects.value]
