@@ -308,3 +308,19 @@ def test_fit_chooses_keeps_and_restores_keep_largest(tmp_path: Path, caplog) -> 
     with pytest.raises(ValueError, match=r"inference.keep_largest: 'lesion' is neither a class name \(background, "):
         SegmentationTask(num_classes=2, backbone=cli.model.hparams["backbone"], head={"channels": 8},
                          inference={"keep_largest": ["lesion"]}, class_names=["background", "object"])  # fmt: skip
+
+
+def test_keep_largest_auto_without_mask_regions_says_what_to_give() -> None:
+    """A DataModule that cannot read its training masks' regions (scenes by windows, streams) is told, not given a
+    silent none."""
+    from types import SimpleNamespace
+
+    from vitdense import SegmentationTask
+
+    model = SegmentationTask(num_classes=2, backbone=PATCH8_VIT_D2, head={"channels": 8},
+                             inference={"keep_largest": "auto"})  # fmt: skip
+    model._trainer = SimpleNamespace(datamodule=SimpleNamespace())
+    with pytest.raises(ValueError, match=r"keep_largest: auto needs a DataModule that can find the connected regions "
+                                         r"of its training masks \(SimpleNamespace cannot\); give a list of class "
+                                         r"names, or \[\] for none"):  # fmt: skip
+        model.setup("fit")
