@@ -178,10 +178,14 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                 problems.append(f"{name}: {err}")
             continue
         summary.pixels, summary.images = np.zeros(k, np.int64), np.zeros(k, np.int64)
-        summary.solid = None if hasattr(dataset, "class_counts") else np.zeros(k, np.int64)
+        # what keep_largest: auto reads, from the training masks only (scenes are counted by windows: not measured)
+        regions = name == "train" and not hasattr(dataset, "class_counts")
+        summary.solid = np.zeros(k, np.int64) if regions else None
         summary.dataset = dataset
 
-        def one(sample: tuple[Path, Any], dataset: Any = dataset) -> tuple[tuple[int, int] | None, np.ndarray | str]:
+        def one(
+            sample: tuple[Path, Any], dataset: Any = dataset, regions: bool = regions
+        ) -> tuple[tuple[int, int] | None, np.ndarray | str]:
             image_path, key = sample
             try:
                 size = image_size(image_path)
@@ -193,7 +197,8 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                     return size, f"'{image_path}' is {size[0]}x{size[1]} but {dataset.describe(key)} is {w}x{h}"
                 if hasattr(dataset, "class_counts"):
                     return size, dataset.class_counts(image_path, key, k)
-                return size, np.stack(class_objects(dataset.load_mask(key), k, ignore))
+                mask = dataset.load_mask(key)
+                return size, np.stack(class_objects(mask, k, ignore)) if regions else _counts(mask, k, ignore)
             except (ValueError, OSError) as err:
                 return size, str(err)
 
