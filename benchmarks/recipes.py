@@ -312,18 +312,26 @@ def test_scores(args: argparse.Namespace, cli: Any, class_names: list[str]) -> d
     return split_scores(cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0], "test", class_names)
 
 
+def peer_script(args: argparse.Namespace) -> Path:
+    """The plain-loop peer's script: the shared peer_camvid.py for CamVid at seed 0, else benchmarks/peer_loop.py."""
+    return PEER_SCRIPT if not args.domain and args.seed == 0 else DOMAIN_PEER
+
+
 def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
     """Run the smp DPT peer script (same python, same budget) and return its results row.
 
-    CamVid: the shared peer_camvid.py on val. A domain: benchmarks/peer_loop.py, one training scored on val and,
-    where the domain has one, test.
+    CamVid: the shared peer_camvid.py on val. It seeds with 0 and takes no seed, so another seed runs the same loop
+    through benchmarks/peer_loop.py (its algorithm and defaults unchanged, ``--seed``), scored on val the same way.
+    A domain: benchmarks/peer_loop.py, one training scored on val and, where the domain has one, test.
     """
-    script = DOMAIN_PEER if args.domain else PEER_SCRIPT
+    script = peer_script(args)
     cmd = [sys.executable, str(script), "--arch", "dpt", "--small-decoder", "--steps", str(args.steps),
            "--batch", str(args.batch), "--crop", str(args.crop), "--root", str(args.root)]  # fmt: skip
     if args.domain:
         splits = "val,test" if has_split(args.root, "test") else "val"
         cmd += ["--void", str(args.void), "--eval-split", splits, "--seed", str(args.seed)]
+    elif script == DOMAIN_PEER:
+        cmd += ["--eval-split", "val", "--seed", str(args.seed)]
     commit, gflops = git_commit(), matmul_gflops()
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -334,12 +342,12 @@ def run_peer(args: argparse.Namespace, class_names: list[str]) -> dict:
         lines.append(line.strip())
     if proc.wait() != 0 or not any(line.startswith("RESULT ") for line in lines):
         raise SystemExit(f"peer failed (exit code {proc.returncode}, no RESULT line): {shlex.join(cmd)}")
-    if args.domain:
+    if script == DOMAIN_PEER:
         return peer_domain_row(args, lines, class_names, commit, gflops, time.perf_counter() - start, cmd)
     result = dict(re.findall(r"(\w+)=(\S+)", next(line for line in reversed(lines) if line.startswith("RESULT "))))
     ious = ast.literal_eval(next(line for line in reversed(lines) if line.startswith("per-class IoU "))[14:])
     return {
-        "name": PEER_ROW,
+        "name": peer_row_name(args.seed),
         "mIoU": float(result["test_mIoU"]),
         "pixel_acc": float(result["pixel_acc"]),
         "iou": dict(zip(class_names, ious, strict=True)),
@@ -375,7 +383,7 @@ def peer_domain_row(
             results.setdefault("iou", {})[split] = dict(zip(class_names, ast.literal_eval(values), strict=True))
     val, test = results["val"], results.get("test")
     row = {
-        "domain": args.domain,
+        **({"domain": args.domain} if args.domain else {}),
         "name": peer_row_name(args.seed),
         "mIoU": float(val["test_mIoU"]),  # peer_loop's name for the scored split's mIoU; this one is val
         "pixel_acc": float(val["pixel_acc"]),
@@ -484,9 +492,9 @@ def main() -> None:
     name = args.name or default_name(args, parser)
     if not args.peer_only and not Path(args.weights).is_file():
         raise SystemExit(f"weights '{args.weights}' not found: pass --weights.")
-    peer_script = DOMAIN_PEER if args.domain else PEER_SCRIPT
-    if (args.peer or args.peer_only) and not peer_script.is_file():
-        raise SystemExit(f"peer script '{peer_script}' not found.")
+    script = peer_script(args)
+    if (args.peer or args.peer_only) and not script.is_file():
+        raise SystemExit(f"peer script '{script}' not found.")
     if not args.domain:
         if not all((args.root / split).is_dir() for split in ("train", "val")):
             raise SystemExit(

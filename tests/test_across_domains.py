@@ -92,3 +92,56 @@ def test_the_field_table_gives_the_shipped_templates_seed_mean_gain_over_each_tr
     assert "| field: torchgeo | 0.900 (-15.0) |  |  | -15.0 | 1 of 3 |" in lines
     assert "| template as shipped (by windows) | 0.750 (2 seeds) |  | 0.930 (2 seeds) | | |" in lines
     assert ad.field_lines({"cwfid": {ad.PEER: run(0.6), "template rerun": run(0.7)}}) == []
+
+
+def test_camvid_keeps_its_peer_seeds_and_template_reruns_and_the_shipped_rows_average_them(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    (results / "ccp").mkdir(parents=True)
+    shipped0, shipped1 = ad.SHIPPED_ROWS[0][0], "template rerun, seed=1"
+
+    def row(val: float, test: bool = False) -> dict:
+        return {"mIoU": val, **({"test_mIoU": val - 0.1} if test else {})}
+
+    camvid = {ad.PEER: row(0.50), f"{ad.PEER}, seed=1": row(0.60), "default": row(0.6), shipped0: row(0.70),
+              shipped1: row(0.80), "lovasz_weight=1, seed 1": row(0.9)}  # fmt: skip
+    ccp = {ad.PEER: row(0.3, True), "default": row(0.4, True), shipped0: row(0.5, True), "lovasz_weight=1, seed 1":
+           row(0.5, True)}  # fmt: skip
+    (results / "results.json").write_text(json.dumps(camvid))
+    (results / "ccp" / "results.json").write_text(json.dumps(ccp))
+    table = ad.load_rows(results)
+    assert table["camvid"][ad.PEER] == {"val": pytest.approx(0.55), "test": pytest.approx(0.55), "seeds": 2}
+    assert "lovasz_weight=1, seed 1" not in table["camvid"]  # an old ablation: still left out
+    ad.add_shipped_rows(table)
+    assert table["camvid"][ad.SHIPPED_MEAN] == {"val": pytest.approx(0.75), "test": pytest.approx(0.75), "seeds": 2}
+    assert table["ccp"][ad.SHIPPED_MEAN] == {"val": pytest.approx(0.5), "test": pytest.approx(0.4), "seeds": 1}
+    text = ad.markdown(table, {})
+    assert f"| {ad.SHIPPED_MEAN} | 0.750 (+20.0; 2 seeds) | 0.400 (+20.0) | +20.0 | +20.0 |" in text
+    assert ad.SHIPPED_MEAN not in {r["chosen"] for r in ad.leave_one_out(table)}  # seed means never choose
+
+
+def test_the_camvid_peer_at_another_seed_runs_the_same_loop_with_that_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import recipes
+
+    ran: list[list[str]] = []
+
+    class FakePeer:  # what benchmarks/peer_loop.py prints for one eval split
+        def __init__(self, cmd: list[str], **_: object) -> None:
+            ran.append(cmd)
+            self.stdout = iter(["per-class IoU val [0.5, 0.7]\n",
+                                "RESULT eval_split=val test_mIoU=0.6 pixel_acc=0.9 train_s=12.0\n"])  # fmt: skip
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(recipes.subprocess, "Popen", FakePeer)
+    monkeypatch.setattr(recipes, "git_commit", lambda: "c" * 40)
+    monkeypatch.setattr(recipes, "matmul_gflops", lambda: 50.0)
+    args = argparse.Namespace(domain=None, seed=1, steps=6, batch=2, crop=32, root=Path("camvid"), threads=1)
+    row = recipes.run_peer(args, ["Sky", "Road"])
+    assert Path(ran[0][1]) == recipes.DOMAIN_PEER and ran[0][-4:] == ["--eval-split", "val", "--seed", "1"]
+    assert row["name"] == f"{recipes.PEER_ROW}, seed=1" and "domain" not in row
+    assert row["mIoU"] == 0.6 and row["iou"] == {"Sky": 0.5, "Road": 0.7} and "test_mIoU" not in row
+    assert recipes.peer_script(argparse.Namespace(domain=None, seed=0)) == recipes.PEER_SCRIPT  # the shared script
+    assert recipes.peer_script(argparse.Namespace(domain="ccp", seed=0)) == recipes.DOMAIN_PEER
