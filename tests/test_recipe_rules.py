@@ -324,3 +324,27 @@ def test_keep_largest_auto_without_mask_regions_says_what_to_give() -> None:
                                          r"of its training masks \(SimpleNamespace cannot\); give a list of class "
                                          r"names, or \[\] for none"):  # fmt: skip
         model.setup("fit")
+
+
+def test_keep_largest_of_several_classes_leaves_each_one_region_in_any_order() -> None:
+    import cv2
+
+    from vitdense.data.regions import keep_largest
+
+    classes = np.zeros((8, 16), np.int64)
+    classes[1:4, 1:4] = 1  # class 1: one region
+    classes[1:5, 8:12] = 2  # class 2: a large region ...
+    classes[6:8, 14:16] = 2  # ... and a small one, far from class 1, whose next most likely class is 1
+    scores = np.zeros((3, 8, 16), np.float32)
+    scores[1, 6:8, 14:16] = 0.5
+    scores[0, 6:8, 14:16] = 0.2
+    for keep in ([1, 2], [2, 1]):
+        out = keep_largest(classes, scores, keep)
+        for k in (1, 2):
+            assert cv2.connectedComponents((out == k).astype(np.uint8), connectivity=8)[0] - 1 == 1, (keep, k)
+        assert (out[6:8, 14:16] == 0).all()  # dropped from 2, then from 1: its next class left is the background
+    # every class listed (bands 0 | 1 | 0 | 1): the passes end, each class one region
+    bands = np.repeat(np.array([0, 0, 0, 1, 1, 1, 0, 1]), 3).reshape(8, 3).repeat(2, 1)
+    out = keep_largest(bands, np.zeros((2, 8, 6), np.float32), [0, 1])
+    for k in (0, 1):
+        assert cv2.connectedComponents((out == k).astype(np.uint8), connectivity=8)[0] - 1 == 1, k

@@ -38,18 +38,33 @@ def class_objects(mask: np.ndarray, num_classes: int, ignore_index: int) -> tupl
 def keep_largest(classes: np.ndarray, scores: np.ndarray, keep: Sequence[int]) -> np.ndarray:
     """``classes`` (H, W) class ids with each class of ``keep`` one solid object: its largest 8-connected region,
     holes filled with it; the pixels of its other regions take their next most likely class by ``scores`` (K, H, W).
-    The classes of ``keep`` are reshaped in that order; a class not predicted stays absent."""
+    A class not predicted stays absent.
+
+    With several classes listed, a dropped pixel may be most likely another listed class and land apart from that
+    class's region; the classes are reshaped again until none has a second region, and a pixel never returns to a
+    listed class it was dropped from, so every listed class ends as one region whatever the order of ``keep`` (only
+    where every class is listed can a pixel run out of classes: it then stays in the last one)."""
     out = classes.copy()
-    for k in keep:
-        region = out == k
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-        if count > 2:  # background and more than one region
+    keep = [int(k) for k in keep]
+    dropped_from: dict[int, np.ndarray] = {}  # class -> the pixels once dropped from it
+    changed = True
+    while changed:  # ends: a pixel that moves is banned from the class it left, for good
+        changed = False
+        for k in keep:
+            count, labels, stats, _ = cv2.connectedComponentsWithStats((out == k).astype(np.uint8), connectivity=8)
+            if count <= 2:  # background and at most one region
+                continue
             largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
             dropped = (labels > 0) & (labels != largest)
+            dropped_from[k] = dropped_from.get(k, np.zeros_like(dropped)) | dropped
             others = scores[:, dropped].copy()
-            others[k] = -np.inf
-            out[dropped] = others.argmax(0)
-            region = labels == largest
-        if count > 1:
+            for j, banned in dropped_from.items():
+                others[j, banned[dropped]] = -np.inf
+            moved = np.where(np.isfinite(others.max(0)), others.argmax(0), k)  # no class left: it stays
+            out[dropped] = moved
+            changed |= bool((moved != k).any())
+    for k in keep:
+        region = out == k
+        if region.any():
             out[holes(region)] = k
     return out
