@@ -177,6 +177,28 @@ def test_median_frequency_class_weights_from_the_training_masks(tmp_path: Path) 
     np.testing.assert_allclose(sqrt.numpy() ** 2, weights.numpy(), rtol=1e-6)
 
 
+def test_pixel_counts_alone_skip_the_regions_and_one_read_serves_both(tmp_path: Path, monkeypatch) -> None:
+    from vitdense.data import regions
+
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir(parents=True)
+    for stem in ("a", "b"):
+        mask = np.zeros((10, 10), np.uint8)
+        mask[2:5, 2:5] = 1
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "train" / "images" / f"{stem}.png")
+        Image.fromarray(mask).save(tmp_path / "train" / "masks" / f"{stem}.png")
+    found, solid_object = [], regions.solid_object
+    monkeypatch.setattr(regions, "solid_object", lambda region: found.append(1) or solid_object(region))
+    dm = SegmentationFolderDataModule(str(tmp_path), num_classes=2)
+    assert dm.class_pixel_counts()[0].tolist() == [182, 18] and not found  # no regions for class weights alone
+    present, solid = dm.class_object_counts()
+    assert present.tolist() == [2, 2] and solid.tolist() == [0, 2] and len(found) == 4  # background has a hole
+    train = dm.dataset("train")
+    monkeypatch.setattr(train, "load_mask", lambda key: pytest.fail("masks read again"))
+    assert dm.class_pixel_counts()[0].tolist() == [182, 18] and dm.class_object_counts()[1].tolist() == [0, 2]
+
+
 def test_a_missing_root_without_num_classes_names_the_root(tmp_path: Path) -> None:
     """The template leaves num_classes to the data: a root that does not exist is said as such, not as a class count."""
     with pytest.raises(FileNotFoundError, match=r"data\.root: the dataset root '.*nowhere' does not exist"):

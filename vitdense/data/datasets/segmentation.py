@@ -145,7 +145,7 @@ class SegmentationFolderDataset(Dataset):
 
         What median-frequency class weights need (SegNet; ``loss.class_weights: median_frequency``).
         """
-        stats = self.mask_statistics()
+        stats = self.mask_statistics(regions=False)
         return stats["pixels"], stats["image_pixels"]
 
     def class_object_counts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -154,19 +154,23 @@ class SegmentationFolderDataset(Dataset):
         stats = self.mask_statistics()
         return stats["present"], stats["solid"]
 
-    def mask_statistics(self) -> dict[str, np.ndarray]:
-        """``class_pixel_counts`` and ``class_object_counts`` of the split, from one read of its masks (kept)."""
-        if self._mask_statistics is None:
+    def mask_statistics(self, regions: bool = True) -> dict[str, np.ndarray]:
+        """``class_pixel_counts`` and, with ``regions``, ``class_object_counts`` of the split, from one read of its
+        masks (kept). Finding the regions is the costly part (milliseconds a mask), so pixels alone skip it."""
+        cached = self._mask_statistics
+        if cached is None or (regions and "solid" not in cached):
             k = self.num_classes
-            stats = {name: np.zeros(k, np.int64) for name in ("pixels", "image_pixels", "present", "solid")}
+            names = ("pixels", "image_pixels", "present", "solid") if regions else ("pixels", "image_pixels")
+            stats = {name: np.zeros(k, np.int64) for name in names}
             for _, key in self.samples:
-                counts, solid = class_objects(self.load_mask(key), k, self.ignore_index)
+                counts, solid = class_objects(self.load_mask(key), k, self.ignore_index, regions=regions)
                 stats["pixels"] += counts
                 stats["image_pixels"] += (counts > 0) * int(counts.sum())
-                stats["present"] += counts > 0
-                stats["solid"] += solid
-            self._mask_statistics = stats
-        return self._mask_statistics
+                if regions:
+                    stats["present"] += counts > 0
+                    stats["solid"] += solid
+            self._mask_statistics = cached = stats
+        return cached
 
     def _check_mask(self, mask: np.ndarray, path: Any) -> None:
         if mask.min(initial=0) >= 0 and mask.max(initial=0) < self.num_classes:
