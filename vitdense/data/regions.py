@@ -25,13 +25,18 @@ def solid_object(region: np.ndarray) -> bool:
     return count == 1 and not holes(region).any()
 
 
+def class_pixels(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Per class of one class-id ``mask``: its labelled pixels (``ignore_index`` left out)."""
+    labelled = mask[mask != ignore_index].astype(np.int64)
+    return np.bincount(labelled, minlength=num_classes)[:num_classes]
+
+
 def class_objects(
     mask: np.ndarray, num_classes: int, ignore_index: int, regions: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per class of one class-id ``mask``: its labelled pixels, and whether it is one solid object there (1 or 0;
     all 0 without ``regions``, which skips finding them)."""
-    labelled = mask[mask != ignore_index].astype(np.int64)
-    pixels = np.bincount(labelled, minlength=num_classes)[:num_classes]
+    pixels = class_pixels(mask, num_classes, ignore_index)
     solid = np.zeros(num_classes, np.int64)
     for c in np.flatnonzero(pixels) if regions else ():
         solid[c] = solid_object(mask == c)

@@ -20,7 +20,7 @@ from PIL import Image
 from vitdense.data.formats.io import image_size, load_image
 from vitdense.data.formats.raster import Raster
 from vitdense.data.recipe_rules import class_weight_rule, scale_range_rule, single_object_rule
-from vitdense.data.regions import class_objects
+from vitdense.data.regions import class_objects, class_pixels
 from vitdense.data.transforms import crop_exceeds_images
 
 SPLITS = ("train", "val", "test")
@@ -134,7 +134,7 @@ class SceneSplit:
             windows = list(label.windows(self.window))
         for window in windows:
             _, ids = self.read(image_path, key, window)
-            counts += _counts(ids, num_classes, self.ignore_index)
+            counts += class_pixels(ids, num_classes, self.ignore_index)
         return counts
 
     def preview(self, image_path: Path, key: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -144,11 +144,6 @@ class SceneSplit:
             window = ((label.height - h) // 2, (label.width - w) // 2, h, w)
         pixels, ids = self.read(image_path, key, window)
         return pixels, ids
-
-
-def _counts(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
-    labelled = mask[mask != ignore_index].ravel()
-    return np.bincount(labelled, minlength=num_classes)[:num_classes]
 
 
 def _split_dataset(datamodule: Any, name: str) -> Any:
@@ -198,7 +193,7 @@ def summarize(datamodule: Any, splits: tuple[str, ...] = SPLITS, threads: int = 
                 if hasattr(dataset, "class_counts"):
                     return size, dataset.class_counts(image_path, key, k)
                 mask = dataset.load_mask(key)
-                return size, np.stack(class_objects(mask, k, ignore)) if regions else _counts(mask, k, ignore)
+                return size, np.stack(class_objects(mask, k, ignore)) if regions else class_pixels(mask, k, ignore)
             except (ValueError, OSError) as err:
                 return size, str(err)
 
