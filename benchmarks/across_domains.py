@@ -47,9 +47,9 @@ DOCS = REPO / "docs" / "recipes.md"
 BLOCK = ("<!-- across -->\n", "<!-- /across -->\n")
 # CamVid rows were named by their full settings before the template took them as defaults: the same recipes.
 CAMVID_ALIASES = {"lr=3e-4,layer_decay=0.9,head_lr_mult=10": "class_weights=off", "default, seed 1": "seed=1"}
-# CamVid rows named with a seed that are kept: the peer's other seeds and the template's reruns (the rest are
-# ablations of earlier templates, named "<recipe>, seed N")
-SEEDED = (f"{PEER}, seed=", "template rerun, seed=")
+# CamVid rows named with a seed that are kept: the peer's and the field's trainers' other seeds and the template's
+# reruns (the rest are ablations of earlier templates, named "<recipe>, seed N")
+SEEDED = (f"{PEER}, seed=", FIELD, "template rerun, seed=")
 MEAN_ROW = "class_weights=auto, mean over seeds"
 RULE_INPUTS = "rule_inputs.json"  # in --results: what class_weight_rule reads, per domain, committed
 RULE_INPUTS_ABOUT = (

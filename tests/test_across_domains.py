@@ -94,7 +94,7 @@ def test_the_field_table_gives_the_shipped_templates_seed_mean_gain_over_each_tr
     assert ad.field_lines({"cwfid": {ad.PEER: run(0.6), "template rerun": run(0.7)}}) == []
 
 
-def test_camvid_keeps_its_peer_seeds_and_template_reruns_and_the_shipped_rows_average_them(tmp_path: Path) -> None:
+def test_camvid_keeps_its_peer_and_field_seeds_and_template_reruns_and_the_shipped_rows_average_them(tmp_path: Path) -> None:
     results = tmp_path / "results"
     (results / "ccp").mkdir(parents=True)
     shipped0, shipped1 = ad.SHIPPED_ROWS[0][0], "template rerun, seed=1"
@@ -103,14 +103,16 @@ def test_camvid_keeps_its_peer_seeds_and_template_reruns_and_the_shipped_rows_av
         return {"mIoU": val, **({"test_mIoU": val - 0.1} if test else {})}
 
     camvid = {ad.PEER: row(0.50), f"{ad.PEER}, seed=1": row(0.60), "default": row(0.6), shipped0: row(0.70),
-              shipped1: row(0.80), "lovasz_weight=1, seed 1": row(0.9)}  # fmt: skip
+              shipped1: row(0.80), "lovasz_weight=1, seed 1": row(0.9), "field: terratorch": row(0.64),
+              "field: terratorch, seed=1": row(0.62)}  # fmt: skip
     ccp = {ad.PEER: row(0.3, True), "default": row(0.4, True), shipped0: row(0.5, True), "lovasz_weight=1, seed 1":
-           row(0.5, True)}  # fmt: skip
+           row(0.5, True), "field: terratorch": row(0.3, True)}  # fmt: skip
     (results / "results.json").write_text(json.dumps(camvid))
     (results / "ccp" / "results.json").write_text(json.dumps(ccp))
     table = ad.load_rows(results)
     assert table["camvid"][ad.PEER] == {"val": pytest.approx(0.55), "test": pytest.approx(0.55), "seeds": 2}
     assert "lovasz_weight=1, seed 1" not in table["camvid"]  # an old ablation: still left out
+    assert table["camvid"]["field: terratorch"] == {"val": pytest.approx(0.63), "test": pytest.approx(0.63), "seeds": 2}
     ad.add_shipped_rows(table)
     assert table["camvid"][ad.SHIPPED_MEAN] == {"val": pytest.approx(0.75), "test": pytest.approx(0.75), "seeds": 2}
     assert table["ccp"][ad.SHIPPED_MEAN] == {"val": pytest.approx(0.5), "test": pytest.approx(0.4), "seeds": 1}
