@@ -20,9 +20,10 @@ from small_tasks import DATASETS, TASKS  # benchmarks/small_tasks.py
 
 RESULTS = Path(__file__).resolve().parent / "results" / "small_tasks"
 # The row that is the template as shipped today. Classification: plain "vitdense" rows are the template before commit
-# a4df888 (lr 1e-4, layer decay 0.75, head x1). Detection: the template ships Faster R-CNN since the runs of
-# "head=faster_rcnn"; before, it was RetinaNet ("vitdense" rows of the new sets, "vitdense, head_lr_mult=10" of the
-# raccoon sample, whose plain "vitdense" rows are RetinaNet before head_lr_mult 10, fab1ed5).
+# a4df888 (lr 1e-4, layer decay 0.75, head x1); since #31's drop path change the template has drop_path_rate 0, and
+# its rows without ",drop_path_rate=0" are the template before it (0.1). Detection: the template ships Faster R-CNN
+# since the runs of "head=faster_rcnn"; before, it was RetinaNet ("vitdense" rows of the new sets, "vitdense,
+# head_lr_mult=10" of the raccoon sample, whose plain "vitdense" rows are RetinaNet before head_lr_mult 10, fab1ed5).
 # Since 9899312 the detection template has layer_decay null (the rows say 1.0: the same lr for every layer) and
 # scale_range auto; "head=faster_rcnn" rows are the Faster R-CNN template before it (layer decay 0.7, zoom 0.5-1.5).
 # Since head.anchor_scale: auto, the shipped row is the run at the scale the rule gives the set at that size: 4 (the
@@ -33,12 +34,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "small_tasks"
 # scale_range with --set; anchor_scale auto gives that set the 4 it ran with). Plain "vitdense" rows before 139cb40 are
 # the template with ViTDet's layer decay 0.7 and heads at 1x.
 SHIPPED_ROW = {
-    "classification": "vitdense, lr=3e-4,layer_decay=0.9,head_lr_mult=10",
+    "classification": "vitdense, lr=3e-4,layer_decay=0.9,head_lr_mult=10,drop_path_rate=0",
     "detection": "vitdense, layer_decay=1.0,scale_range=auto",
     "instance": "vitdense, layer_decay=1.0,head_lr_mult=10,scale_range=auto",
 }
 ROW_NOTES = {
-    "classification": {"vitdense": "the template before a4df888"},
+    "classification": {"vitdense": "the template before a4df888",
+                       "vitdense, lr=3e-4,layer_decay=0.9,head_lr_mult=10": "the template before drop path 0"},
     "detection": {"vitdense": "RetinaNet, the template before Faster R-CNN",
                   "vitdense, head_lr_mult=10": "RetinaNet, the template before Faster R-CNN",
                   "vitdense, head=faster_rcnn": "the template before 9899312: layer decay 0.7, zoom 0.5-1.5",

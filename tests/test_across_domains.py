@@ -94,7 +94,7 @@ def test_the_field_table_gives_the_shipped_templates_seed_mean_gain_over_each_tr
     assert ad.field_lines({"cwfid": {ad.PEER: run(0.6), "template rerun": run(0.7)}}) == []
 
 
-def test_camvid_keeps_its_peer_and_field_seeds_and_template_reruns_and_the_shipped_rows_average_them(tmp_path: Path) -> None:
+def test_camvid_keeps_peer_and_field_seeds_and_template_reruns_and_shipped_rows_average_them(tmp_path: Path) -> None:
     results = tmp_path / "results"
     (results / "ccp").mkdir(parents=True)
     shipped0, shipped1 = ad.SHIPPED_ROWS[0][0], "template rerun, seed=1"
