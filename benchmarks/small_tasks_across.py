@@ -20,7 +20,7 @@ from small_tasks import DATASETS, TASKS  # benchmarks/small_tasks.py
 
 RESULTS = Path(__file__).resolve().parent / "results" / "small_tasks"
 # The row that is the template as shipped today. Classification: plain "vitdense" rows are the template before commit
-# a4df888 (lr 1e-4, layer decay 0.75, head x1); since #31's drop path change the template has drop_path_rate 0, and
+# a4df888 (lr 1e-4, layer decay 0.75, head x1); since 3005d60 (#31) the template has drop_path_rate 0, and
 # its rows without ",drop_path_rate=0" are the template before it (0.1). Detection: the template ships Faster R-CNN
 # since the runs of "head=faster_rcnn"; before, it was RetinaNet ("vitdense" rows of the new sets, "vitdense,
 # head_lr_mult=10" of the raccoon sample, whose plain "vitdense" rows are RetinaNet before head_lr_mult 10, fab1ed5).
