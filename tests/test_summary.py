@@ -29,7 +29,10 @@ def test_summary_json_matches_the_best_checkpoint(tmp_path: Path, capsys) -> Non
     cli = main(["fit", "--config", str(config)])
     run = Path(cli.trainer.log_dir)
     summary = json.loads((run / SUMMARY_FILE).read_text())
-    assert "run summary (finished): best val/mIoU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "run summary (finished): best val/mIoU" in out
+    # Each checkpoint is named once: the summary's lines, not again by the CLI after them.
+    assert out.count("best checkpoint: ") == 1 and out.count("last checkpoint: ") == 1
     assert summary["status"] == "finished" and summary["monitor"] == "val/mIoU" and summary["mode"] == "max"
     assert summary["epochs"] == 3 and summary["steps"] == 6 and summary["train_images"] == 24
     assert summary["images_per_s"] > 0 and summary["peak_memory_mib"] > 0
@@ -150,3 +153,17 @@ def test_a_fit_that_fails_early_reports_its_own_time(tmp_path: Path, monkeypatch
     assert 0 <= summary["validation_time_s"] <= summary["wall_time_s"] and summary["images_per_s"] == 0
     assert (summary["validation_time_s"] > 0) == (failure in ("first_batch", "first_step"))  # the sanity check ran
     assert f"0 steps in {summary['wall_time_s']:.1f} s" in capsys.readouterr().out
+
+
+def test_the_cli_names_the_checkpoints_itself_only_where_no_summary_is_printed(tmp_path: Path) -> None:
+    import lightning.pytorch as L
+
+    from vitdense.tasks.summary import RunSummary
+
+    def trainer(**kwargs) -> L.Trainer:
+        return L.Trainer(default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+    assert RunSummary.printed(trainer(callbacks=[RunSummary()]))
+    assert not RunSummary.printed(trainer(callbacks=[RunSummary()], logger=False))  # no run folder, no summary
+    assert not RunSummary.printed(trainer(callbacks=[RunSummary()], fast_dev_run=True))
+    assert not RunSummary.printed(trainer())  # a trainer without the callback

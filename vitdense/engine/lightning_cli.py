@@ -34,6 +34,7 @@ from vitdense.engine.messages import (
     root_message,
 )
 from vitdense.tasks.predictions import INDEX
+from vitdense.tasks.summary import RunSummary
 
 DEFAULT_ROOT = "runs"
 
@@ -320,7 +321,8 @@ class VitdenseCLI(LightningCLI):
 
     def after_fit(self) -> None:
         ckpt = self.trainer.checkpoint_callback
-        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
+        # The run summary, where printed, names both checkpoints already (and the best score).
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path and not RunSummary.printed(self.trainer):
             score = ckpt.best_model_score
             score_text = f" ({ckpt.monitor} = {score:.4f})" if score is not None else ""
             self._say(f"best checkpoint: {ckpt.best_model_path}{score_text}")

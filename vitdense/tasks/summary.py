@@ -62,8 +62,15 @@ class RunSummary(L.Callback):
         self._train_start: float | None = None  # the first training batch; None: training never started
         self._val_before_train = 0.0  # validation seconds before it (the sanity check), not training time
 
-    def _active(self, trainer: L.Trainer) -> bool:
+    @staticmethod
+    def _active(trainer: L.Trainer) -> bool:
         return trainer.logger is not None and not trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning
+
+    @classmethod
+    def printed(cls, trainer: L.Trainer) -> bool:
+        """Whether a summary of this fit was printed (it names the best and last checkpoints)."""
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning, undeclared
+        return cls._active(trainer) and any(isinstance(cb, cls) for cb in callbacks)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.history, self.images = [], 0
@@ -180,6 +187,8 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
     ]
     if summary["best_checkpoint"]:
         lines.append(f"[vitdense]   best checkpoint: {summary['best_checkpoint']}")
+    if summary["last_checkpoint"]:
+        lines.append(f"[vitdense]   last checkpoint: {summary['last_checkpoint']}")
     if summary["checkpoint_dir"]:
         lines.append(f"[vitdense]   checkpoints in {summary['checkpoint_dir']}")
     lines.append(f"[vitdense]   wrote {path}")
