@@ -68,7 +68,8 @@ class RunSummary(L.Callback):
 
     @classmethod
     def printed(cls, trainer: L.Trainer) -> bool:
-        """Whether a summary of this fit was printed (it names the best and last checkpoints)."""
+        """Whether a fit on ``trainer`` prints a run summary at its end (a ``RunSummary`` callback, a run folder, not
+        ``fast_dev_run``): that summary names the best and last checkpoints."""
         callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning, undeclared
         return cls._active(trainer) and any(isinstance(cb, cls) for cb in callbacks)
 
